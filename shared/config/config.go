@@ -1,0 +1,74 @@
+// Package config maps command-line flags one to one onto RETRIGGER_*
+// environment variables, and formats validation errors that name both, so
+// an operator knows exactly what to fix.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// EnvName is the environment variable of a flag: "nats-url" ->
+// "RETRIGGER_NATS_URL".
+func EnvName(flagName string) string {
+	return "RETRIGGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Parse parses args into fs, then sets every flag not given on the command
+// line from its environment variable, if set. A flag beats its variable.
+// getenv is os.Getenv outside tests. flag.ErrHelp is returned as is.
+func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	fs.Usage = func() { Usage(fs.Output(), fs) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: every setting is a flag (see -help)", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := EnvName(f.Name)
+		v, ok := lookup(getenv, env)
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("invalid value %q for %s: %w", v, env, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	if getenv == nil {
+		return os.LookupEnv(name)
+	}
+	v := getenv(name)
+	return v, v != ""
+}
+
+// Usage prints every flag with its variable and default.
+func Usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage of %s (every flag can also be set by its environment variable):\n", fs.Name())
+	fs.VisitAll(func(f *flag.Flag) {
+		def := ""
+		if f.DefValue != "" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  -%s, %s%s\n    \t%s\n", f.Name, EnvName(f.Name), def, f.Usage)
+	})
+}
+
+// Invalid is a validation error that names the flag and its variable.
+func Invalid(flagName, format string, args ...any) error {
+	return fmt.Errorf("invalid -%s (%s): %s", flagName, EnvName(flagName), fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,61 @@
+package event
+
+import (
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Current selects the event only if it is still at the given version and
+// state: the condition of every transition (optimistic concurrency). A
+// document inserted without version or state holds the defaults 0 and new,
+// which in MongoDB means the field is missing, so 0 also matches null.
+func Current(id bson.RawValue, version int64, state State) bson.D {
+	return bson.D{
+		{Key: FieldID, Value: id},
+		{Key: FieldVersion, Value: orMissing(version, 0)},
+		{Key: FieldState, Value: orMissing(int64(state), int64(StateNew))},
+	}
+}
+
+func orMissing(v, def int64) any {
+	if v == def {
+		return bson.D{{Key: "$in", Value: bson.A{v, nil}}}
+	}
+	return v
+}
+
+// ByID selects one event.
+func ByID(id bson.RawValue) bson.D { return bson.D{{Key: FieldID, Value: id}} }
+
+// Succeed is the update of new or failed -> success.
+func Succeed(now time.Time) bson.D {
+	return bson.D{
+		{Key: "$set", Value: bson.D{
+			{Key: FieldState, Value: StateSuccess},
+			{Key: FieldUpdatedAt, Value: now},
+		}},
+		{Key: "$inc", Value: bson.D{{Key: FieldVersion, Value: int64(1)}}},
+	}
+}
+
+// Fail is the update of a failed execution: attempts+1 and lastError, then
+// failed with the time of the next attempt, or error when nothing remains to
+// try (next is zero).
+func Fail(now, next time.Time, le LastError) bson.D {
+	set := bson.D{
+		{Key: FieldLastError, Value: le},
+		{Key: FieldUpdatedAt, Value: now},
+	}
+	if next.IsZero() {
+		set = append(set, bson.E{Key: FieldState, Value: StateError})
+	} else {
+		set = append(set,
+			bson.E{Key: FieldState, Value: StateFailed},
+			bson.E{Key: FieldNextAttemptAt, Value: next})
+	}
+	return bson.D{
+		{Key: "$set", Value: set},
+		{Key: "$inc", Value: bson.D{{Key: FieldAttempts, Value: int64(1)}, {Key: FieldVersion, Value: int64(1)}}},
+	}
+}

@@ -1,0 +1,200 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/256dpi/lungo"
+	"github.com/256dpi/lungo/bsonkit"
+	"github.com/256dpi/lungo/mongokit"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/store"
+)
+
+type collection struct {
+	db     *DB
+	handle lungo.Handle
+}
+
+var _ store.Collection = (*collection)(nil)
+
+// write runs fn in a write transaction and commits it.
+func (c *collection) write(ctx context.Context, fn func(*lungo.Transaction) (*lungo.Result, error)) (*lungo.Result, error) {
+	txn, err := c.db.engine.Begin(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer c.db.engine.Abort(txn)
+	res, err := fn(txn)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.db.engine.Commit(txn); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// find runs a query on a snapshot of the catalog.
+func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit int) (bsonkit.List, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	query, err := toFilter(filter)
+	if err != nil {
+		return nil, err
+	}
+	var order bsonkit.Doc
+	if len(sort) > 0 {
+		if order, err = toDoc(sort); err != nil {
+			return nil, err
+		}
+	}
+	txn, err := c.db.engine.Begin(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	res, err := txn.Find(c.handle, query, order, 0, limit)
+	if err != nil {
+		return nil, err
+	}
+	return res.Matched, nil
+}
+
+func (c *collection) InsertOne(ctx context.Context, doc any) error {
+	d, err := toDoc(doc)
+	if err != nil {
+		return fmt.Errorf("inserting into %s: %w", c.handle[1], err)
+	}
+	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+		return txn.Insert(c.handle, bsonkit.List{d}, true)
+	})
+	if err == nil {
+		err = res.Error // the error of an ordered insert's first failed document
+	}
+	if err != nil {
+		return fmt.Errorf("inserting into %s: %w", c.handle[1], classify(err))
+	}
+	return nil
+}
+
+func (c *collection) FindOne(ctx context.Context, filter any) (bson.Raw, error) {
+	list, err := c.find(ctx, filter, nil, 1)
+	if err != nil {
+		return nil, fmt.Errorf("finding in %s: %w", c.handle[1], err)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("finding in %s: %w", c.handle[1], store.ErrNotFound)
+	}
+	return fromDoc(list[0])
+}
+
+func (c *collection) Find(ctx context.Context, filter any, opts store.FindOptions) ([]bson.Raw, error) {
+	list, err := c.find(ctx, filter, opts.Sort, int(opts.Limit))
+	if err == nil {
+		var out []bson.Raw
+		if out, err = fromList(list); err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("finding in %s: %w", c.handle[1], err)
+}
+
+func (c *collection) Count(ctx context.Context, filter any) (int64, error) {
+	list, err := c.find(ctx, filter, nil, 0)
+	if err != nil {
+		return 0, fmt.Errorf("counting in %s: %w", c.handle[1], err)
+	}
+	return int64(len(list)), nil
+}
+
+// update applies update to at most limit documents (0: all) matching filter.
+func (c *collection) update(ctx context.Context, filter, update any, limit int, upsert bool) (*lungo.Result, error) {
+	query, err := toFilter(filter)
+	if err != nil {
+		return nil, err
+	}
+	upd, err := toDoc(update)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+		return txn.Update(c.handle, query, nil, upd, 0, limit, upsert, nil)
+	})
+	return res, classify(err)
+}
+
+func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error) {
+	res, err := c.update(ctx, filter, update, 1, false)
+	if err != nil {
+		return nil, fmt.Errorf("updating in %s: %w", c.handle[1], err)
+	}
+	switch {
+	case len(res.Modified) > 0:
+		return fromDoc(res.Modified[0])
+	case len(res.Matched) > 0: // the update changed nothing
+		return fromDoc(res.Matched[0])
+	}
+	return nil, fmt.Errorf("updating in %s: %w", c.handle[1], store.ErrNotFound)
+}
+
+func (c *collection) UpdateOne(ctx context.Context, filter, update any, upsert bool) (int64, error) {
+	res, err := c.update(ctx, filter, update, 1, upsert)
+	if err != nil {
+		return 0, fmt.Errorf("updating in %s: %w", c.handle[1], err)
+	}
+	return int64(len(res.Matched)), nil // Matched is empty after an upsert
+}
+
+func (c *collection) delete(ctx context.Context, filter any, limit int) (int64, error) {
+	query, err := toFilter(filter)
+	if err != nil {
+		return 0, fmt.Errorf("deleting from %s: %w", c.handle[1], err)
+	}
+	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+		return txn.Delete(c.handle, query, nil, 0, limit)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting from %s: %w", c.handle[1], err)
+	}
+	return int64(len(res.Matched)), nil
+}
+
+func (c *collection) DeleteOne(ctx context.Context, filter any) (int64, error) {
+	return c.delete(ctx, filter, 1)
+}
+
+func (c *collection) DeleteMany(ctx context.Context, filter any) (int64, error) {
+	return c.delete(ctx, filter, 0)
+}
+
+func (c *collection) EnsureIndexes(ctx context.Context, indexes []store.Index) error {
+	configs := make([]mongokit.IndexConfig, len(indexes))
+	for i, index := range indexes {
+		key, err := toDoc(index.Keys)
+		if err != nil {
+			return fmt.Errorf("creating index %q on %s: %w", index.Name, c.handle[1], err)
+		}
+		configs[i] = mongokit.IndexConfig{Key: key, Unique: index.Unique}
+	}
+	_, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+		ns := txn.Catalog().Namespaces[c.handle]
+		for i, config := range configs {
+			if ns != nil {
+				// skip existing ones so that a repeat does not commit
+				if index, ok := ns.Indexes[indexes[i].Name]; ok && config.Equal(index.Config()) {
+					continue
+				}
+			}
+			if _, err := txn.CreateIndex(c.handle, indexes[i].Name, config); err != nil {
+				return nil, fmt.Errorf("creating index %q: %w", indexes[i].Name, err)
+			}
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("ensuring indexes on %s: %w", c.handle[1], classify(err))
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package embedded
+
+import (
+	"fmt"
+
+	"github.com/256dpi/lungo"
+	"github.com/256dpi/lungo/bsonkit"
+	bsonv1 "go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/store"
+)
+
+// toDoc converts a document of the port (anything bson v2 marshals to a
+// document) to lungo's document type through its BSON bytes.
+func toDoc(v any) (bsonkit.Doc, error) {
+	b, ok := v.(bson.Raw)
+	if !ok {
+		var err error
+		if b, err = bson.Marshal(v); err != nil {
+			return nil, err
+		}
+	}
+	doc := new(bsonv1.D)
+	if err := bsonv1.Unmarshal(b, doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// toFilter is toDoc for filters, where nil means "every document".
+func toFilter(v any) (bsonkit.Doc, error) {
+	if v == nil {
+		return &bsonv1.D{}, nil
+	}
+	return toDoc(v)
+}
+
+// fromDoc converts a lungo document to raw BSON of the port.
+func fromDoc(doc bsonkit.Doc) (bson.Raw, error) {
+	b, err := bsonv1.Marshal(doc)
+	return bson.Raw(b), err
+}
+
+func fromList(list bsonkit.List) ([]bson.Raw, error) {
+	out := make([]bson.Raw, len(list))
+	for i, doc := range list {
+		var err error
+		if out[i], err = fromDoc(doc); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// classify maps lungo's errors to the port's sentinels. lungo reports a
+// unique-index violation only as text ("duplicate document for index"), so
+// this uses lungo.IsUniquenessError, its own test for that text; every other
+// condition the port names is detected by this backend itself.
+func classify(err error) error {
+	if lungo.IsUniquenessError(err) {
+		return fmt.Errorf("%w: %w", store.ErrDuplicate, err)
+	}
+	return err
+}

@@ -1,0 +1,117 @@
+package mongostore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/retrigger/retrigger/shared/store"
+)
+
+// DB is a connected database. It implements store.Database.
+type DB struct {
+	client *mongo.Client
+	db     *mongo.Database
+}
+
+var _ store.Database = (*DB)(nil)
+
+// Open connects to the deployment at uri and pings it with ctx; database is
+// the database that holds retrigger's collections.
+func Open(ctx context.Context, uri, database string) (*DB, error) {
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", Redact(uri), err)
+	}
+	if err := client.Ping(ctx, nil); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("pinging %s: %w", Redact(uri), err)
+	}
+	return &DB{client: client, db: client.Database(database)}, nil
+}
+
+// Collection implements store.Database.
+func (d *DB) Collection(name string) store.Collection {
+	return &collection{coll: d.db.Collection(name)}
+}
+
+// Close disconnects. Safe to call twice.
+func (d *DB) Close(ctx context.Context) error {
+	err := d.client.Disconnect(ctx)
+	if err != nil && !errors.Is(err, mongo.ErrClientDisconnected) {
+		return fmt.Errorf("disconnecting: %w", err)
+	}
+	return nil
+}
+
+// Server error codes, from the server's src/mongo/base/error_codes.yml.
+const (
+	// CappedPositionLost: a tailable cursor, as under a change stream, was
+	// overtaken by the capped oplog. Not resumable from its position.
+	codeCappedPositionLost = 136
+	// ChangeStreamFatalError: the stream cannot go on, for example because
+	// its resume token is no longer in the oplog (older servers report that
+	// case with this code). Not resumable.
+	codeChangeStreamFatalError = 280
+	// ChangeStreamHistoryLost: the resume point fell off the oplog. Not
+	// resumable.
+	codeChangeStreamHistoryLost = 286
+)
+
+// classify maps driver errors to the port's sentinels, keeping the driver's
+// error in the chain. The driver itself retries the errors that are
+// resumable (network errors, elections); what reaches here is final.
+func classify(err error) error {
+	var server mongo.ServerError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	case mongo.IsDuplicateKeyError(err):
+		return fmt.Errorf("%w: %w", store.ErrDuplicate, err)
+	case errors.As(err, &server) && (server.HasErrorCode(codeChangeStreamHistoryLost) ||
+		server.HasErrorCode(codeChangeStreamFatalError) ||
+		server.HasErrorCode(codeCappedPositionLost)):
+		return fmt.Errorf("%w: %w", store.ErrHistoryLost, err)
+	}
+	return err
+}
+
+// secretParams are connection-string options whose values are secrets.
+var secretParams = []string{"tlsCertificateKeyFilePassword", "authMechanismProperties"}
+
+// Redact returns uri with the password replaced by **** (user:****@) and
+// the values of options that hold secrets masked, for logs and errors.
+func Redact(uri string) string {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if ok {
+		scheme += "://"
+	} else {
+		scheme, rest = "", uri
+	}
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	// the user information ends at the last @ before the host list
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if user, _, hasPassword := strings.Cut(rest[:at], ":"); hasPassword {
+			rest = user + ":****" + rest[at:]
+		}
+	}
+	if !hasQuery {
+		return scheme + rest
+	}
+	params := strings.Split(query, "&")
+	for i, param := range params {
+		key, _, _ := strings.Cut(param, "=")
+		for _, secret := range secretParams {
+			if strings.EqualFold(key, secret) {
+				params[i] = key + "=****"
+			}
+		}
+	}
+	return scheme + rest + "?" + strings.Join(params, "&")
+}

@@ -1,0 +1,93 @@
+package mongostore_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/goleak"
+
+	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var databases atomic.Int64
+
+func TestConformance(t *testing.T) {
+	uri := os.Getenv("RETRIGGER_TEST_MONGODB_URI")
+	if uri == "" {
+		t.Skip("RETRIGGER_TEST_MONGODB_URI is not set: skipping the conformance suite against a real MongoDB replica set")
+	}
+	run := time.Now().UnixNano()
+	storetest.Run(t, func(t *testing.T) store.Database {
+		name := fmt.Sprintf("retrigger_test_%d_%d", run, databases.Add(1))
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		db, err := mongostore.Open(ctx, uri, name)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			require.NoError(t, db.Close(ctx))
+			dropDatabase(ctx, t, uri, name)
+		})
+		return db
+	}, storetest.Features{}) // a replica set's oplog is too large to lose a token in a test
+}
+
+// dropDatabase drops with a client of its own: the suite may have closed
+// the store's.
+func dropDatabase(ctx context.Context, t *testing.T, uri, name string) {
+	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, client.Disconnect(ctx)) }()
+	require.NoError(t, client.Database(name).Drop(ctx))
+}
+
+func TestRedact(t *testing.T) {
+	tests := []struct {
+		name, uri, want string
+	}{
+		{"no credentials", "mongodb://localhost:27017/?replicaSet=rs0", "mongodb://localhost:27017/?replicaSet=rs0"},
+		{"user and password", "mongodb://alice:s3cret@db:27017/retrigger", "mongodb://alice:****@db:27017/retrigger"},
+		{"user only", "mongodb://alice@db:27017", "mongodb://alice@db:27017"},
+		{"several hosts", "mongodb://alice:pw@h1:27017,h2:27017,h3:27017/?replicaSet=rs0",
+			"mongodb://alice:****@h1:27017,h2:27017,h3:27017/?replicaSet=rs0"},
+		{"srv", "mongodb+srv://alice:pw@cluster0.example.net/?retryWrites=true",
+			"mongodb+srv://alice:****@cluster0.example.net/?retryWrites=true"},
+		{"escaped characters in the password", "mongodb://alice:p%40ss%3Aw%2Frd@db/", "mongodb://alice:****@db/"},
+		{"unescaped @ in the password", "mongodb://alice:p@ss@db/", "mongodb://alice:****@db/"},
+		{"secret options", "mongodb://db/?tls=true&tlsCertificateKeyFilePassword=pw&authMechanismProperties=AWS_SESSION_TOKEN:tok",
+			"mongodb://db/?tls=true&tlsCertificateKeyFilePassword=****&authMechanismProperties=****"},
+		{"not a URI", "localhost", "localhost"},
+		{"no scheme", "alice:pw@db:27017", "alice:****@db:27017"},
+		{"empty", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, mongostore.Redact(tt.uri))
+		})
+	}
+}
+
+func TestOpenFailsFast(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	// nothing listens on port 1
+	db, err := mongostore.Open(ctx, "mongodb://alice:s3cret@127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200", "retrigger")
+	require.Error(t, err)
+	require.Nil(t, db)
+	assert.NotContains(t, err.Error(), "s3cret", "the error redacts the password")
+}

@@ -1,0 +1,125 @@
+// Package store is retrigger's storage port: the handful of MongoDB collection
+// operations the producer, the consumer and the archiver need. Filters and
+// update documents are MongoDB query documents written once in the domain
+// code (anything go.mongodb.org/mongo-driver/v2/bson can marshal); every
+// backend executes them with MongoDB semantics.
+//
+// Two backends implement the port: store/mongostore (the official driver,
+// for replica sets, sharded clusters and Atlas) and store/embedded (lungo,
+// an in-process MongoDB-compatible engine for the local run and the tests).
+// store/storetest holds the conformance suite both must pass.
+package store
+
+import (
+	"context"
+	"errors"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Sentinel errors that callers act on. Backends wrap them, so test with
+// errors.Is.
+var (
+	// ErrNotFound: no document matched the filter (or the condition of a
+	// conditional update did not hold).
+	ErrNotFound = errors.New("store: document not found")
+	// ErrDuplicate: an insert or upsert violated a unique index.
+	ErrDuplicate = errors.New("store: duplicate key")
+	// ErrHistoryLost: a change stream cannot resume from the given token
+	// because the history (oplog) no longer holds it.
+	ErrHistoryLost = errors.New("store: change stream history lost")
+)
+
+// Database opens collections. It is safe for concurrent use.
+type Database interface {
+	// Collection returns a handle on the named collection; it does no I/O.
+	Collection(name string) Collection
+	// Close releases the connection or the engine. Safe to call twice.
+	Close(ctx context.Context) error
+}
+
+// Collection is the set of operations retrigger performs on one collection.
+// Every method is safe for concurrent use. Documents come back as raw BSON,
+// valid until the caller drops them.
+type Collection interface {
+	// InsertOne inserts doc. A unique-index violation wraps ErrDuplicate.
+	InsertOne(ctx context.Context, doc any) error
+	// FindOne returns the first document matching filter, or ErrNotFound.
+	FindOne(ctx context.Context, filter any) (bson.Raw, error)
+	// Find returns the documents matching filter, in opts.Sort order, at
+	// most opts.Limit of them (0: no limit).
+	Find(ctx context.Context, filter any, opts FindOptions) ([]bson.Raw, error)
+	// Count returns the number of documents matching filter.
+	Count(ctx context.Context, filter any) (int64, error)
+	// FindOneAndUpdate applies update to the first document matching filter
+	// and returns the document as it is after the update. When no document
+	// matches it returns ErrNotFound: that is how a conditional update
+	// reports that its condition did not hold.
+	FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error)
+	// UpdateOne applies update to the first document matching filter and
+	// reports how many matched (0 or 1). With upsert, a document is
+	// inserted when none matches, and matched is still 0.
+	UpdateOne(ctx context.Context, filter, update any, upsert bool) (matched int64, err error)
+	// DeleteOne deletes the first document matching filter and reports how
+	// many were deleted (0 or 1).
+	DeleteOne(ctx context.Context, filter any) (deleted int64, err error)
+	// DeleteMany deletes every document matching filter.
+	DeleteMany(ctx context.Context, filter any) (deleted int64, err error)
+	// EnsureIndexes creates the indexes that do not exist yet. Repeating it
+	// with the same indexes is a no-op.
+	EnsureIndexes(ctx context.Context, indexes []Index) error
+	// Watch opens a change stream on the collection. See WatchOptions.
+	Watch(ctx context.Context, opts WatchOptions) (ChangeStream, error)
+}
+
+// FindOptions shape the result of Find.
+type FindOptions struct {
+	Sort  bson.D // e.g. bson.D{{Key: "updatedAt", Value: 1}}; nil: natural order
+	Limit int64  // 0: no limit
+}
+
+// Index describes one index.
+type Index struct {
+	Name   string
+	Keys   bson.D // e.g. bson.D{{Key: "state", Value: 1}, {Key: "updatedAt", Value: 1}}
+	Unique bool
+}
+
+// WatchOptions configure a change stream.
+type WatchOptions struct {
+	// Match is a $match stage applied to change events (fields such as
+	// operationType and fullDocument.state). nil delivers every change.
+	Match bson.D
+	// ResumeAfter is a token from Change.Token: the stream delivers every
+	// change after it, and nothing before. nil starts at the present. A token
+	// that is no longer in the history makes Watch or Next return an error
+	// wrapping ErrHistoryLost.
+	ResumeAfter bson.Raw
+}
+
+// ChangeStream delivers changes in commit order. It is not safe for
+// concurrent use: one goroutine reads it.
+type ChangeStream interface {
+	// Next blocks until the next change, ctx ends, or the stream fails. An
+	// error wrapping ErrHistoryLost means the stream fell off the history.
+	Next(ctx context.Context) (Change, error)
+	// Close ends the stream. Safe to call twice.
+	Close(ctx context.Context) error
+}
+
+// Operation types of a change.
+const (
+	OpInsert  = "insert"
+	OpUpdate  = "update"
+	OpReplace = "replace"
+	OpDelete  = "delete"
+)
+
+// Change is one change event.
+type Change struct {
+	Op  string        // OpInsert, OpUpdate, OpReplace, OpDelete, or another server operation type
+	ID  bson.RawValue // documentKey._id
+	Doc bson.Raw      // the full document after the change (nil for deletes)
+	// Token resumes a stream right after this change (WatchOptions.ResumeAfter).
+	Token bson.Raw
+}
