@@ -49,16 +49,28 @@ func (p *Producer) sweepLoop(ctx context.Context) {
 	}
 }
 
-// sweepFilter selects events that need work and made none for stall: new
-// or errored (or malformed) events not updated since the cutoff, and failed
-// events that were due before it.
+// sweepFilter selects events that need work and made none for stall:
+// failed events due before the cutoff, and new or errored (or malformed)
+// events last touched before it. An event the application inserted bare has
+// no updatedAt: its createdAt counts, or else the time in its ObjectID; an
+// event with neither is always swept (JetStream drops the duplicates).
 func sweepFilter(now time.Time, stall time.Duration) bson.D {
 	cutoff := now.Add(-stall)
-	notSuccessOrFailed := bson.D{{Key: "$nin", Value: bson.A{event.StateSuccess, event.StateFailed}}}
+	notSuccessOrFailed := bson.E{Key: event.FieldState, Value: bson.D{{Key: "$nin", Value: bson.A{event.StateSuccess, event.StateFailed}}}}
+	missing := func(field string) bson.E {
+		return bson.E{Key: field, Value: bson.D{{Key: "$exists", Value: false}}}
+	}
+	before := func(field string, t any) bson.E {
+		return bson.E{Key: field, Value: bson.D{{Key: "$lte", Value: t}}}
+	}
 	return bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: event.FieldState, Value: event.StateFailed}, {Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$lte", Value: cutoff}}}},
-		bson.D{{Key: event.FieldState, Value: notSuccessOrFailed}, {Key: event.FieldUpdatedAt, Value: bson.D{{Key: "$lte", Value: cutoff}}}},
-		bson.D{{Key: event.FieldState, Value: notSuccessOrFailed}, {Key: event.FieldUpdatedAt, Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: event.FieldState, Value: event.StateFailed}, before(event.FieldNextAttemptAt, cutoff)},
+		bson.D{notSuccessOrFailed, before(event.FieldUpdatedAt, cutoff)},
+		bson.D{notSuccessOrFailed, missing(event.FieldUpdatedAt), before(event.FieldCreatedAt, cutoff)},
+		bson.D{notSuccessOrFailed, missing(event.FieldUpdatedAt), missing(event.FieldCreatedAt),
+			before(event.FieldID, bson.NewObjectIDFromTimestamp(cutoff))},
+		bson.D{notSuccessOrFailed, missing(event.FieldUpdatedAt), missing(event.FieldCreatedAt),
+			{Key: event.FieldID, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "objectId"}}}}}},
 	}}}
 }
 

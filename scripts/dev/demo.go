@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/consumer"
+	"github.com/retrigger/retrigger/consumer/handlers"
+	"github.com/retrigger/retrigger/scripts/pipeline"
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/retry"
+	"github.com/retrigger/retrigger/shared/store"
+)
+
+// demoType is the event type the generator inserts.
+const demoType = "demo"
+
+func demo(ctx context.Context, o options, log zerolog.Logger) error {
+	feed := newFeed(5)
+	po := pipeline.Options{
+		DataDir:  o.dataDir,
+		Memory:   o.memory,
+		NATSHost: o.natsHost,
+		NATSPort: o.natsPort,
+		Replicas: o.replicas,
+	}
+	// A small history keeps each write of the file-backed engine cheap.
+	po.Store.OplogMinSize, po.Store.OplogMaxSize = 200, 2000
+	po.Producer.Logger = log
+	po.Producer.Retention = o.retention
+	po.Producer.SweepInterval = 5 * time.Second
+	po.Producer.SweepStall = 30 * time.Second
+	po.Worker.Logger = log
+	po.Worker.Handlers = map[string]consumer.Handler{
+		demoType: handlers.Demo(handlers.DemoConfig{FailureRate: o.failureRate, Latency: o.latency}),
+	}
+	po.Worker.Policies = retry.Policies{Default: retry.Policy{
+		InitialInterval: o.retryInitial, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: 0.2, MaxAttempts: o.maxAttempts,
+	}}
+	po.Worker.DrainTimeout = 3 * time.Second
+	po.Worker.OnTransition = feed.add
+	po.Archiver.Logger = log
+	po.Archiver.DrainTimeout = 3 * time.Second
+	po.Archiver.OnTransition = feed.add
+
+	p, err := pipeline.Start(ctx, po)
+	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("%w\n(is another retrigger or nats-server running? stop it, or pass -nats-port)", err)
+		}
+		return err
+	}
+	where := o.dataDir
+	if o.memory {
+		where = "memory (NATS store in " + o.dataDir + ")"
+	}
+	fmt.Printf("retrigger local pipeline: NATS %s, events in %s, %d consumer replicas, 1 producer, 1 archiver\n", p.NATS.ClientURL(), where, o.replicas)
+	fmt.Printf("demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then errors. Ctrl-C to stop.\n\n",
+		demoType, o.interval, o.failureRate*100, o.maxAttempts)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); generate(ctx, p.DB.Collection("events"), o.interval, log) }()
+	go func() { defer wg.Done(); summarize(ctx, os.Stdout, p.DB, feed, o) }()
+	<-ctx.Done()
+	wg.Wait()
+	fmt.Println("\nstopping: draining handlers in flight…")
+	start := time.Now()
+	if err := p.Close(); err != nil {
+		return err
+	}
+	fmt.Printf("stopped cleanly in %s; start again to resume from %s\n", time.Since(start).Round(time.Millisecond), o.dataDir)
+	return nil
+}
+
+// generate inserts a demo event every interval until ctx ends.
+func generate(ctx context.Context, events store.Collection, every time.Duration, log zerolog.Logger) {
+	if every == 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n++
+		now := time.Now()
+		err := events.InsertOne(ctx, bson.D{
+			{Key: "type", Value: demoType},
+			{Key: "payload", Value: bson.D{{Key: "order", Value: n}, {Key: "email", Value: fmt.Sprintf("customer%d@example.com", n)}}},
+			{Key: "createdAt", Value: now},
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Warn().Err(err).Msg("demo generator: inserting an event")
+		}
+	}
+}
+
+// feed keeps the last few transitions and counts them all.
+type feed struct {
+	mu    sync.Mutex
+	last  []consumer.Transition
+	keep  int
+	total atomic.Int64
+}
+
+func newFeed(keep int) *feed { return &feed{keep: keep} }
+
+func (f *feed) add(t consumer.Transition) {
+	f.total.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = append(f.last, t)
+	if len(f.last) > f.keep {
+		f.last = f.last[len(f.last)-f.keep:]
+	}
+}
+
+func (f *feed) recent() []consumer.Transition {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]consumer.Transition(nil), f.last...)
+}
+
+// summarize prints counts per state, the archive, the rate of transitions
+// and the last few transitions, every o.summaryEvery.
+func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o options) {
+	t := time.NewTicker(o.summaryEvery)
+	defer t.Stop()
+	events, errs := db.Collection("events"), db.Collection("errors")
+	prevTotal, prevAt := f.total.Load(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		count := func(c store.Collection, filter bson.D) int64 {
+			n, err := c.Count(ctx, filter)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+		st := func(s event.State) bson.D {
+			if s == event.StateNew {
+				return bson.D{{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{s, nil}}}}}
+			}
+			return bson.D{{Key: "state", Value: s}}
+		}
+		total, now := f.total.Load(), time.Now()
+		rate := float64(total-prevTotal) / now.Sub(prevAt).Seconds()
+		prevTotal, prevAt = total, now
+		fmt.Fprintf(w, "%s  new %d · retrying %d · success %d · error %d │ archived in errors %d │ %.1f transitions/s\n",
+			now.Format(time.TimeOnly), count(events, st(event.StateNew)), count(events, st(event.StateFailed)),
+			count(events, st(event.StateSuccess)), count(events, st(event.StateError)), count(errs, bson.D{}), rate)
+		for _, tr := range f.recent() {
+			fmt.Fprintf(w, "    %s  %s\n", tr.At.Format(time.TimeOnly), describe(tr))
+		}
+	}
+}
+
+func describe(tr consumer.Transition) string {
+	id := tr.ID
+	if len(id) > 8 {
+		id = "…" + id[len(id)-6:]
+	}
+	switch {
+	case tr.Archived:
+		return fmt.Sprintf("%s %s archived into errors after %d attempts", id, tr.Type, tr.Attempts)
+	case tr.To == event.StateSuccess:
+		return fmt.Sprintf("%s %s attempt %d succeeded", id, tr.Type, tr.Attempts+1)
+	case tr.To == event.StateFailed:
+		return fmt.Sprintf("%s %s attempt %d failed, will retry: %s", id, tr.Type, tr.Attempts, tr.Error)
+	default:
+		return fmt.Sprintf("%s %s attempt %d failed, no retries left: %s", id, tr.Type, tr.Attempts, tr.Error)
+	}
+}

@@ -1,0 +1,103 @@
+// Command dev runs the whole retrigger pipeline in one process on the
+// embedded defaults: an in-process nats-server with JetStream on
+// 127.0.0.1:4222, the embedded storage engine under ./data, the producer,
+// consumer replicas and the archiver, and a demo that inserts an event every
+// few seconds for a handler that fails at random. It prints a compact
+// summary every few seconds. Ctrl-C drains and exits; a second start on the
+// same data directory resumes where the first left off.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/logging"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "dev: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var o options
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	o.register(fs)
+	if err := config.Parse(fs, args, nil); err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	log, err := logging.New(os.Stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return demo(ctx, o, log)
+}
+
+func (o *options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "where the events (unless -memory) and the NATS store live; a restart resumes from it")
+	fs.BoolVar(&o.memory, "memory", false, "keep the events in memory instead of -data-dir")
+	fs.StringVar(&o.natsHost, "nats-host", "127.0.0.1", "address of the embedded nats-server")
+	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded nats-server")
+	fs.IntVar(&o.replicas, "replicas", 2, "consumer replicas")
+	fs.DurationVar(&o.interval, "interval", 2*time.Second, "how often the demo inserts an event (0: never)")
+	fs.Float64Var(&o.failureRate, "failure-rate", 0.5, "share of handler runs that fail, 0 to 1")
+	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "how long the demo handler works")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors")
+	fs.DurationVar(&o.retryInitial, "retry-initial", 2*time.Second, "delay after the first failure; doubles after each further one")
+	fs.DurationVar(&o.summaryEvery, "summary-every", 5*time.Second, "how often the live summary prints")
+	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them)")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug shows every transition")
+	fs.StringVar(&o.logFormat, "log-format", logging.FormatAuto, "log format: auto, json, console")
+}
+
+type options struct {
+	dataDir, natsHost, logLevel, logFormat string
+	memory                                 bool
+	natsPort, replicas, maxAttempts        int
+	interval, latency, retryInitial        time.Duration
+	summaryEvery, retention                time.Duration
+	failureRate                            float64
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.dataDir == "":
+		return config.Invalid("data-dir", "must not be empty")
+	case o.natsPort < 1 || o.natsPort > 65535:
+		return config.Invalid("nats-port", "must be a port number, got %d", o.natsPort)
+	case o.replicas < 1:
+		return config.Invalid("replicas", "must be at least 1, got %d", o.replicas)
+	case o.interval < 0:
+		return config.Invalid("interval", "must not be negative, got %s", o.interval)
+	case o.failureRate < 0 || o.failureRate > 1:
+		return config.Invalid("failure-rate", "must be between 0 and 1, got %g", o.failureRate)
+	case o.latency < 0:
+		return config.Invalid("latency", "must not be negative, got %s", o.latency)
+	case o.maxAttempts < 1:
+		return config.Invalid("max-attempts", "must be at least 1, got %d", o.maxAttempts)
+	case o.retryInitial <= 0:
+		return config.Invalid("retry-initial", "must be positive, got %s", o.retryInitial)
+	case o.summaryEvery <= 0:
+		return config.Invalid("summary-every", "must be positive, got %s", o.summaryEvery)
+	case o.retention < 0:
+		return config.Invalid("retention", "must not be negative, got %s", o.retention)
+	}
+	return nil
+}
