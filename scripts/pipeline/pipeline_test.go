@@ -208,6 +208,8 @@ func TestUseCases(t *testing.T) {
 				require.Equal(t, "boom", doc.Lookup("lastError", "message").StringValue())
 				_, err := doc.LookupErr("archivedAt")
 				require.NoError(t, err)
+				_, err = doc.LookupErr("nextAttemptAt")
+				require.Error(t, err, "nothing is due any more")
 				n, err := b.errs().Count(context.Background(), bson.D{})
 				require.NoError(t, err)
 				require.EqualValues(t, 1, n)
@@ -223,6 +225,7 @@ func TestUseCases(t *testing.T) {
 				id := b.insertJob(t)
 				ev := b.waitState(t, id, event.StateSuccess, 1)
 				require.Equal(t, "boom", ev.LastError.Message, "the last error stays for the record")
+				require.True(t, ev.NextAttemptAt.IsZero(), "nothing is due any more")
 			})
 		})
 	}

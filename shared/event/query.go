@@ -35,6 +35,7 @@ func Succeed(now time.Time) bson.D {
 			{Key: FieldState, Value: StateSuccess},
 			{Key: FieldUpdatedAt, Value: now},
 		}},
+		{Key: "$unset", Value: bson.D{{Key: FieldNextAttemptAt, Value: ""}}},
 		{Key: "$inc", Value: bson.D{{Key: FieldVersion, Value: int64(1)}}},
 	}
 }
@@ -54,8 +55,9 @@ func Fail(now, next time.Time, le LastError) bson.D {
 			bson.E{Key: FieldState, Value: StateFailed},
 			bson.E{Key: FieldNextAttemptAt, Value: next})
 	}
-	return bson.D{
-		{Key: "$set", Value: set},
-		{Key: "$inc", Value: bson.D{{Key: FieldAttempts, Value: int64(1)}, {Key: FieldVersion, Value: int64(1)}}},
+	update := bson.D{{Key: "$set", Value: set}}
+	if next.IsZero() {
+		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: FieldNextAttemptAt, Value: ""}}})
 	}
+	return append(update, bson.E{Key: "$inc", Value: bson.D{{Key: FieldAttempts, Value: int64(1)}, {Key: FieldVersion, Value: int64(1)}}})
 }
