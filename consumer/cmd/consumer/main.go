@@ -97,4 +97,3 @@ func (s settings) build() (map[string]consumer.Handler, error) {
 	}
 	return out, nil
 }
-
