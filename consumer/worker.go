@@ -215,7 +215,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	var update any
 	if herr == nil {
 		tr.To = event.StateSuccess
-		update = event.Succeed(now)
+		update = event.Succeed(now, ev.Version)
 	} else {
 		d := w.cfg.Policies.For(ev.Type).Decide(ev.Attempts+1, ev.MaxAttempts, herr, now, w.cfg.Rand)
 		tr.Attempts, tr.Error = d.Attempts, herr.Error()
@@ -223,7 +223,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		if d.Retry {
 			tr.To = event.StateFailed
 		}
-		update = event.Fail(now, d.NextAt, event.LastError{Message: herr.Error(), Retryable: d.Retry, At: now})
+		update = event.Fail(now, d.NextAt, event.LastError{Message: herr.Error(), Retryable: d.Retry, At: now}, ev.Attempts, ev.Version)
 	}
 	matched, err := w.events.UpdateOne(ctx, event.Current(ev.ID, ev.Version, ev.State), update, false)
 	if err != nil {

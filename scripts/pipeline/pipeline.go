@@ -39,7 +39,8 @@ type Options struct {
 	NATSMaxPayload int32
 	// Store tunes the embedded engine (its Path is set from DataDir).
 	Store embedded.Options
-	// Replicas is the number of consumer workers. Default 2.
+	// Replicas is the number of consumer workers. Default 2; negative: none
+	// (start them with StartWorker).
 	Replicas int
 
 	Producer producer.Config
@@ -135,7 +136,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
-	for range p.opts.Replicas {
+	for range max(p.opts.Replicas, 0) {
 		if err := p.StartWorker(); err != nil {
 			p.Close()
 			return nil, err

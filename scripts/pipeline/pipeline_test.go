@@ -304,3 +304,18 @@ func TestBadInput(t *testing.T) {
 	good := b.insertJob(t)
 	b.waitState(t, good, event.StateSuccess, 0)
 }
+
+// A document written by hand with explicit nulls for the counters takes the
+// defaults, and its transitions still apply.
+func TestExplicitNullsTakeDefaults(t *testing.T) {
+	t.Parallel()
+	b := setup(t, newRecorder(func(_ string, call int) error {
+		if call == 1 {
+			return errBoom
+		}
+		return nil
+	}), nil)
+	id := b.insertJob(t, bson.E{Key: "state", Value: nil}, bson.E{Key: "attempts", Value: nil}, bson.E{Key: "version", Value: nil}, bson.E{Key: "maxAttempts", Value: nil})
+	ev := b.waitState(t, id, event.StateSuccess, 1)
+	require.EqualValues(t, 2, ev.Version)
+}

@@ -28,36 +28,41 @@ func orMissing(v, def int64) any {
 // ByID selects one event.
 func ByID(id bson.RawValue) bson.D { return bson.D{{Key: FieldID, Value: id}} }
 
-// Succeed is the update of new or failed -> success.
-func Succeed(now time.Time) bson.D {
+// Succeed is the update of new or failed -> success, for an event read at
+// version (the transition's condition pins it, see Current).
+//
+// Counters are set rather than incremented: the condition fixes their
+// current values, and $inc fails on a field that holds an explicit null,
+// which the defaults allow.
+func Succeed(now time.Time, version int64) bson.D {
 	return bson.D{
 		{Key: "$set", Value: bson.D{
 			{Key: FieldState, Value: StateSuccess},
+			{Key: FieldVersion, Value: version + 1},
 			{Key: FieldUpdatedAt, Value: now},
 		}},
 		{Key: "$unset", Value: bson.D{{Key: FieldNextAttemptAt, Value: ""}}},
-		{Key: "$inc", Value: bson.D{{Key: FieldVersion, Value: int64(1)}}},
 	}
 }
 
-// Fail is the update of a failed execution: attempts+1 and lastError, then
-// failed with the time of the next attempt, or error when nothing remains to
-// try (next is zero).
-func Fail(now, next time.Time, le LastError) bson.D {
+// Fail is the update of a failed execution of an event read at version with
+// attempts earlier failures: attempts+1 and lastError, then failed with the
+// time of the next attempt, or error when nothing remains to try (next is
+// zero).
+func Fail(now, next time.Time, le LastError, attempts int, version int64) bson.D {
 	set := bson.D{
+		{Key: FieldAttempts, Value: int64(attempts) + 1},
+		{Key: FieldVersion, Value: version + 1},
 		{Key: FieldLastError, Value: le},
 		{Key: FieldUpdatedAt, Value: now},
 	}
 	if next.IsZero() {
-		set = append(set, bson.E{Key: FieldState, Value: StateError})
-	} else {
-		set = append(set,
-			bson.E{Key: FieldState, Value: StateFailed},
-			bson.E{Key: FieldNextAttemptAt, Value: next})
+		return bson.D{
+			{Key: "$set", Value: append(set, bson.E{Key: FieldState, Value: StateError})},
+			{Key: "$unset", Value: bson.D{{Key: FieldNextAttemptAt, Value: ""}}},
+		}
 	}
-	update := bson.D{{Key: "$set", Value: set}}
-	if next.IsZero() {
-		update = append(update, bson.E{Key: "$unset", Value: bson.D{{Key: FieldNextAttemptAt, Value: ""}}})
-	}
-	return append(update, bson.E{Key: "$inc", Value: bson.D{{Key: FieldAttempts, Value: int64(1)}, {Key: FieldVersion, Value: int64(1)}}})
+	return bson.D{{Key: "$set", Value: append(set,
+		bson.E{Key: FieldState, Value: StateFailed},
+		bson.E{Key: FieldNextAttemptAt, Value: next})}}
 }

@@ -47,14 +47,14 @@ func DecodeRef(data []byte) (Ref, error) {
 		return Ref{}, fmt.Errorf("decoding message body: no _id")
 	}
 	r.ID = id
-	if v, err := doc.LookupErr(event.FieldVersion); err == nil {
+	if v, err := doc.LookupErr(event.FieldVersion); err == nil && v.Type != bson.TypeNull {
 		n, ok := v.AsInt64OK()
 		if !ok {
 			return Ref{}, fmt.Errorf("decoding message body: version is %s", v.Type)
 		}
 		r.Version = n
 	}
-	if v, err := doc.LookupErr(event.FieldState); err == nil {
+	if v, err := doc.LookupErr(event.FieldState); err == nil && v.Type != bson.TypeNull {
 		n, ok := v.AsInt64OK()
 		if !ok {
 			return Ref{}, fmt.Errorf("decoding message body: state is %s", v.Type)

@@ -111,7 +111,11 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		MaxOplogAge:  opts.OplogMaxAge,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("opening embedded store %q: %w", opts.Path, err)
+		where := "in memory"
+		if opts.Path != "" {
+			where = opts.Path
+		}
+		return nil, fmt.Errorf("opening embedded store (%s): %w", where, err)
 	}
 	return &DB{engine: engine, commits: commits, database: opts.Database}, nil
 }

@@ -18,12 +18,16 @@ import (
 
 var errStreamClosed = errors.New("change stream closed")
 
-// Watch opens a change stream. It reads lungo's oplog directly: an oplog
-// entry has the shape of a MongoDB change event (operationType, ns,
-// documentKey, fullDocument holding the document after an insert, update or
-// replace), so Match is evaluated on the entry as stored, and only matching
-// entries are converted. A resume token is the raw BSON of an entry's _id,
-// {ts: Timestamp}.
+// Watch opens a change stream. It reads lungo's oplog directly instead of
+// through lungo's Stream, which hands an event out only as a copy (a marshal
+// and an unmarshal of the whole event, before Match could even run): about
+// 7x the cost per delivered change. An oplog entry has the shape of a
+// MongoDB change event (operationType, ns, documentKey, and fullDocument,
+// the document after an insert, update or replace), so Match is evaluated on
+// the entry as stored and only matching entries are converted. A resume
+// token is the raw BSON of an entry's _id, {ts: Timestamp}. Like lungo's
+// Stream, the stream keeps its position as the last entry it read and finds
+// it in the oplog's index: once that entry is trimmed, the history is lost.
 func (c *collection) Watch(ctx context.Context, opts store.WatchOptions) (store.ChangeStream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("watching %s: %w", c.handle[1], err)
