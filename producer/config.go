@@ -32,7 +32,8 @@ type Config struct {
 	// change streams).
 	SweepInterval time.Duration
 	// SweepStall is how long an event needing work may make no progress
-	// before the sweeper republishes it. Default 1m; 0 without change
+	// before the sweeper republishes it. Default: the duplicate window
+	// (2m), since JetStream drops a republish inside it; 0 without change
 	// streams, where the sweeper publishes everything due.
 	SweepStall time.Duration
 	// SweepBatch is the page size of a sweep query. Default 500.
@@ -73,8 +74,13 @@ func (c Config) withDefaults() Config {
 			c.SweepInterval = 2 * time.Second
 		}
 	}
+	if c.Streams.DuplicateWindow == 0 {
+		c.Streams.DuplicateWindow = 2 * time.Minute
+	}
 	if c.SweepStall == 0 && !c.DisableChangeStreams {
-		c.SweepStall = time.Minute
+		// A republish inside the duplicate window is dropped by JetStream, so
+		// a shorter stall would only publish duplicates.
+		c.SweepStall = c.Streams.DuplicateWindow
 	}
 	if c.SweepBatch == 0 {
 		c.SweepBatch = 500

@@ -14,7 +14,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 1024, "publishes awaiting JetStream's ack at once")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", time.Second, "how often the resume token is saved")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", 0, "time between sweeps (default 10s, 2s without change streams)")
-	fs.DurationVar(&c.SweepStall, "sweep-stall", 0, "republish events that made no progress for this long (default 1m, 0 without change streams)")
+	fs.DurationVar(&c.SweepStall, "sweep-stall", 0, "republish events that made no progress for this long (default: the duplicate window; 0 without change streams)")
 	fs.IntVar(&c.SweepBatch, "sweep-batch", 500, "page size of a sweep query")
 	fs.DurationVar(&c.Retention, "retention", 0, "delete succeeded events this long after success (0 keeps them)")
 	fs.IntVar(&c.MaxEventSize, "max-event-size", 0, "largest event document in bytes; larger ones go to errors (0: the NATS max payload decides)")
