@@ -26,6 +26,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/retrigger/retrigger/producer v0.0.0
 	github.com/shopspring/decimal v1.4.0 // indirect
 	github.com/tidwall/btree v1.8.1 // indirect
 	github.com/xdg-go/scram v1.4.0 // indirect
@@ -43,3 +44,5 @@ require (
 )
 
 replace github.com/retrigger/retrigger/shared => ../shared
+
+replace github.com/retrigger/retrigger/producer => ../producer

@@ -1,0 +1,111 @@
+package consumer
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/natsserver"
+	"github.com/retrigger/retrigger/shared/store/embedded"
+)
+
+// Run: go test -run '^$' -bench Worker -benchmem ./consumer/
+
+// benchBatch is how many events are live in the engine at once: about what
+// the load generator's retention keeps at full load.
+const benchBatch = 1000
+
+// BenchmarkWorker measures a worker replica's path from a message in the
+// stream to the transition written: pull, decode, look the event up,
+// run the handler (which does nothing), write the success with the
+// conditional update, ack. One op is one event. The events are inserted
+// and their messages published with the timer stopped, benchBatch at a
+// time; a worker is started for each batch (inside the timer: one
+// consumer-create request per batch) and stopped after it. Allocations
+// include the in-process nats-server's.
+func BenchmarkWorker(b *testing.B) {
+	ctx := context.Background()
+	s, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: b.TempDir()})
+	require.NoError(b, err)
+	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(b, err)
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(b, err)
+	names := messaging.DefaultNames()
+	require.NoError(b, messaging.EnsureStreams(ctx, js, names, messaging.StreamOptions{}))
+	db, err := embedded.Open(ctx, embedded.Options{})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = db.Close(ctx) })
+	events := db.Collection("events")
+
+	var written atomic.Int64
+	cfg := Config{
+		Handlers:     map[string]Handler{"bench": func(context.Context, *Event) error { return nil }},
+		OnTransition: func(Transition) { written.Add(1) },
+		DrainTimeout: 5 * time.Second,
+	}
+	filler := strings.Repeat("x", 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var elapsed time.Duration
+	for done := 0; done < b.N; {
+		n := min(benchBatch, b.N-done)
+		b.StopTimer()
+		_, err := events.DeleteMany(ctx, bson.D{})
+		require.NoError(b, err)
+		for i := range n {
+			doc, err := bson.Marshal(bson.D{
+				{Key: event.FieldID, Value: bson.NewObjectID()},
+				{Key: event.FieldType, Value: "bench"},
+				{Key: event.FieldPayload, Value: bson.D{{Key: "i", Value: done + i}, {Key: "data", Value: filler}}},
+			})
+			require.NoError(b, err)
+			require.NoError(b, events.InsertOne(ctx, bson.Raw(doc)))
+			body, err := messaging.Encode(doc)
+			require.NoError(b, err)
+			_, err = js.PublishMsgAsync(messaging.NewMsg(names.EventSubject("bench"), event.MsgID(bson.Raw(doc).Lookup(event.FieldID), 0), body))
+			require.NoError(b, err)
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(time.Minute):
+			b.Fatal("publish acks missing after 1m")
+		}
+		w, err := NewWorker(cfg, db, nc)
+		require.NoError(b, err)
+		wctx, cancel := context.WithCancel(ctx)
+		stopped := make(chan error, 1)
+		want := written.Load() + int64(n)
+		b.StartTimer()
+		began := time.Now()
+		go func() { stopped <- w.Run(wctx) }()
+		deadline := time.Now().Add(5 * time.Minute)
+		tick := time.NewTicker(100 * time.Microsecond)
+		for written.Load() < want {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d transitions written after 5m", written.Load()-want+int64(n), n)
+			}
+			<-tick.C
+		}
+		elapsed += time.Since(began)
+		b.StopTimer()
+		tick.Stop()
+		cancel()
+		require.NoError(b, <-stopped)
+		require.Zero(b, w.Stats().Stale.Load())
+		done += n
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+}
