@@ -181,6 +181,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	if ref.State == event.StateFailed && ref.NextAttemptAt.After(w.cfg.Now()) {
+		// Not due: hand it back for the remaining delay, no read needed.
+		w.stats.Early.Add(1)
+		_ = msg.NakWithDelay(ref.NextAttemptAt.Sub(w.cfg.Now()))
+		return
+	}
 	doc, err := w.events.FindOne(ctx, event.ByID(ref.ID))
 	if errors.Is(err, store.ErrNotFound) {
 		w.stale(msg, ref, "event no longer exists")

@@ -2,6 +2,7 @@ package messaging
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -30,9 +31,12 @@ func Encode(doc bson.Raw) ([]byte, error) {
 // Ref is what a consumer needs from a message to find its event: the id and
 // the version and state the message was derived from.
 type Ref struct {
-	ID      bson.RawValue `bson:"_id"`
-	Version int64         `bson:"version"`
-	State   event.State   `bson:"state"`
+	ID      bson.RawValue
+	Version int64
+	State   event.State
+	// NextAttemptAt is when a failed event is due: a consumer hands back
+	// an early message without reading the event.
+	NextAttemptAt time.Time
 }
 
 // DecodeRef reads the event reference from a message body.
@@ -60,6 +64,11 @@ func DecodeRef(data []byte) (Ref, error) {
 			return Ref{}, fmt.Errorf("decoding message body: state is %s", v.Type)
 		}
 		r.State = event.State(n)
+	}
+	if v, err := doc.LookupErr(event.FieldNextAttemptAt); err == nil {
+		if ms, ok := v.DateTimeOK(); ok {
+			r.NextAttemptAt = time.UnixMilli(ms)
+		}
 	}
 	return r, nil
 }

@@ -36,6 +36,7 @@ func TestEncodeDecodeRef(t *testing.T) {
 			require.Equal(t, id, got.ID.ObjectID())
 			require.Equal(t, tt.want.Version, got.Version)
 			require.Equal(t, tt.want.State, got.State)
+			require.Equal(t, tt.name == "full", !got.NextAttemptAt.IsZero())
 		})
 	}
 	_, err := DecodeRef([]byte(`{"type":"t"}`))
