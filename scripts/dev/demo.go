@@ -109,7 +109,8 @@ func generate(ctx context.Context, events store.Collection, every time.Duration,
 	}
 }
 
-// feed keeps the last few transitions and counts them all.
+// feed keeps the last few transitions since it was last read, and counts
+// them all.
 type feed struct {
 	mu    sync.Mutex
 	last  []consumer.Transition
@@ -129,10 +130,13 @@ func (f *feed) add(t consumer.Transition) {
 	}
 }
 
+// recent returns the last few transitions since the previous call.
 func (f *feed) recent() []consumer.Transition {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]consumer.Transition(nil), f.last...)
+	out := f.last
+	f.last = nil
+	return out
 }
 
 // summarize prints counts per state, the archive, the rate of transitions
