@@ -43,6 +43,10 @@ type Options struct {
 	// (start them with StartWorker).
 	Replicas int
 
+	// WrapStore, when set, wraps the storage the components use (to count
+	// or fail operations in tests).
+	WrapStore func(store.Database) store.Database
+
 	Producer producer.Config
 	Worker   consumer.Config
 	Archiver consumer.ArchiverConfig
@@ -54,6 +58,7 @@ type Pipeline struct {
 	tmpDir string
 
 	DB   *embedded.DB
+	db   store.Database // what the components use: DB, maybe wrapped
 	NATS *server.Server
 	Conn *nats.Conn
 
@@ -122,6 +127,10 @@ func Open(ctx context.Context, o Options) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
+	p.db = p.DB
+	if o.WrapStore != nil {
+		p.db = o.WrapStore(p.DB)
+	}
 	p.opts = o
 	return p, nil
 }
@@ -150,7 +159,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 }
 
 // Database is the storage the components use.
-func (p *Pipeline) Database() store.Database { return p.DB }
+func (p *Pipeline) Database() store.Database { return p.db }
 
 // Options returns the options in force.
 func (p *Pipeline) Options() Options { return p.opts }
@@ -162,7 +171,7 @@ func (p *Pipeline) StartProducer() error {
 	if p.producer != nil {
 		return errors.New("producer already running")
 	}
-	pr, err := producer.New(p.opts.Producer, p.DB, p.Conn)
+	pr, err := producer.New(p.opts.Producer, p.db, p.Conn)
 	if err != nil {
 		return err
 	}
@@ -203,7 +212,7 @@ func (p *Pipeline) StopProducer() error {
 
 // StartWorker adds a consumer replica.
 func (p *Pipeline) StartWorker() error {
-	w, err := consumer.NewWorker(p.opts.Worker, p.DB, p.Conn)
+	w, err := consumer.NewWorker(p.opts.Worker, p.db, p.Conn)
 	if err != nil {
 		return err
 	}
@@ -250,7 +259,7 @@ func (p *Pipeline) StopWorkers() error {
 
 // StartArchiver runs the archiver.
 func (p *Pipeline) StartArchiver() error {
-	a, err := consumer.NewArchiver(p.opts.Archiver, p.DB, p.Conn)
+	a, err := consumer.NewArchiver(p.opts.Archiver, p.db, p.Conn)
 	if err != nil {
 		return err
 	}
