@@ -1,0 +1,159 @@
+// Command loadgen floods retrigger with events and reports how it kept up:
+// throughput, latency percentiles, retry lateness, outcomes, peak RSS, and
+// the invariants (none lost, none double-counted, none left non-terminal).
+// By default it runs the whole pipeline in this process on the embedded
+// engine; with -mongodb-uri and -nats-url it loads an external deployment.
+// It exits 1 when an invariant fails or the run could not be done, 2 on a
+// bad flag. See docs/PERFORMANCE.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/retrigger/retrigger/scripts/loadtest"
+	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/logging"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+type settings struct {
+	o                                       loadtest.Options
+	json, quiet                             bool
+	cpuProfile, ceilingProfile, heapProfile string
+	logLevel                                string
+}
+
+func (s *settings) register(fs *flag.FlagSet) {
+	o := &s.o
+	fs.IntVar(&o.Count, "count", 10000, "events to insert")
+	fs.Float64Var(&o.Rate, "rate", 0, "events inserted per second (0: as fast as possible)")
+	fs.IntVar(&o.Inserters, "inserters", 1, "goroutines inserting at once when -rate is 0")
+	fs.Float64Var(&o.FailureRate, "failure-rate", 0, "share of handler runs that fail, 0 to 1")
+	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors")
+	fs.IntVar(&o.PayloadSize, "payload-size", 256, "bytes of filler in each event's payload")
+	fs.DurationVar(&o.HandlerLatency, "handler-latency", 0, "how long each handler run works")
+	fs.IntVar(&o.Replicas, "replicas", 2, "consumer replicas")
+	fs.IntVar(&o.Concurrency, "concurrency", 16, "handlers running at once in each replica")
+	fs.DurationVar(&o.RetryInitial, "retry-initial", loadtestDefault.RetryInitial, "delay after the first failure; doubles after each further one")
+	fs.DurationVar(&o.RetryMax, "retry-max", loadtestDefault.RetryMax, "longest delay between attempts")
+	fs.DurationVar(&o.Timeout, "timeout", loadtestDefault.Timeout, "bound on inserting and waiting for every event to be terminal")
+	fs.StringVar(&o.Type, "type", "loadtest", "event type inserted and handled")
+	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (rewritten on every write, as scripts/dev uses)")
+	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (0 keeps them)")
+	fs.DurationVar(&o.SweepInterval, "sweep-interval", loadtestDefault.SweepInterval, "embedded: time between the producer's sweeps, which apply the retention")
+	fs.BoolVar(&o.Ceiling, "ceiling", false, "embedded: afterwards, measure the engine alone on the same writes, for the ratio")
+	fs.IntVar(&o.CeilingUpdaters, "ceiling-updaters", 2, "goroutines writing transitions in the ceiling run")
+	fs.StringVar(&o.MongoURI, "mongodb-uri", "", "external mode: MongoDB replica set of the deployment (with -nats-url)")
+	fs.StringVar(&o.Database, "mongodb-database", "retrigger_loadtest", "external mode: database of the events and errors collections")
+	fs.StringVar(&o.NATSURL, "nats-url", "", "external mode: NATS of the deployment (with -mongodb-uri)")
+	fs.StringVar(&o.Names.StreamPrefix, "stream-prefix", "RETRIGGER", "prefix of the JetStream stream and consumer names")
+	fs.StringVar(&o.Names.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects")
+	fs.DurationVar(&o.ProgressEvery, "progress-every", loadtestDefault.ProgressEvery, "how often the progress line updates")
+	fs.BoolVar(&s.json, "json", false, "print the results as one JSON object")
+	fs.BoolVar(&s.quiet, "quiet", false, "no progress line")
+	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
+	fs.StringVar(&s.ceilingProfile, "ceiling-cpuprofile", "", "write a CPU profile of the ceiling run to this file")
+	fs.StringVar(&s.heapProfile, "memprofile", "", "write a heap profile taken at the end of the load phase to this file")
+	fs.StringVar(&s.logLevel, "log-level", "warn", "level of the components' logs on stderr")
+}
+
+// loadtestDefault holds the library defaults the flags show.
+var loadtestDefault = loadtest.Defaults()
+
+// run runs the command with args and the environment getenv, and returns
+// its exit code.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	var s settings
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	s.register(fs)
+	if err := config.Parse(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 2
+	}
+	if s.o.Retention == 0 {
+		s.o.Retention = -1 // the library's zero means its default
+	}
+	if err := s.o.Validate(); err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 2
+	}
+	log, err := logging.New(stderr, s.logLevel, logging.FormatConsole)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", config.Invalid("log-level", "%v", err))
+		return 2
+	}
+	s.o.Logger = log
+	if s.heapProfile != "" {
+		runtime.MemProfileRate = 64 << 10 // finer than the default 512 KiB, for a per-component split
+	}
+	for _, p := range []struct {
+		path string
+		w    *io.Writer
+	}{{s.cpuProfile, &s.o.CPUProfile}, {s.ceilingProfile, &s.o.CeilingCPUProfile}, {s.heapProfile, &s.o.HeapProfile}} {
+		if p.path == "" {
+			continue
+		}
+		f, err := os.Create(p.path)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		*p.w = f
+	}
+	if !s.quiet {
+		s.o.Progress = progressPrinter(stderr)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if !s.json {
+		printHeader(stdout, s.o)
+	}
+	res, runErr := loadtest.Run(ctx, s.o)
+	if s.json {
+		enc := json.NewEncoder(stdout)
+		if err := enc.Encode(jsonResult{Result: res, Error: errString(runErr)}); err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 1
+		}
+	} else if runErr == nil || res.Inserted > 0 {
+		printResult(stdout, res)
+	}
+	if runErr != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", runErr)
+		return 1
+	}
+	if !res.Invariants.OK {
+		return 1
+	}
+	return 0
+}
+
+type jsonResult struct {
+	loadtest.Result
+	Error string `json:"error,omitempty"`
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

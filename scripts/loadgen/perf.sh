@@ -1,0 +1,42 @@
+#!/bin/sh
+# Reproduces every figure of docs/PERFORMANCE.md. Run from the repository
+# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 25
+# minutes on 2 cores and writes the load generator's JSON results (one
+# object a line), the profiles and the benchmark output to the directory
+# (default ./perf-results). Keep the machine otherwise idle: the JSON
+# records the load average before and after each run.
+set -eu
+OUT=${1:-perf-results}
+mkdir -p "$OUT"
+go build -o "$OUT/loadgen" ./scripts/loadgen
+LOADGEN="$OUT/loadgen"
+
+# 1, 2, 4 and 6: flood, 0% and 20% failures, 1, 2 and 4 replicas, each with
+# the engine ceiling measured right after it in the same process. Three
+# rounds, interleaved, so drift on the machine spreads over every setting.
+for round in 1 2 3; do
+	for failure in 0 0.2; do
+		for replicas in 1 2 4; do
+			"$LOADGEN" -count 20000 -failure-rate "$failure" -replicas "$replicas" -ceiling -json -quiet >>"$OUT/flood.jsonl" || echo "run failed: round $round, failure $failure, replicas $replicas" >&2
+		done
+	done
+done
+
+# 3 and 4: latency and retry lateness at a fixed 200 events/s.
+for failure in 0 0.2; do
+	"$LOADGEN" -count 12000 -rate 200 -failure-rate "$failure" -json -quiet >>"$OUT/rate200.jsonl" || echo "run failed: rate 200, failure $failure" >&2
+done
+
+# 6: the idle baseline of the same process (one event), for the peak RSS.
+"$LOADGEN" -count 1 -json -quiet >"$OUT/idle.json" || true
+
+# Where the time goes: CPU profiles of the pipeline (split by component:
+# go tool pprof -tags) and of the ceiling run, and a heap profile at the end
+# of the load.
+"$LOADGEN" -count 20000 -ceiling -cpuprofile "$OUT/load.cpu" -ceiling-cpuprofile "$OUT/ceiling.cpu" -memprofile "$OUT/load.heap" -json -quiet >"$OUT/profile.json" || true
+
+# 5: the producer's relay against raw JetStream async publishes, in one
+# run; the consumer's path; the engine ceiling as a benchmark.
+go test -run '^$' -bench 'Relay|JetStreamPublishAsync' -benchmem -count 5 ./producer/ | tee "$OUT/producer-bench.txt"
+go test -run '^$' -bench Worker -benchmem -count 5 ./consumer/ | tee "$OUT/consumer-bench.txt"
+go test -run '^$' -bench EngineCeiling -benchmem -benchtime 20000x -count 3 ./scripts/loadtest/ | tee "$OUT/ceiling-bench.txt"

@@ -1,0 +1,235 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/scripts/pipeline"
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/retry"
+	"github.com/retrigger/retrigger/shared/store"
+)
+
+// CeilingResult is the embedded engine's own rate for the pipeline's write
+// pattern.
+type CeilingResult struct {
+	Events       int     `json:"events"`
+	Seconds      float64 `json:"seconds"`
+	EventsPerSec float64 `json:"events_per_s"`
+	Writes       int64   `json:"writes"`
+	Updaters     int     `json:"updaters"`
+	// Ratio is the pipeline's throughput over EventsPerSec (set by Run).
+	Ratio   float64 `json:"pipeline_ratio,omitempty"`
+	PeakRSS int64   `json:"peak_rss_bytes"`
+}
+
+// Ceiling measures the embedded engine alone on the writes the pipeline
+// makes for each event, with nothing else running: the insert (from the
+// same generator: same documents, same pacing or inserters), then the
+// transitions the workers would write, with event.Current as the condition
+// (Succeed; or Fail for each injected failure, then for an exhausted event
+// the archiver's upsert into errors and delete from events), then the
+// producer's retention. The engine is opened with the pipeline's options
+// and the producer's indexes. Retries are written at once instead of after
+// their backoff, and the reads the pipeline makes (the worker's and the
+// archiver's look-up of the event) are left out: they are not writes, and
+// reads do not take the engine's write lock.
+func Ceiling(ctx context.Context, o Options) (CeilingResult, error) {
+	o = o.withDefaults()
+	if err := o.validate(); err != nil {
+		return CeilingResult{}, err
+	}
+	res := CeilingResult{Updaters: o.CeilingUpdaters}
+	po := pipelineOptions(o, nil)
+	p, err := pipeline.Open(ctx, po)
+	if err != nil {
+		return res, err
+	}
+	defer p.Close()
+	if err := producerSetup(ctx, po.Producer, p); err != nil {
+		return res, err
+	}
+	events, errs := p.DB.Collection("events"), p.DB.Collection("errors")
+	tr := newTracker(o.Count, 0, 0)
+	gen := newGenerator(o, tr, &notify{Collection: events, inserted: make(chan int, o.Count), tr: tr}, bson.NewObjectID().Hex())
+	inserted := gen.events.(*notify).inserted
+	policy := retry.Policy{InitialInterval: o.RetryInitial, Multiplier: 2, MaxInterval: o.RetryMax, RandomizationFactor: 0.2, MaxAttempts: o.MaxAttempts}
+
+	resetPeakRSS()
+	if o.CeilingCPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CeilingCPUProfile); err != nil {
+			return res, fmt.Errorf("starting the CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	var (
+		writes   atomic.Int64
+		done     atomic.Int64
+		lastDone atomic.Int64
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	retention := o.Retention > 0
+	stopRetire := make(chan struct{})
+	if retention {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(o.SweepInterval)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopRetire:
+					return
+				case <-tick.C:
+				}
+				if _, err := events.DeleteMany(ctx, bson.D{
+					{Key: event.FieldState, Value: event.StateSuccess},
+					{Key: event.FieldUpdatedAt, Value: bson.D{{Key: "$lt", Value: time.Now().Add(-o.Retention)}}},
+				}); err != nil && ctx.Err() == nil {
+					fail(fmt.Errorf("retention: %w", err))
+				}
+				writes.Add(1)
+			}
+		}()
+	}
+	var uwg sync.WaitGroup
+	for range o.CeilingUpdaters {
+		uwg.Add(1)
+		go func() {
+			defer uwg.Done()
+			for i := range inserted {
+				n, err := transitions(ctx, events, errs, tr.ids[i], o.FailureRate, policy)
+				writes.Add(n)
+				if err != nil {
+					if ctx.Err() == nil {
+						fail(err)
+					}
+					return
+				}
+				done.Add(1)
+				storeMax(&lastDone, tr.since())
+			}
+		}()
+	}
+	if err := gen.run(ctx); err != nil {
+		fail(err)
+	}
+	close(inserted)
+	uwg.Wait()
+	close(stopRetire)
+	wg.Wait()
+	if firstErr != nil {
+		return res, firstErr
+	}
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("the ceiling run did not finish within -timeout %s: %w", o.Timeout, ctx.Err())
+	}
+	res.Events = int(done.Load())
+	res.Writes = writes.Load() + tr.inserted.Load()
+	if first := gen.firstAt.Load(); first > 0 && lastDone.Load() > first {
+		res.Seconds = round(time.Duration(lastDone.Load()-first).Seconds(), 3)
+		res.EventsPerSec = round(float64(res.Events)/res.Seconds, 1)
+	}
+	res.PeakRSS = peakRSS()
+	return res, nil
+}
+
+// notify is the events collection, telling the updaters which event was
+// inserted.
+type notify struct {
+	store.Collection
+	inserted chan int
+	tr       *tracker
+}
+
+func (n *notify) InsertOne(ctx context.Context, doc any) error {
+	if err := n.Collection.InsertOne(ctx, doc); err != nil {
+		return err
+	}
+	id, _ := doc.(bson.D)[0].Value.(bson.ObjectID)
+	n.inserted <- int(n.tr.index[id])
+	return nil
+}
+
+// transitions writes what the workers and the archiver would for one
+// event, failing each run with probability failureRate, and returns the
+// number of writes.
+func transitions(ctx context.Context, events, errs store.Collection, oid bson.ObjectID, failureRate float64, policy retry.Policy) (int64, error) {
+	id := bson.RawValue{Type: bson.TypeObjectID, Value: oid[:]}
+	var (
+		version  int64
+		state    = event.StateNew
+		attempts int
+		writes   int64
+	)
+	for {
+		now := time.Now()
+		var update bson.D
+		next := state
+		if failureRate > 0 && rand.Float64() < failureRate {
+			d := policy.Decide(attempts+1, 0, errInjected, now, rand.Float64)
+			update = event.Fail(now, d.NextAt, event.LastError{Message: errInjected.Error(), Retryable: d.Retry, At: now}, attempts, version)
+			attempts++
+			next = event.StateError
+			if d.Retry {
+				next = event.StateFailed
+			}
+		} else {
+			update = event.Succeed(now, version)
+			next = event.StateSuccess
+		}
+		matched, err := events.UpdateOne(ctx, event.Current(id, version, state), update, false)
+		writes++
+		if err != nil {
+			return writes, fmt.Errorf("transition of %s: %w", oid.Hex(), err)
+		}
+		if matched != 1 {
+			return writes, fmt.Errorf("transition of %s: condition did not hold", oid.Hex())
+		}
+		version++
+		state = next
+		switch state {
+		case event.StateSuccess:
+			return writes, nil
+		case event.StateError:
+			// The archiver: copy the document into errors, delete it from
+			// events.
+			doc, err := events.FindOne(ctx, event.ByID(id))
+			if err != nil {
+				return writes, err
+			}
+			elems, _ := doc.Elements()
+			set := make(bson.D, 0, len(elems))
+			for _, el := range elems {
+				if el.Key() != event.FieldID {
+					set = append(set, bson.E{Key: el.Key(), Value: el.Value()})
+				}
+			}
+			if _, err := errs.UpdateOne(ctx, event.ByID(id), bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: bson.D{{Key: event.FieldArchivedAt, Value: now}}}}, true); err != nil {
+				return writes, err
+			}
+			n, err := events.DeleteOne(ctx, bson.D{{Key: event.FieldID, Value: id}, {Key: event.FieldVersion, Value: version}})
+			writes += 2
+			if err == nil && n != 1 {
+				err = errors.New("archived event not deleted")
+			}
+			return writes, err
+		}
+	}
+}

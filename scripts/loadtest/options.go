@@ -1,0 +1,224 @@
+package loadtest
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/messaging"
+)
+
+// Storage modes of the embedded engine.
+const (
+	StorageMemory = "memory" // the events live in memory (the load test's default)
+	StorageFile   = "file"   // a file rewritten on every write, as `scripts/dev` uses
+)
+
+// Options of a load test. The zero value of each field means its default;
+// the flag of each field is in brackets.
+type Options struct {
+	// Count is how many events to insert [-count]. Default 10000.
+	Count int
+	// Rate inserts that many events per second [-rate]; 0 inserts as fast
+	// as possible with Inserters goroutines.
+	Rate float64
+	// Inserters insert at once when Rate is 0 [-inserters]. Default 1.
+	Inserters int
+	// FailureRate is the share of handler runs that fail, 0 to 1
+	// [-failure-rate].
+	FailureRate float64
+	// MaxAttempts is how many runs may fail before an event is archived
+	// into errors [-max-attempts]. Default 3.
+	MaxAttempts int
+	// PayloadSize is the size in bytes of the filler string in each event's
+	// payload [-payload-size]. Default 256.
+	PayloadSize int
+	// HandlerLatency is how long each handler run works [-handler-latency].
+	HandlerLatency time.Duration
+	// Replicas is the number of consumer workers [-replicas]. Default 2.
+	Replicas int
+	// Concurrency bounds the handlers running at once in each replica
+	// [-concurrency]. Default 16.
+	Concurrency int
+	// RetryInitial is the delay after the first failure, doubling after
+	// each further one up to RetryMax [-retry-initial, -retry-max].
+	// Defaults 100ms and 1s.
+	RetryInitial, RetryMax time.Duration
+	// Timeout bounds inserting and waiting for every event to be terminal
+	// [-timeout]. Default 2m. Verification runs after it.
+	Timeout time.Duration
+	// Type is the event type the generator inserts and handles [-type].
+	// Default "loadtest".
+	Type string
+
+	// Embedded mode (MongoURI empty).
+
+	// Storage is StorageMemory or StorageFile [-storage]. Default memory.
+	Storage string
+	// Retention deletes succeeded events this long after success
+	// [-retention], so the engine's live set stays small; negative keeps
+	// them. Default 1s.
+	Retention time.Duration
+	// SweepInterval is how often the producer sweeps and applies the
+	// retention [-sweep-interval]. Default 1s.
+	SweepInterval time.Duration
+	// Ceiling also measures the embedded engine alone on the same write
+	// pattern, after the pipeline [-ceiling].
+	Ceiling bool
+	// CeilingUpdaters apply the transitions in the ceiling run
+	// [-ceiling-updaters]. Default 2.
+	CeilingUpdaters int
+
+	// External mode: set MongoURI and NATSURL.
+
+	// MongoURI is the MongoDB replica set [-mongodb-uri].
+	MongoURI string
+	// Database holds the events and errors collections [-mongodb-database].
+	// Default "retrigger_loadtest".
+	Database string
+	// NATSURL is the NATS server [-nats-url].
+	NATSURL string
+	// Names are the stream and subject prefixes [-stream-prefix,
+	// -subject-prefix]. Default messaging.DefaultNames().
+	Names messaging.Names
+
+	// CPUProfile, when set, receives a CPU profile of the load phase
+	// (pipeline start to the last terminal state); CeilingCPUProfile one of
+	// the ceiling run.
+	CPUProfile, CeilingCPUProfile io.Writer
+	// HeapProfile, when set, receives a heap profile taken at the end of
+	// the load phase, before anything is stopped.
+	HeapProfile io.Writer
+	// Progress, when set, is called about every ProgressEvery (default 1s)
+	// while the load runs, and once at its end.
+	Progress      func(Progress)
+	ProgressEvery time.Duration
+	// Logger receives the components' warnings.
+	Logger zerolog.Logger
+
+	// tamper, in tests, changes the stored events after the load and
+	// before verification, so a test can see the checker fail.
+	tamper func(t *target)
+}
+
+// External reports whether the options target an external deployment.
+func (o Options) External() bool { return o.MongoURI != "" || o.NATSURL != "" }
+
+func (o Options) withDefaults() Options {
+	if o.Count == 0 {
+		o.Count = 10000
+	}
+	if o.Inserters == 0 {
+		o.Inserters = 1
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 3
+	}
+	if o.PayloadSize == 0 {
+		o.PayloadSize = 256
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 2
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = 16
+	}
+	if o.RetryInitial == 0 {
+		o.RetryInitial = 100 * time.Millisecond
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = time.Second
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Type == "" {
+		o.Type = "loadtest"
+	}
+	if o.Storage == "" {
+		o.Storage = StorageMemory
+	}
+	if o.Retention == 0 {
+		o.Retention = time.Second
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = time.Second
+	}
+	if o.CeilingUpdaters == 0 {
+		o.CeilingUpdaters = 2
+	}
+	if o.Database == "" {
+		o.Database = "retrigger_loadtest"
+	}
+	if o.Names == (messaging.Names{}) {
+		o.Names = messaging.DefaultNames()
+	}
+	if o.ProgressEvery == 0 {
+		o.ProgressEvery = time.Second
+	}
+	return o
+}
+
+// Validate reports the first setting to fix, naming its flag.
+func (o Options) Validate() error { return o.withDefaults().validate() }
+
+func (o Options) validate() error {
+	switch {
+	case o.Count < 1:
+		return config.Invalid("count", "must be at least 1, got %d", o.Count)
+	case o.Count > 2_000_000:
+		// The tracker keeps about 100 bytes per event in this process.
+		return config.Invalid("count", "must be at most 2000000, got %d", o.Count)
+	case o.Rate < 0:
+		return config.Invalid("rate", "must not be negative, got %g", o.Rate)
+	case o.Inserters < 1 || o.Inserters > 64:
+		return config.Invalid("inserters", "must be between 1 and 64, got %d", o.Inserters)
+	case o.FailureRate < 0 || o.FailureRate > 1:
+		return config.Invalid("failure-rate", "must be between 0 and 1, got %g", o.FailureRate)
+	case o.MaxAttempts < 1:
+		return config.Invalid("max-attempts", "must be at least 1, got %d", o.MaxAttempts)
+	case o.PayloadSize < 0:
+		return config.Invalid("payload-size", "must not be negative, got %d", o.PayloadSize)
+	case o.HandlerLatency < 0:
+		return config.Invalid("handler-latency", "must not be negative, got %s", o.HandlerLatency)
+	case o.Replicas < 1 || o.Replicas > 64:
+		return config.Invalid("replicas", "must be between 1 and 64, got %d", o.Replicas)
+	case o.Concurrency < 1:
+		return config.Invalid("concurrency", "must be at least 1, got %d", o.Concurrency)
+	case o.RetryInitial <= 0:
+		return config.Invalid("retry-initial", "must be positive, got %s", o.RetryInitial)
+	case o.RetryMax < o.RetryInitial:
+		return config.Invalid("retry-max", "must be at least -retry-initial %s, got %s", o.RetryInitial, o.RetryMax)
+	case o.Timeout <= 0:
+		return config.Invalid("timeout", "must be positive, got %s", o.Timeout)
+	case o.Storage != StorageMemory && o.Storage != StorageFile:
+		return config.Invalid("storage", "must be %q or %q, got %q", StorageMemory, StorageFile, o.Storage)
+	case o.SweepInterval < 0:
+		return config.Invalid("sweep-interval", "must not be negative, got %s", o.SweepInterval)
+	case o.CeilingUpdaters < 1:
+		return config.Invalid("ceiling-updaters", "must be at least 1, got %d", o.CeilingUpdaters)
+	case o.ProgressEvery < 0:
+		return config.Invalid("progress-every", "must not be negative, got %s", o.ProgressEvery)
+	}
+	if err := event.ValidateType(o.Type); err != nil {
+		return config.Invalid("type", "%v", err)
+	}
+	if o.External() {
+		switch {
+		case o.MongoURI == "":
+			return config.Invalid("mongodb-uri", "is required with -nats-url: the external deployment's MongoDB replica set")
+		case o.NATSURL == "":
+			return config.Invalid("nats-url", "is required with -mongodb-uri: the external deployment's NATS")
+		case o.Ceiling:
+			return errors.New("invalid -ceiling (RETRIGGER_CEILING): the engine ceiling measures the embedded engine; it cannot run against an external deployment")
+		}
+	}
+	return nil
+}
+
+// Defaults returns the options with every default filled in.
+func Defaults() Options { return Options{}.withDefaults() }

@@ -1,0 +1,161 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/consumer"
+	"github.com/retrigger/retrigger/shared/event"
+)
+
+// errInjected is the failure the load handler returns.
+var errInjected = errors.New("loadtest: injected failure")
+
+// record is what the run saw of one event. Handlers and transitions of
+// different events run concurrently, so every field is atomic.
+type record struct {
+	insertedAt atomic.Int64 // ns since tracker.base when the insert began; 0: not inserted
+	runs       atomic.Int32 // handler executions
+	failures   atomic.Int32 // handler executions that returned an error
+	successes  atomic.Int32 // success transitions written by a worker
+	archives   atomic.Int32 // archive transitions written by the archiver
+	// terminalAt (ns since base) and terminalAttempts are those of the
+	// first terminal transition.
+	terminalAt       atomic.Int64
+	terminalAttempts atomic.Int32
+}
+
+// tracker holds a record per event of the run, under ids generated before
+// the run, so the handler and the transition callbacks look them up without
+// a lock.
+type tracker struct {
+	base        time.Time
+	ids         []bson.ObjectID
+	index       map[bson.ObjectID]int32 // read-only once the run starts
+	recs        []record
+	failureRate float64
+	latency     time.Duration
+
+	inserted   atomic.Int64
+	terminal   atomic.Int64
+	lastDoneAt atomic.Int64 // ns since base of the newest terminal transition
+	foreign    atomic.Int64 // handler runs and transitions of ids this run did not insert
+	archived   atomic.Int64 // archiver transitions (embedded) or errors documents seen (external)
+
+	mu       sync.Mutex
+	lateness []time.Duration // retry start minus its due time
+}
+
+func newTracker(n int, failureRate float64, latency time.Duration) *tracker {
+	t := &tracker{
+		base:        time.Now(),
+		ids:         make([]bson.ObjectID, n),
+		index:       make(map[bson.ObjectID]int32, n),
+		recs:        make([]record, n),
+		failureRate: failureRate,
+		latency:     latency,
+	}
+	for i := range t.ids {
+		t.ids[i] = bson.NewObjectID()
+		t.index[t.ids[i]] = int32(i)
+	}
+	return t
+}
+
+func (t *tracker) since() int64 { return int64(time.Since(t.base)) + 1 } // never 0
+
+func (t *tracker) lookup(id bson.ObjectID) *record {
+	i, ok := t.index[id]
+	if !ok {
+		return nil
+	}
+	return &t.recs[i]
+}
+
+// beginInsert marks event i as being inserted, before the insert is sent:
+// its transitions may be observed before InsertOne returns.
+func (t *tracker) beginInsert(i int) {
+	t.recs[i].insertedAt.Store(t.since())
+}
+
+// handle is the consumer handler of the load test: it records the run and
+// the retry's lateness, works for the configured latency, and fails at the
+// configured rate.
+func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
+	now := time.Now()
+	id, _ := ev.ID.ObjectIDOK()
+	r := t.lookup(id)
+	if r == nil {
+		// Left over from an earlier run (external mode): let it succeed,
+		// and count it, rather than fail someone's event.
+		t.foreign.Add(1)
+		return nil
+	}
+	r.runs.Add(1)
+	if ev.Attempts > 0 && !ev.NextAttemptAt.IsZero() {
+		// A retry: how late it started after it was due. nextAttemptAt is
+		// stored with millisecond precision, so a retry up to 1ms early
+		// shows as slightly negative.
+		t.mu.Lock()
+		t.lateness = append(t.lateness, now.Sub(ev.NextAttemptAt))
+		t.mu.Unlock()
+	}
+	if t.latency > 0 {
+		timer := time.NewTimer(t.latency)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+	if t.failureRate > 0 && rand.Float64() < t.failureRate {
+		r.failures.Add(1)
+		return errInjected
+	}
+	return nil
+}
+
+// onTransition observes the transitions written by the workers and the
+// archiver. Success and archive are terminal; failed and error are not (an
+// event in error still has to be archived).
+func (t *tracker) onTransition(tr consumer.Transition) {
+	id, err := bson.ObjectIDFromHex(tr.ID)
+	r := t.lookup(id)
+	if err != nil || r == nil {
+		t.foreign.Add(1)
+		return
+	}
+	switch {
+	case tr.Archived:
+		r.archives.Add(1)
+		t.archived.Add(1)
+	case tr.To == event.StateSuccess:
+		r.successes.Add(1)
+	default:
+		return
+	}
+	t.terminated(r, tr.Attempts)
+}
+
+// terminated records a terminal state of r with its attempts.
+func (t *tracker) terminated(r *record, attempts int) {
+	at := t.since()
+	if r.terminalAt.CompareAndSwap(0, at) {
+		r.terminalAttempts.Store(int32(attempts))
+	}
+	t.terminal.Add(1)
+	storeMax(&t.lastDoneAt, at)
+}
+
+func (t *tracker) retryLateness() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]time.Duration(nil), t.lateness...)
+}
