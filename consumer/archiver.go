@@ -119,14 +119,10 @@ func (a *Archiver) Stats() *ArchiverStats { return &a.stats }
 
 // Run archives dead letters until ctx ends, then drains.
 func (a *Archiver) Run(ctx context.Context) error {
-	cons, err := messaging.EnsureArchiver(ctx, a.js, a.cfg.Names, messaging.ConsumerOptions{AckWait: a.cfg.AckWait})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err
+	open := func(ctx context.Context) (jetstream.Consumer, error) {
+		return messaging.EnsureArchiver(ctx, a.js, a.cfg.Names, messaging.ConsumerOptions{AckWait: a.cfg.AckWait})
 	}
-	return pull(ctx, cons, a.cfg.Concurrency, a.cfg.DrainTimeout, a.handle)
+	return consume(ctx, a.log, open, a.cfg.Concurrency, a.cfg.DrainTimeout, a.handle)
 }
 
 // handle archives one dead letter: it reads the event from the events

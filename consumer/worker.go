@@ -161,14 +161,10 @@ func (w *Worker) Stats() *WorkerStats { return &w.stats }
 
 // Run pulls and handles events until ctx ends, then drains (see Config).
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := messaging.EnsureWorkers(ctx, w.js, w.cfg.Names, messaging.ConsumerOptions{AckWait: w.cfg.AckWait, MaxAckPending: w.cfg.MaxAckPending})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err
+	open := func(ctx context.Context) (jetstream.Consumer, error) {
+		return messaging.EnsureWorkers(ctx, w.js, w.cfg.Names, messaging.ConsumerOptions{AckWait: w.cfg.AckWait, MaxAckPending: w.cfg.MaxAckPending})
 	}
-	return pull(ctx, cons, w.cfg.Concurrency, w.cfg.DrainTimeout, w.handle)
+	return consume(ctx, w.log, open, w.cfg.Concurrency, w.cfg.DrainTimeout, w.handle)
 }
 
 // handle runs one message: look the event up, skip it if stale, wait if not

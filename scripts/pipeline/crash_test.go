@@ -133,3 +133,24 @@ func TestSweeperRecoversLostMessage(t *testing.T) {
 	b.waitState(t, id, event.StateSuccess, 0)
 	require.GreaterOrEqual(t, b.Producer().Stats().Swept.Load(), int64(1))
 }
+
+// A replica keeps working when an operator deletes the durable consumer
+// under it: it recreates the consumer and pulls again.
+func TestWorkerSurvivesDeletedConsumer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, newRecorder(nil), func(o *Options) { o.Replicas = 1 })
+	js, err := jetstream.New(b.Conn)
+	require.NoError(t, err)
+	names := messaging.DefaultNames()
+	waitFor(t, 5*time.Second, "the replica's consumer", func() bool {
+		_, err := js.Consumer(context.Background(), names.EventsStream(), names.WorkersConsumer())
+		return err == nil
+	})
+	require.NoError(t, js.DeleteConsumer(context.Background(), names.EventsStream(), names.WorkersConsumer()))
+	id := b.insertJob(t)
+	// A pull request the server dropped shows as missing heartbeats, 5s.
+	waitFor(t, 30*time.Second, "the event handled by the recovered replica", func() bool {
+		ev := get(t, b.events(), id)
+		return ev != nil && ev.State == event.StateSuccess
+	})
+}
