@@ -64,5 +64,15 @@ func Fail(now, next time.Time, le LastError, attempts int, version int64) bson.D
 	}
 	return bson.D{{Key: "$set", Value: append(set,
 		bson.E{Key: FieldState, Value: StateFailed},
-		bson.E{Key: FieldNextAttemptAt, Value: next})}}
+		bson.E{Key: FieldNextAttemptAt, Value: ceilMillisecond(next)})}}
+}
+
+// ceilMillisecond rounds t up to BSON's millisecond precision, so that the
+// stored time is never before the one the policy asked for: a stored
+// truncation would let a retry start up to a millisecond early.
+func ceilMillisecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Millisecond); !r.Equal(t) {
+		return r.Add(time.Millisecond)
+	}
+	return t
 }
