@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -48,14 +49,18 @@ func ExampleNewWorker() {
 		return
 	}
 	p, _ := producer.New(producer.Config{}, db, nc)
-	go func() { _ = p.Run(ctx) }()
+	var running sync.WaitGroup
+	running.Go(func() { _ = p.Run(ctx) })
 	<-p.Ready()
-	go func() { _ = w.Run(ctx) }()
+	running.Go(func() { _ = w.Run(ctx) })
 
 	events := db.Collection("events")
 	_ = events.InsertOne(ctx, bson.D{{Key: "_id", Value: "order-42"}, {Key: "type", Value: "email"}, {Key: "payload", Value: bson.D{{Key: "to", Value: "ada@example.com"}}}})
 	t := <-written
 	fmt.Printf("%s: %s -> %s\n", t.ID, t.From, t.To)
+
+	cancel()       // as on SIGTERM: stop pulling, finish in-flight work,
+	running.Wait() // then close the connection (deferred above)
 	// Output:
 	// sending email to ada@example.com
 	// order-42: new -> success
