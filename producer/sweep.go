@@ -115,6 +115,8 @@ func (p *Producer) Sweep(ctx context.Context, stall time.Duration) (int, error) 
 				}
 			case err := <-fut.Err():
 				return total, fmt.Errorf("sweep publish of %s not acknowledged: %w", fut.Msg().Header.Get("Nats-Msg-Id"), err)
+			case <-ctx.Done():
+				return total, ctx.Err() // the next start sweeps again
 			}
 		}
 		if len(docs) < p.cfg.SweepBatch {
