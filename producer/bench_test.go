@@ -2,7 +2,6 @@ package producer
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -199,7 +198,7 @@ func waitCount(b *testing.B, timeout time.Duration, what string, get func() int6
 	defer tick.Stop()
 	for get() < want {
 		if time.Now().After(deadline) {
-			b.Fatal(fmt.Sprintf("timed out after %s waiting for %s: %d of %d", timeout, what, get(), want))
+			b.Fatalf("timed out after %s waiting for %s: %d of %d", timeout, what, get(), want)
 		}
 		<-tick.C
 	}

@@ -24,7 +24,7 @@ func ParseOverrides(s string, base Policy) (map[string]Policy, error) {
 		typ, knobs, ok := strings.Cut(part, ":")
 		typ = strings.TrimSpace(typ)
 		if !ok || typ == "" {
-			return nil, fmt.Errorf("%q: want type:knob=value,...", part)
+			return nil, fmt.Errorf("%q: want type:knob=value[,knob=value]", part)
 		}
 		p := base
 		for _, kv := range strings.Split(knobs, ",") {
