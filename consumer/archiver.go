@@ -10,21 +10,25 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/store"
+)
+
+// Defaults of the archiver.
+const (
+	DefaultArchiverConcurrency  = 4
+	DefaultArchiverDrainTimeout = 10 * time.Second
 )
 
 // ArchiverConfig configures the archiver. Zero fields take their defaults.
 type ArchiverConfig struct {
 	Names messaging.Names // default messaging.DefaultNames()
-	// Events is the collection of event documents. Default "events".
-	Events string
-	// Errors is the collection of archived events. Default "errors".
-	Errors string
+	// Store names the collections and how events are read.
+	Store eventstore.Options
 	// Concurrency bounds the messages archived at once. Default 4.
 	Concurrency int
 	// AckWait is JetStream's redelivery deadline. Default 30s.
@@ -32,6 +36,9 @@ type ArchiverConfig struct {
 	// DrainTimeout bounds the wait for archives in flight at shutdown.
 	// Default 10s.
 	DrainTimeout time.Duration
+	// StoreTimeout bounds each storage call. Default 10s (at most a third
+	// of AckWait).
+	StoreTimeout time.Duration
 	Now          func() time.Time // default time.Now
 	OnTransition func(Transition) // called after each event is archived
 	Logger       zerolog.Logger
@@ -41,20 +48,18 @@ func (c ArchiverConfig) withDefaults() ArchiverConfig {
 	if c.Names == (messaging.Names{}) {
 		c.Names = messaging.DefaultNames()
 	}
-	if c.Events == "" {
-		c.Events = "events"
-	}
-	if c.Errors == "" {
-		c.Errors = "errors"
-	}
+	c.Store = c.Store.WithDefaults()
 	if c.Concurrency == 0 {
-		c.Concurrency = 4
+		c.Concurrency = DefaultArchiverConcurrency
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = messaging.DefaultAckWait
 	}
 	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 10 * time.Second
+		c.DrainTimeout = DefaultArchiverDrainTimeout
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = min(DefaultStoreTimeout, c.AckWait/3)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -62,19 +67,25 @@ func (c ArchiverConfig) withDefaults() ArchiverConfig {
 	return c
 }
 
-// Validate reports the first setting to fix, naming its flag.
+// Validate reports the first setting to fix, naming its Go field (and, for
+// commands, its flag: config.ForFlags).
 func (c ArchiverConfig) Validate() error { return c.withDefaults().validate() }
 
 func (c ArchiverConfig) validate() error {
+	f := func(field, flag, format string, args ...any) error {
+		return config.Field("consumer.ArchiverConfig."+field, flag, format, args...)
+	}
 	switch {
 	case c.Concurrency < 1:
-		return config.Invalid("concurrency", "must be at least 1, got %d", c.Concurrency)
+		return f("Concurrency", "concurrency", "must be at least 1, got %d", c.Concurrency)
 	case c.AckWait <= time.Second:
-		return config.Invalid("ack-wait", "must be longer than 1s, got %s", c.AckWait)
-	case c.Events == c.Errors:
-		return config.Invalid("errors-collection", "must differ from the events collection %q", c.Events)
+		return f("AckWait", "ack-wait", "must be longer than 1s, got %s", c.AckWait)
+	case c.DrainTimeout < 0:
+		return f("DrainTimeout", "drain-timeout", "must not be negative, got %s", c.DrainTimeout)
+	case c.StoreTimeout <= 0 || c.StoreTimeout >= c.AckWait:
+		return f("StoreTimeout", "store-timeout", "must be positive and shorter than the ack wait %s, got %s", c.AckWait, c.StoreTimeout)
 	}
-	return nil
+	return c.Store.Validate()
 }
 
 // ArchiverStats count what the archiver did.
@@ -87,12 +98,11 @@ type ArchiverStats struct {
 
 // Archiver moves dead letters into the errors collection.
 type Archiver struct {
-	cfg    ArchiverConfig
-	log    zerolog.Logger
-	events store.Collection
-	errs   store.Collection
-	js     jetstream.JetStream
-	stats  ArchiverStats
+	cfg   ArchiverConfig
+	log   zerolog.Logger
+	store *eventstore.Store
+	js    jetstream.JetStream
+	stats ArchiverStats
 }
 
 // NewArchiver builds an archiver on db and nc.
@@ -106,11 +116,10 @@ func NewArchiver(cfg ArchiverConfig, db store.Database, nc *nats.Conn) (*Archive
 		return nil, fmt.Errorf("creating jetstream context: %w", err)
 	}
 	return &Archiver{
-		cfg:    cfg,
-		log:    cfg.Logger.With().Str("component", "archiver").Logger(),
-		events: db.Collection(cfg.Events),
-		errs:   db.Collection(cfg.Errors),
-		js:     js,
+		cfg:   cfg,
+		log:   cfg.Logger.With().Str("component", "archiver").Logger(),
+		store: eventstore.New(db, cfg.Store),
+		js:    js,
 	}, nil
 }
 
@@ -119,26 +128,37 @@ func (a *Archiver) Stats() *ArchiverStats { return &a.stats }
 
 // Run archives dead letters until ctx ends, then drains.
 func (a *Archiver) Run(ctx context.Context) error {
-	open := func(ctx context.Context) (jetstream.Consumer, error) {
-		return messaging.EnsureArchiver(ctx, a.js, a.cfg.Names, messaging.ConsumerOptions{AckWait: a.cfg.AckWait})
+	p := newPool(a.log, a.cfg.Concurrency, a.cfg.DrainTimeout, a.cfg.AckWait)
+	p.add("dlq", a.open, func(ctx context.Context, _ string, msg jetstream.Msg) { a.handle(ctx, msg) })
+	return p.run(ctx)
+}
+
+// open makes sure the DLQ stream and the archiver's consumer exist.
+func (a *Archiver) open(ctx context.Context) (jetstream.Consumer, error) {
+	if _, err := messaging.EnsureStreams(ctx, a.js, a.cfg.Names, messaging.StreamOptions{}, false); err != nil {
+		return nil, err
 	}
-	return consume(ctx, a.log, open, a.cfg.Concurrency, a.cfg.DrainTimeout, a.handle)
+	c, changed, err := messaging.EnsureConsumer(ctx, a.js, a.cfg.Names.DLQStream(), a.cfg.Names.ArchiverConfig(messaging.ConsumerOptions{AckWait: a.cfg.AckWait}))
+	if changed != "" {
+		a.log.Info().Msg(changed)
+	}
+	return c, err
 }
 
 // handle archives one dead letter: it reads the event from the events
-// collection (the authoritative copy), upserts it into errors, deletes it
-// from events on the version it read, and acks. Each step is idempotent, so
-// a repeated or redelivered message changes nothing.
+// collection (the authoritative copy) and moves it into errors with the
+// reason it is there. A repeated or redelivered message changes nothing.
 func (a *Archiver) handle(ctx context.Context, msg jetstream.Msg) {
-	ref, err := messaging.DecodeRef(msg.Data())
+	ref, err := messaging.ReadRef(msg.Headers())
 	if err != nil {
-		a.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("terminating an undecodable dead letter")
+		a.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("terminating a dead letter that is not retrigger's")
 		_ = msg.Term()
 		return
 	}
 	id := event.IDString(ref.ID)
-	reason := msg.Headers().Get(messaging.HeaderReason)
-	doc, err := a.events.FindOne(ctx, event.ByID(ref.ID))
+	sctx, cancel := context.WithTimeout(ctx, a.cfg.StoreTimeout)
+	defer cancel()
+	doc, err := a.store.Find(sctx, ref.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		a.stats.Repeated.Add(1)
 		_ = msg.Ack()
@@ -148,65 +168,39 @@ func (a *Archiver) handle(ctx context.Context, msg jetstream.Msg) {
 		a.retryLater(msg, id, err)
 		return
 	}
-	ev, perr := event.Parse(doc, 0)
-	if reason == "" && (perr != nil || ev.State != event.StateError) {
+	now := a.cfg.Now()
+	ev, perr := a.store.Parse(doc)
+	arch := eventstore.Archive{At: now, Reason: ev.Reason}
+	switch {
+	case ref.Reason != "":
+		arch.Reason, arch.Message = event.ReasonRejected, ref.Reason // the producer's reason
+	case perr != nil:
+		arch.Reason, arch.Message = event.ReasonRejected, perr.Error() // it went bad since
+	case ev.State != event.StateError:
 		// Not in the error state any more (the application reset it): its
 		// change flows through the producer again.
 		a.stats.Stale.Add(1)
 		_ = msg.Ack()
 		return
+	case arch.Reason == "":
+		arch.Reason = event.ReasonApplication // state 3 set by the application itself
 	}
-	now := a.cfg.Now()
-	if _, err := a.errs.UpdateOne(ctx, event.ByID(ref.ID), archiveUpdate(doc, reason, now), true); err != nil {
-		a.retryLater(msg, id, err)
+	err = a.store.MoveToErrors(sctx, doc, arch)
+	if errors.Is(err, eventstore.ErrStale) {
+		a.stats.Stale.Add(1)
+		_ = msg.Ack() // it changed while being archived: the change flows through the producer
 		return
 	}
-	deleted, err := a.events.DeleteOne(ctx, sameVersion(doc))
 	if err != nil {
 		a.retryLater(msg, id, err)
 		return
 	}
-	if deleted == 0 {
-		// Changed between our read and delete: archive what it is now.
-		a.retryLater(msg, id, errors.New("event changed while being archived"))
-		return
-	}
 	_ = msg.Ack()
 	a.stats.Archived.Add(1)
-	a.log.Debug().Str("event_id", id).Str("reason", reason).Msg("archived")
+	a.log.Debug().Str("event_id", id).Str("reason", string(arch.Reason)).Msg("archived")
 	if a.cfg.OnTransition != nil {
-		a.cfg.OnTransition(Transition{ID: id, Type: ev.Type, From: ev.State, To: event.StateError, Attempts: ev.Attempts, At: now, Archived: true, Error: reason})
+		a.cfg.OnTransition(Transition{ID: id, Type: ev.Type, From: ev.State, To: event.StateError, Attempts: ev.Attempts, At: now, Archived: true, Error: arch.Message, Reason: arch.Reason})
 	}
-}
-
-// archiveUpdate copies every field of the event into its errors document;
-// archivedAt is set once, so repeating it changes nothing. A rejected
-// document gets the producer's reason as its lastError.
-func archiveUpdate(doc bson.Raw, reason string, now time.Time) bson.D {
-	elems, _ := doc.Elements()
-	set := make(bson.D, 0, len(elems)+1)
-	for _, el := range elems {
-		if el.Key() == event.FieldID || (reason != "" && el.Key() == event.FieldLastError) {
-			continue
-		}
-		set = append(set, bson.E{Key: el.Key(), Value: el.Value()})
-	}
-	if reason != "" {
-		set = append(set, bson.E{Key: event.FieldLastError, Value: event.LastError{Message: reason, Retryable: false, At: now}})
-	}
-	return bson.D{
-		{Key: "$set", Value: set},
-		{Key: "$setOnInsert", Value: bson.D{{Key: event.FieldArchivedAt, Value: now}}},
-	}
-}
-
-// sameVersion selects the document only at the version it was read at.
-func sameVersion(doc bson.Raw) bson.D {
-	f := bson.D{{Key: event.FieldID, Value: doc.Lookup(event.FieldID)}}
-	if v, err := doc.LookupErr(event.FieldVersion); err == nil {
-		return append(f, bson.E{Key: event.FieldVersion, Value: v})
-	}
-	return append(f, bson.E{Key: event.FieldVersion, Value: bson.D{{Key: "$exists", Value: false}}})
 }
 
 func (a *Archiver) retryLater(msg jetstream.Msg, id string, err error) {

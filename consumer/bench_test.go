@@ -43,7 +43,8 @@ func BenchmarkWorker(b *testing.B) {
 	js, err := jetstream.New(nc)
 	require.NoError(b, err)
 	names := messaging.DefaultNames()
-	require.NoError(b, messaging.EnsureStreams(ctx, js, names, messaging.StreamOptions{}))
+	_, err = messaging.EnsureStreams(ctx, js, names, messaging.StreamOptions{}, true)
+	require.NoError(b, err)
 	db, err := embedded.Open(ctx, embedded.Options{})
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = db.Close(ctx) })
@@ -72,9 +73,10 @@ func BenchmarkWorker(b *testing.B) {
 			})
 			require.NoError(b, err)
 			require.NoError(b, events.InsertOne(ctx, bson.Raw(doc)))
-			body, err := messaging.Encode(doc)
+			body, err := messaging.Body(doc)
 			require.NoError(b, err)
-			_, err = js.PublishMsgAsync(messaging.NewMsg(names.EventSubject("bench"), event.MsgID(bson.Raw(doc).Lookup(event.FieldID), 0), body))
+			id := bson.Raw(doc).Lookup(event.FieldID)
+			_, err = js.PublishMsgAsync(messaging.NewMsg(names.EventSubject("bench"), messaging.MsgID(id, "bench"), id, 0, body))
 			require.NoError(b, err)
 		}
 		select {

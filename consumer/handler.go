@@ -31,9 +31,10 @@ type Transition struct {
 	ID       string
 	Type     string
 	From, To event.State
-	Attempts int           // failed executions after this transition
+	Attempts int64         // failed executions after this transition
 	Error    string        // the handler's error, for failures
 	Took     time.Duration // the handler's run time
 	At       time.Time
-	Archived bool // the archiver moved the event into errors
+	Archived bool         // the archiver moved the event into errors
+	Reason   event.Reason // why it is in the error state (errors and archives)
 }

@@ -11,86 +11,146 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// consume runs pull until ctx ends, starting it again with backoff when the
-// message iterator fails (missed heartbeats during a long NATS outage, a
-// consumer deleted by an operator): a replica keeps working through what
-// it can survive, and says so.
-func consume(ctx context.Context, log zerolog.Logger, open func(context.Context) (jetstream.Consumer, error), concurrency int, drain time.Duration, handle func(context.Context, jetstream.Msg)) error {
-	cons, err := open(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err // a bad configuration: say so at start
-	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
-	for {
-		if cons != nil {
-			err = pull(ctx, cons, concurrency, drain, handle)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait := bo.NextBackOff()
-		log.Warn().Err(err).Dur("retry_in", wait).Msg("pulling messages failed; pulling again")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		cons, err = open(ctx) // it may have been deleted
-	}
+// pool runs the handlers of one replica: it pulls from one durable
+// consumer per source (an event type, or the DLQ), and runs at most
+// concurrency messages at once across all of them.
+type pool struct {
+	log         zerolog.Logger
+	concurrency int
+	drain       time.Duration
+	ackWait     time.Duration
+	sources     []source
 }
 
-// pull delivers the messages of cons to handle, at most concurrency at a
-// time, until ctx ends. Then it stops pulling, hands buffered messages back
-// (nak) and waits up to drain for the handlers in flight; after that it
-// cancels their context and waits for them to return.
-func pull(ctx context.Context, cons jetstream.Consumer, concurrency int, drain time.Duration, handle func(context.Context, jetstream.Msg)) error {
-	// A 5s pull expiry (2.5s heartbeats) notices a lost pull request, such
-	// as one to a deleted consumer, within 5s instead of 30s.
-	it, err := cons.Messages(jetstream.PullMaxMessages(concurrency), jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return err
-	}
+type source struct {
+	name   string
+	open   func(context.Context) (jetstream.Consumer, error)
+	handle func(ctx context.Context, name string, msg jetstream.Msg)
+}
+
+func newPool(log zerolog.Logger, concurrency int, drain, ackWait time.Duration) *pool {
+	return &pool{log: log, concurrency: concurrency, drain: drain, ackWait: ackWait}
+}
+
+func (p *pool) add(name string, open func(context.Context) (jetstream.Consumer, error), handle func(context.Context, string, jetstream.Msg)) {
+	p.sources = append(p.sources, source{name: name, open: open, handle: handle})
+}
+
+// run pulls until ctx ends. Then it stops pulling, hands messages not yet
+// started back (nak) and waits up to drain for the handlers in flight;
+// after that it cancels their context and waits for them to return.
+func (p *pool) run(ctx context.Context) error {
 	// Handlers run under their own context, cancelled only after the drain
 	// deadline, so a shutdown lets in-flight work finish.
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
-	stop := context.AfterFunc(ctx, it.Drain)
-	defer stop()
-
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, concurrency)
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
-				it.Stop()
-				wg.Wait()
-				return err
-			}
-			break
-		}
-		if ctx.Err() != nil {
-			_ = msg.Nak() // buffered, not started: let another replica take it now
-			continue
-		}
-		sem <- struct{}{}
-		wg.Add(1)
+	slots := make(chan struct{}, p.concurrency)
+	var handlers, pullers sync.WaitGroup
+	for _, s := range p.sources {
+		pullers.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			handle(hctx, msg)
+			defer pullers.Done()
+			p.consume(ctx, hctx, s, slots, &handlers)
 		}()
 	}
+	pullers.Wait()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { handlers.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(drain):
+	case <-time.After(p.drain):
 		hcancel()
 		<-done
 	}
 	return nil
+}
+
+// consume pulls from one source until ctx ends, opening its consumer again
+// with backoff when that fails or the message iterator fails (the stream or
+// consumer was deleted, a long NATS outage): a replica keeps working
+// through what it can survive, and says so.
+func (p *pool) consume(ctx, hctx context.Context, s source, slots chan struct{}, handlers *sync.WaitGroup) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
+	for {
+		cons, err := s.open(ctx)
+		if err == nil {
+			err = p.pull(ctx, hctx, s, cons, slots, handlers)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := bo.NextBackOff()
+		p.log.Warn().Err(err).Str("source", s.name).Dur("retry_in", wait).Msg("pulling messages failed; opening the consumer again")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// pull delivers the messages of cons to s.handle until ctx ends or the
+// iterator fails. A message waits for a free slot in the replica, sending
+// progress acks meanwhile, so a backlog behind slow handlers is never
+// redelivered while it waits.
+func (p *pool) pull(ctx, hctx context.Context, s source, cons jetstream.Consumer, slots chan struct{}, handlers *sync.WaitGroup) error {
+	// A small pull window per source: messages beyond the free slots wait
+	// in the server, not here. A 5s expiry (2.5s heartbeats) notices a
+	// lost pull request, such as one to a deleted consumer, within 5s.
+	window := max(1, p.concurrency/len(p.sources))
+	it, err := cons.Messages(jetstream.PullMaxMessages(window), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return nil
+			}
+			it.Stop()
+			return err
+		}
+		if !p.acquire(ctx, msg, slots) {
+			_ = msg.Nak() // stopping, not started: let another replica take it now
+			continue
+		}
+		handlers.Add(1)
+		go func() {
+			defer func() { <-slots; handlers.Done() }()
+			s.handle(hctx, s.name, msg)
+		}()
+	}
+}
+
+// acquire waits for a free slot, keeping msg alive with progress acks; it
+// fails when ctx ends first.
+func (p *pool) acquire(ctx context.Context, msg jetstream.Msg, slots chan struct{}) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	tick := time.NewTicker(p.ackWait / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case slots <- struct{}{}:
+			if ctx.Err() != nil {
+				<-slots
+				return false
+			}
+			return true
+		case <-tick.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			return false
+		}
+	}
 }

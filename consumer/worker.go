@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime/debug"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -12,130 +14,33 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
-	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 )
-
-// Config of a worker replica. The zero value of each field means its default.
-type Config struct {
-	Names messaging.Names // default messaging.DefaultNames()
-	// Events is the collection of event documents. Default "events".
-	Events string
-	// Handlers maps event types to their handlers.
-	Handlers map[string]Handler
-	// Policies are the retry policies; zero fields take retry.DefaultPolicy.
-	Policies retry.Policies
-	// Concurrency bounds the handlers running at once in this replica.
-	// Default 16.
-	Concurrency int
-	// HandlerTimeout bounds one handler run. Default 20s.
-	HandlerTimeout time.Duration
-	// AckWait is JetStream's redelivery deadline; a longer handler keeps its
-	// message with progress acks. Default 30s.
-	AckWait time.Duration
-	// MaxAckPending bounds messages out at once across replicas. Default 1000.
-	MaxAckPending int
-	// DrainTimeout is how long a stopping worker lets handlers finish.
-	// Default 25s.
-	DrainTimeout time.Duration
-	// Now is the clock; Rand the jitter source. Defaults time.Now, retry.Rand(0).
-	Now  func() time.Time
-	Rand func() float64
-	// OnTransition, when set, is called after each transition is written.
-	OnTransition func(Transition)
-	Logger       zerolog.Logger
-}
-
-func (c Config) withDefaults() Config {
-	if c.Names == (messaging.Names{}) {
-		c.Names = messaging.DefaultNames()
-	}
-	if c.Events == "" {
-		c.Events = "events"
-	}
-	c.Policies.Default = c.Policies.Default.WithDefaults()
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.HandlerTimeout == 0 {
-		c.HandlerTimeout = 20 * time.Second
-	}
-	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
-	}
-	if c.MaxAckPending == 0 {
-		c.MaxAckPending = 1000
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 25 * time.Second
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Rand == nil {
-		c.Rand = retry.Rand(0)
-	}
-	return c
-}
-
-// Validate reports the first setting to fix, naming its flag.
-func (c Config) Validate() error { return c.withDefaults().validate() }
-
-func (c Config) validate() error {
-	if len(c.Handlers) == 0 {
-		return errors.New("no handlers registered: a worker needs at least one event type to run")
-	}
-	for typ, h := range c.Handlers {
-		if err := event.ValidateType(typ); err != nil {
-			return fmt.Errorf("handler type %q: %w", typ, err)
-		}
-		if h == nil {
-			return fmt.Errorf("handler type %q: nil handler", typ)
-		}
-	}
-	switch {
-	case c.Concurrency < 1:
-		return config.Invalid("concurrency", "must be at least 1, got %d", c.Concurrency)
-	case c.HandlerTimeout <= 0:
-		return config.Invalid("handler-timeout", "must be positive, got %s", c.HandlerTimeout)
-	case c.AckWait <= time.Second:
-		return config.Invalid("ack-wait", "must be longer than 1s, got %s", c.AckWait)
-	case c.MaxAckPending < c.Concurrency:
-		return config.Invalid("max-ack-pending", "must be at least the concurrency %d, got %d", c.Concurrency, c.MaxAckPending)
-	case c.DrainTimeout < 0:
-		return config.Invalid("drain-timeout", "must not be negative, got %s", c.DrainTimeout)
-	}
-	if err := c.Policies.Default.Validate(); err != nil {
-		return config.Invalid("retry-*", "%v", err)
-	}
-	for typ, p := range c.Policies.ByType {
-		if err := p.Validate(); err != nil {
-			return config.Invalid("retry-overrides", "type %s: %v", typ, err)
-		}
-	}
-	return nil
-}
 
 // WorkerStats count what a worker did.
 type WorkerStats struct {
 	Succeeded atomic.Int64 // transitions to success
 	Failed    atomic.Int64 // transitions to failed (will retry)
-	Errored   atomic.Int64 // transitions to error (exhausted or permanent)
-	Stale     atomic.Int64 // duplicate or stale messages acknowledged without running
-	Early     atomic.Int64 // messages of events not due yet, nak'ed with the remaining delay
+	Errored   atomic.Int64 // transitions to error (exhausted, permanent or crashed)
+	Stale     atomic.Int64 // messages of events that moved on, acknowledged without running
+	Early     atomic.Int64 // messages of events not due yet, handed back or left to the scheduler
+	Busy      atomic.Int64 // messages of events another replica runs now, handed back
+	Changed   atomic.Int64 // runs whose outcome was not written: the event changed meanwhile
 	Retried   atomic.Int64 // messages handed back after a storage error
+	InFlight  atomic.Int64 // handlers running now
 }
 
 // Worker is one consumer replica.
 type Worker struct {
-	cfg    Config
-	log    zerolog.Logger
-	events store.Collection
-	js     jetstream.JetStream
-	stats  WorkerStats
+	cfg   Config
+	log   zerolog.Logger
+	store *eventstore.Store
+	js    jetstream.JetStream
+	stats WorkerStats
+	types []string
 }
 
 // NewWorker builds a worker on db and nc.
@@ -148,95 +53,178 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating jetstream context: %w", err)
 	}
+	types := make([]string, 0, len(cfg.Handlers))
+	for typ := range cfg.Handlers {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
 	return &Worker{
-		cfg:    cfg,
-		log:    cfg.Logger.With().Str("component", "consumer").Logger(),
-		events: db.Collection(cfg.Events),
-		js:     js,
+		cfg:   cfg,
+		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger(),
+		store: eventstore.New(db, cfg.Store),
+		js:    js,
+		types: types,
 	}, nil
 }
 
 // Stats returns the worker's counters.
 func (w *Worker) Stats() *WorkerStats { return &w.stats }
 
-// Run pulls and handles events until ctx ends, then drains (see Config).
+// Replica is the name of this replica in leases and histories.
+func (w *Worker) Replica() string { return w.cfg.Replica }
+
+// Run pulls and handles the events of its handlers' types until ctx ends,
+// then drains (see Config). Each type has its own durable consumer, which
+// the replicas handling that type share; the replica's Concurrency bounds
+// its handlers across all of them.
 func (w *Worker) Run(ctx context.Context) error {
-	open := func(ctx context.Context) (jetstream.Consumer, error) {
-		return messaging.EnsureWorkers(ctx, w.js, w.cfg.Names, messaging.ConsumerOptions{AckWait: w.cfg.AckWait, MaxAckPending: w.cfg.MaxAckPending})
+	p := newPool(w.log, w.cfg.Concurrency, w.cfg.DrainTimeout, w.cfg.AckWait)
+	for _, typ := range w.types {
+		p.add(typ, func(ctx context.Context) (jetstream.Consumer, error) {
+			return w.open(ctx, typ)
+		}, w.handle)
 	}
-	return consume(ctx, w.log, open, w.cfg.Concurrency, w.cfg.DrainTimeout, w.handle)
+	return p.run(ctx)
 }
 
-// handle runs one message: look the event up, skip it if stale, wait if not
-// due, run the handler, write the transition, ack.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
-	ref, err := messaging.DecodeRef(msg.Data())
+// open makes sure the EVENTS stream and the type's consumer exist, as the
+// producer defines them, and returns the consumer. A replica started before
+// the producer creates the stream itself (the producer later applies its
+// own settings), so start order does not matter.
+func (w *Worker) open(ctx context.Context, typ string) (jetstream.Consumer, error) {
+	if _, err := messaging.EnsureStreams(ctx, w.js, w.cfg.Names, messaging.StreamOptions{}, false); err != nil {
+		return nil, err
+	}
+	c, changed, err := messaging.EnsureConsumer(ctx, w.js, w.cfg.Names.EventsStream(),
+		w.cfg.Names.WorkersConfig(typ, messaging.ConsumerOptions{AckWait: w.cfg.AckWait, MaxAckPending: w.cfg.MaxAckPending}))
+	if changed != "" {
+		w.log.Info().Str("type", typ).Msg(changed)
+	}
+	return c, err
+}
+
+// storeCtx bounds one storage call.
+func (w *Worker) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, w.cfg.StoreTimeout)
+}
+
+// handle runs one message: claim the event, run its handler under the
+// lease, write the outcome, ack. A message is only a reminder: the event
+// document in MongoDB decides whether and what to run.
+func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
+	ref, err := messaging.ReadRef(msg.Headers())
 	if err != nil {
 		// Not a message of ours; the event, if any, is swept from MongoDB.
-		w.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("terminating an undecodable message")
+		w.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("terminating a message that is not retrigger's")
 		_ = msg.Term()
 		return
 	}
-	if ref.State == event.StateFailed && ref.NextAttemptAt.After(w.cfg.Now()) {
-		// Not due: hand it back for the remaining delay, no read needed.
-		w.stats.Early.Add(1)
-		_ = msg.NakWithDelay(ref.NextAttemptAt.Sub(w.cfg.Now()))
-		return
-	}
-	doc, err := w.events.FindOne(ctx, event.ByID(ref.ID))
-	if errors.Is(err, store.ErrNotFound) {
-		w.stale(msg, ref, "event no longer exists")
-		return
-	}
+	now := w.cfg.Now()
+	sctx, cancel := w.storeCtx(ctx)
+	claim, err := w.store.ClaimEvent(sctx, eventstore.ClaimRequest{
+		ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: rand.Int64(), Now: now, TTL: w.cfg.AckWait,
+	})
+	cancel()
 	if err != nil {
 		w.retryLater(msg, ref, err)
 		return
 	}
-	ev, err := event.Parse(doc, 0)
-	if err != nil || ev.Version != ref.Version || (ev.State != event.StateNew && ev.State != event.StateFailed) {
-		w.stale(msg, ref, "event moved on")
+	switch claim.Outcome {
+	case eventstore.Claimed:
+	case eventstore.NotDue:
+		w.stats.Early.Add(1)
+		if wait := claim.Event.NextAttemptAt.Sub(now); wait <= w.cfg.NakWindow {
+			_ = msg.NakWithDelay(wait)
+			return
+		}
+		// Its due time moved later: the scheduler publishes it then.
+		_ = msg.Ack()
 		return
+	case eventstore.Leased:
+		// Another replica runs it now. If that replica dies, its lease
+		// ends and this message takes over; if it finishes, this message
+		// finds the event moved on. It looks again after 1s, then 2s, 4s,
+		// ..., never later than the lease's end.
+		w.stats.Busy.Add(1)
+		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
+		return
+	default: // Gone, Done, Invalid: nothing to run
+		w.stale(msg, ref, claim.Outcome.String())
+		return
+	}
+	w.run(ctx, msg, &claim)
+}
+
+// run runs a claimed event and records its outcome.
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
+	ev := &c.Event
+	start := w.cfg.Now()
+	var (
+		herr    error
+		crashed = ev.Crashes >= w.cfg.MaxCrashes
+	)
+	if !crashed {
+		w.stats.InFlight.Add(1)
+		herr = w.call(ctx, msg, c)
+		w.stats.InFlight.Add(-1)
 	}
 	now := w.cfg.Now()
-	if ev.State == event.StateFailed && ev.NextAttemptAt.After(now) {
-		w.stats.Early.Add(1)
-		_ = msg.NakWithDelay(ev.NextAttemptAt.Sub(now))
-		return
-	}
-
-	start := w.cfg.Now()
-	herr := w.run(ctx, msg, &ev)
-	now = w.cfg.Now()
 	if herr != nil && ctx.Err() != nil && !errors.Is(herr, errHandlerTimeout) {
 		// Hard stop: the handler was cut short by the shutdown, not by its
-		// own failure. Hand the message back to be run again.
+		// own failure. Give the event back to be run again.
+		sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
+		_ = w.store.Release(sctx, c)
+		cancel()
 		_ = msg.Nak()
 		return
 	}
 	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, Took: now.Sub(start), At: now, Attempts: ev.Attempts}
-	var update any
-	if herr == nil {
-		tr.To = event.StateSuccess
-		update = event.Succeed(now, ev.Version)
-	} else {
+	t := eventstore.Transition{At: now, Run: event.Attempt{At: start, Took: now.Sub(start), Replica: w.cfg.Replica, Number: ev.Attempts + 1}}
+	switch {
+	case crashed:
+		tr.To, tr.Error = event.StateError, fmt.Sprintf("its run never finished %d times: each crashed or hung its consumer", ev.Crashes)
+		t.To, t.Reason, t.Attempts = event.StateError, event.ReasonCrashed, ev.Attempts
+		t.LastError = event.LastError{Message: tr.Error, At: now}
+		t.Run = event.Attempt{At: start, Outcome: "crashed", Error: tr.Error, Replica: w.cfg.Replica}
+	case herr == nil:
+		tr.To, t.To, t.Run.Outcome = event.StateSuccess, event.StateSuccess, "success"
+	default:
 		d := w.cfg.Policies.For(ev.Type).Decide(ev.Attempts+1, ev.MaxAttempts, herr, now, w.cfg.Rand)
 		tr.Attempts, tr.Error = d.Attempts, herr.Error()
-		tr.To = event.StateError
-		if d.Retry {
-			tr.To = event.StateFailed
+		t.Attempts, t.LastError = d.Attempts, event.LastError{Message: herr.Error(), Retryable: d.Retry, At: now}
+		t.Run.Error = herr.Error()
+		switch {
+		case d.Retry:
+			tr.To, t.To, t.NextAt, t.Run.Outcome = event.StateFailed, event.StateFailed, d.NextAt, "failed"
+		case d.Permanent:
+			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonPermanent, "error"
+		default:
+			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonExhausted, "error"
 		}
-		update = event.Fail(now, d.NextAt, event.LastError{Message: herr.Error(), Retryable: d.Retry, At: now}, ev.Attempts, ev.Version)
 	}
-	matched, err := w.events.UpdateOne(ctx, event.Current(ev.ID, ev.Version, ev.State), update, false)
-	if err != nil {
-		w.retryLater(msg, ref, err)
+	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
+	err := w.store.Complete(sctx, c, t)
+	if errors.Is(err, eventstore.ErrStale) {
+		// The application or an operator changed the event while it ran,
+		// or the lease expired and another replica took it over: the
+		// change stands. Releasing the lease lets the producer route the
+		// event as it now is.
+		w.stats.Changed.Add(1)
+		err = w.store.Release(sctx, c)
+		cancel()
+		if err != nil {
+			w.log.Debug().Err(err).Str("event_id", tr.ID).Msg("releasing the lease of a changed event")
+		}
+		w.stale(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
 		return
 	}
-	if matched == 0 {
-		w.stale(msg, ref, "another delivery wrote the transition first")
+	cancel()
+	if err != nil {
+		w.retryLater(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
 		return
 	}
 	_ = msg.Ack()
+	tr.Reason = t.Reason
 	switch tr.To {
 	case event.StateSuccess:
 		w.stats.Succeeded.Add(1)
@@ -246,44 +234,49 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		w.stats.Errored.Add(1)
 	}
 	w.log.Debug().Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
-		Int("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
+		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
 	}
 }
 
-var errHandlerTimeout = errors.New("handler timed out")
+// Claim is a claimed event.
+type Claim = eventstore.Claim
 
-// run calls the event's handler under the handler timeout, keeps the
-// message alive with progress acks while it runs, and turns a panic into an
+var (
+	errHandlerTimeout = errors.New("handler timed out")
+	errLeaseLost      = errors.New("the event's lease was taken over by another replica")
+)
+
+// call runs the event's handler under the handler timeout, renews the
+// lease and sends progress acks while it runs (until the timeout: a
+// handler that outlives it loses its lease), and turns a panic into an
 // error.
-func (w *Worker) run(ctx context.Context, msg jetstream.Msg, ev *Event) (err error) {
-	h, ok := w.cfg.Handlers[ev.Type]
-	if !ok {
-		return fmt.Errorf("no handler registered for type %q on this consumer", ev.Type)
-	}
+func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err error) {
+	h := w.cfg.Handlers[c.Event.Type]
 	hctx, cancel := context.WithTimeoutCause(ctx, w.cfg.HandlerTimeout, errHandlerTimeout)
 	defer cancel()
-	if w.cfg.HandlerTimeout > w.cfg.AckWait/2 {
-		stop := keepAlive(hctx, msg, w.cfg.AckWait/2)
-		defer stop()
-	}
+	stop := w.keepAlive(hctx, msg, c, cancel)
+	defer stop()
 	defer func() {
 		if r := recover(); r != nil {
-			w.log.Error().Str("event_id", event.IDString(ev.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
+			w.log.Error().Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
-	err = h(hctx, ev)
+	ev := c.Event
+	err = h(hctx, &ev)
 	if err != nil && errors.Is(context.Cause(hctx), errHandlerTimeout) {
 		err = fmt.Errorf("%w after %s: %w", errHandlerTimeout, w.cfg.HandlerTimeout, err)
 	}
 	return err
 }
 
-// keepAlive sends progress acks every interval until stopped.
-func keepAlive(ctx context.Context, msg jetstream.Msg, every time.Duration) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
+// keepAlive renews the lease and sends a progress ack every AckWait/2
+// until ctx ends; if the lease was taken over it cancels the run.
+func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) (stop func()) {
+	every := w.cfg.AckWait / 2
+	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -294,16 +287,37 @@ func keepAlive(ctx context.Context, msg jetstream.Msg, every time.Duration) (sto
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+			}
+			_ = msg.InProgress()
+			sctx, scancel := w.storeCtx(ctx)
+			err := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
+			scancel()
+			if errors.Is(err, eventstore.ErrLeaseLost) {
+				w.log.Warn().Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
+				cancel()
+				return
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() { stopCtx(); <-done }
+}
+
+// busyDelay is how long a message of an event another replica runs waits
+// before it looks again.
+func busyDelay(msg jetstream.Msg, lease *event.Lease, now time.Time) time.Duration {
+	delay := time.Second
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
+		delay <<= min(md.NumDelivered-1, 10)
+	}
+	if lease != nil {
+		delay = min(delay, max(lease.Until.Sub(now), 0)+100*time.Millisecond)
+	}
+	return max(delay, 100*time.Millisecond)
 }
 
 func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.stats.Stale.Add(1)
-	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("stale message acknowledged")
+	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
 }
 

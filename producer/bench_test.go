@@ -59,7 +59,8 @@ func insertChanges(b *testing.B, n int) []store.Change {
 		require.NoError(b, err)
 		token, err := bson.Marshal(bson.D{{Key: "ts", Value: bson.Timestamp{T: uint32(now.Unix()), I: uint32(i + 1)}}})
 		require.NoError(b, err)
-		out[i] = store.Change{Op: store.OpInsert, ID: bson.Raw(doc).Lookup(event.FieldID), Doc: doc, Token: token}
+		out[i] = store.Change{Op: store.OpInsert, ID: bson.Raw(doc).Lookup(event.FieldID), Doc: doc, Token: token,
+			ClusterTime: bson.Timestamp{T: uint32(now.Unix()), I: uint32(i + 1)}}
 	}
 	return out
 }
@@ -128,7 +129,7 @@ func BenchmarkRelay(b *testing.B) {
 	b.Cleanup(func() { _ = db.Close(ctx) })
 	start := make(chan struct{})
 	stream := &replayStream{changes: insertChanges(b, b.N), start: start}
-	p, err := New(Config{SweepInterval: time.Hour}, replayDB{Database: db, events: replayEvents{Collection: db.Collection("events"), stream: stream}}, nc)
+	p, err := New(Config{Sweeper: SweeperConfig{Interval: time.Hour}}, replayDB{Database: db, events: replayEvents{Collection: db.Collection("events"), stream: stream}}, nc)
 	require.NoError(b, err)
 
 	rctx, cancel := context.WithCancel(ctx)
@@ -160,14 +161,15 @@ func BenchmarkJetStreamPublishAsync(b *testing.B) {
 	nc := benchServer(b)
 	ctx := context.Background()
 	cfg := Config{}.withDefaults()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight+cfg.SweepBatch+2))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.Relay.MaxInFlight+cfg.Sweeper.Batch+cfg.Scheduler.Batch+2))
 	require.NoError(b, err)
-	require.NoError(b, messaging.EnsureStreams(ctx, js, cfg.Names, cfg.Streams))
+	_, err = messaging.EnsureStreams(ctx, js, cfg.Names, cfg.Streams, true)
+	require.NoError(b, err)
 	msgs := make([]*nats.Msg, b.N)
 	for i, ch := range insertChanges(b, b.N) {
-		body, err := messaging.Encode(ch.Doc)
+		body, err := messaging.Body(ch.Doc)
 		require.NoError(b, err)
-		msgs[i] = messaging.NewMsg(cfg.Names.EventSubject("bench"), event.MsgID(ch.ID, 0), body)
+		msgs[i] = messaging.NewMsg(cfg.Names.EventSubject("bench"), messaging.MsgID(ch.ID, changeStamp(ch.ClusterTime)), ch.ID, 0, body)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

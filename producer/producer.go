@@ -4,45 +4,38 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
-// Producer relays changes of the events collection to JetStream.
+// Producer is retrigger's only publisher: it runs the relay, the
+// scheduler, the sweeper and retention on one events collection.
 type Producer struct {
-	cfg         Config
-	log         zerolog.Logger
-	events      store.Collection
-	checkpoints store.Collection
-	js          jetstream.JetStream
-	maxPayload  int
+	cfg   Config
+	log   zerolog.Logger
+	store *eventstore.Store
+	js    jetstream.JetStream
+	stats Stats
 
-	sweepNow  chan struct{} // asks the sweeper for a full sweep (history lost)
-	ready     chan struct{} // closed once the first change stream is open
-	readyOnce sync.Once
-	stats     Stats
-}
+	Relay     *Relay
+	Scheduler *Scheduler
+	Sweeper   *Sweeper
+	Retention *Retention
 
-// Stats count what the producer did since it started.
-type Stats struct {
-	Published  atomic.Int64 // acknowledged by JetStream, duplicates included
-	Duplicates atomic.Int64 // acknowledged as duplicates (already in the stream)
-	Rejected   atomic.Int64 // malformed or oversized documents sent to the DLQ
-	Swept      atomic.Int64 // republished by the sweeper
-	Restarts   atomic.Int64 // change stream restarts after an error
-	Checkpoint atomic.Int64 // resume tokens saved
-	Retired    atomic.Int64 // succeeded events deleted by retention
+	ready    chan struct{}
+	warnedMu sync.Mutex
+	warned   map[string]time.Time // unserved types, when last warned of
+	unserved map[string]time.Time // unserved types, since when
 }
 
 // New builds a producer on db and the NATS connection nc.
@@ -51,102 +44,150 @@ func New(cfg Config, db store.Database, nc *nats.Conn) (*Producer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	// The relay keeps at most MaxInFlight futures and a sweep one page: JetStream's own
-	// window is sized so a publish never stalls on it.
+	// The relay keeps at most MaxInFlight futures and a sweep or a
+	// schedule one page each: JetStream's own window is sized so a
+	// publish never stalls on it.
 	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight+cfg.SweepBatch+2),
+		jetstream.WithPublishAsyncMaxPending(cfg.Relay.MaxInFlight+cfg.Sweeper.Batch+cfg.Scheduler.Batch+2),
 		jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("creating jetstream context: %w", err)
 	}
-	return &Producer{
-		cfg:         cfg,
-		log:         cfg.Logger.With().Str("component", "producer").Logger(),
-		events:      db.Collection(cfg.Events),
-		checkpoints: db.Collection(cfg.Checkpoints),
-		js:          js,
-		maxPayload:  int(nc.MaxPayload()),
-		sweepNow:    make(chan struct{}, 1),
-		ready:       make(chan struct{}),
-	}, nil
+	log := cfg.Logger.With().Str("component", "producer").Logger()
+	st := eventstore.New(db, cfg.Store)
+	p := &Producer{cfg: cfg, log: log, store: st, js: js, ready: make(chan struct{}), warned: map[string]time.Time{}, unserved: map[string]time.Time{}}
+	pub := &publisher{cfg: cfg, log: log, store: st, js: js, stats: &p.stats, maxPayload: int(nc.MaxPayload())}
+	p.Scheduler = newScheduler(cfg.Scheduler, log.With().Str("service", "scheduler").Logger(), st, pub, cfg.Now)
+	pub.schedule = p.Scheduler.Wake
+	p.Sweeper = newSweeper(cfg.Sweeper, log.With().Str("service", "sweeper").Logger(), st, pub, cfg.Now, cfg.DisableChangeStreams)
+	p.Sweeper.after = p.warnUnserved
+	p.Relay = &Relay{cfg: cfg.Relay, log: log.With().Str("service", "relay").Logger(), store: st, pub: pub, now: cfg.Now,
+		checkpoint: "producer:" + cfg.Store.Events, fullSweep: p.Sweeper.SweepAll, ready: make(chan struct{})}
+	p.Retention = &Retention{cfg: cfg.Retention, log: log.With().Str("service", "retention").Logger(), store: st, stats: &p.stats, now: cfg.Now}
+	return p, nil
 }
 
 // Stats returns the producer's counters.
 func (p *Producer) Stats() *Stats { return &p.stats }
 
-// Ready is closed once the producer watches the collection: a change
-// committed after that is relayed by the change stream rather than found by
-// a sweep. Without change streams it is closed when Run starts.
+// Store is the event store the producer works on.
+func (p *Producer) Store() *eventstore.Store { return p.store }
+
+// Ready is closed once the producer watches the collection (or, without
+// change streams, once it runs): a change committed after that is relayed
+// rather than found by a sweep.
 func (p *Producer) Ready() <-chan struct{} { return p.ready }
 
-func (p *Producer) markReady() { p.readyOnce.Do(func() { close(p.ready) }) }
-
-// Setup creates the streams and the sweeper's indexes. Run calls it; it is
-// exported for tools that need the streams before the producer runs.
+// Setup creates the streams, or brings them to this configuration, and
+// the indexes. Run calls it; it is exported for tools that need the
+// streams before the producer runs.
 func (p *Producer) Setup(ctx context.Context) error {
-	if err := messaging.EnsureStreams(ctx, p.js, p.cfg.Names, p.cfg.Streams); err != nil {
+	changed, err := messaging.EnsureStreams(ctx, p.js, p.cfg.Names, p.cfg.Streams, true)
+	for _, c := range changed {
+		p.log.Info().Msg(c)
+	}
+	if err != nil {
 		return err
 	}
-	return p.events.EnsureIndexes(ctx, []store.Index{
-		{Name: "retrigger_state_updated", Keys: bson.D{{Key: event.FieldState, Value: 1}, {Key: event.FieldUpdatedAt, Value: 1}}},
-		{Name: "retrigger_state_next", Keys: bson.D{{Key: event.FieldState, Value: 1}, {Key: event.FieldNextAttemptAt, Value: 1}}},
-	})
+	return p.store.EnsureIndexes(ctx)
 }
 
-// Run relays and sweeps until ctx ends, then waits for the publishes in
-// flight and saves the last acknowledged resume token.
+// Run sets up, then relays, schedules, sweeps and retires until ctx ends,
+// and then waits for the publishes in flight and saves the last
+// acknowledged resume token. While NATS or MongoDB cannot be reached at
+// start it waits, saying so.
 func (p *Producer) Run(ctx context.Context) error {
-	if err := p.Setup(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
+	if err := p.setupWithRetry(ctx); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.sweepLoop(ctx)
-	}()
+	services := []interface{ Run(context.Context) error }{p.Scheduler, p.Sweeper, p.Retention}
 	if p.cfg.DisableChangeStreams {
-		p.markReady()
+		close(p.ready)
 	} else {
-		p.relayLoop(ctx)
+		services = append(services, p.Relay)
+		go func() {
+			select {
+			case <-p.Relay.Ready():
+				close(p.ready)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Run(ctx)
+		}()
 	}
 	wg.Wait()
 	return nil
 }
 
-// relayLoop keeps a change stream relay running, restarting it with backoff
-// after transient errors and from the present after the history was lost.
-func (p *Producer) relayLoop(ctx context.Context) {
+// setupWithRetry runs Setup until it succeeds or ctx ends, with backoff.
+func (p *Producer) setupWithRetry(ctx context.Context) error {
 	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 100 * time.Millisecond
-	bo.MaxInterval = 10 * time.Second
-	bo.MaxElapsedTime = 0
-	for ctx.Err() == nil {
-		started := time.Now()
-		err := p.relay(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		p.stats.Restarts.Add(1)
-		if errors.Is(err, store.ErrHistoryLost) {
-			p.log.Warn().Err(err).Msg("change stream history lost: restarting from the present and sweeping every event that needs work")
-			if err := p.saveToken(context.WithoutCancel(ctx), nil); err != nil {
-				p.log.Warn().Err(err).Msg("clearing the lost resume token")
-			}
-			continue // relay sweeps once its new stream is open
-		}
-		if time.Since(started) > time.Minute {
-			bo.Reset()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 200*time.Millisecond, 5*time.Second, 0
+	for {
+		err := p.Setup(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
 		}
 		wait := bo.NextBackOff()
-		p.log.Warn().Err(err).Dur("retry_in", wait).Msg("change stream relay failed; resuming from the last checkpoint")
+		p.log.Warn().Err(err).Dur("retry_in", wait).Msg("setting up the streams and indexes failed; trying again")
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(wait):
 		}
+	}
+}
+
+// Warnings of event types no replica handles: after unservedFor (a
+// replica starting up, or a rolling deploy, is not worth a warning), then
+// every unservedWarnEvery.
+const (
+	unservedFor       = 30 * time.Second
+	unservedWarnEvery = 5 * time.Minute
+)
+
+// warnUnserved warns of event types whose events wait in the stream with
+// no replica to run them.
+func (p *Producer) warnUnserved(ctx context.Context) {
+	waiting, err := messaging.Unserved(ctx, p.js, p.cfg.Names)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			p.log.Debug().Err(err).Msg("looking for event types without a handler")
+		}
+		return
+	}
+	types := make([]string, 0, len(waiting))
+	for typ := range waiting {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
+	p.warnedMu.Lock()
+	defer p.warnedMu.Unlock()
+	for typ := range p.unserved {
+		if _, still := waiting[typ]; !still {
+			delete(p.unserved, typ)
+		}
+	}
+	for _, typ := range types {
+		since, ok := p.unserved[typ]
+		if !ok {
+			p.unserved[typ] = time.Now()
+			continue
+		}
+		if time.Since(since) < unservedFor {
+			continue
+		}
+		if last, ok := p.warned[typ]; ok && time.Since(last) < unservedWarnEvery {
+			continue
+		}
+		p.warned[typ] = time.Now()
+		p.log.Warn().Str("type", typ).Uint64("waiting", waiting[typ]).
+			Msg("events of this type wait: no consumer replica has a handler for it; start one with it")
 	}
 }

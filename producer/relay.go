@@ -4,30 +4,92 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
 // publishTimeout bounds the wait for JetStream's ack of one publish.
 const publishTimeout = 10 * time.Second
 
-// changeMatch selects the changes that may need work: inserts, updates and
-// replaces of events that have not succeeded. $nin also lets through a
-// missing state (a new event) and a malformed one, which must reach errors.
-var changeMatch = bson.D{
-	{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{store.OpInsert, store.OpUpdate, store.OpReplace}}}},
-	{Key: "fullDocument." + event.FieldState, Value: bson.D{{Key: "$nin", Value: bson.A{event.StateSuccess}}}},
+// Relay publishes each change of the events collection that needs work,
+// in change order, and saves the change stream's resume token once
+// JetStream acknowledged everything before it (outbox relay). A restart
+// resumes after the saved token; the changes between it and the crash are
+// published again and dropped by JetStream's deduplication.
+type Relay struct {
+	cfg   RelayConfig
+	log   zerolog.Logger
+	store *eventstore.Store
+	pub   *publisher
+	now   func() time.Time
+	// checkpoint names the saved resume token.
+	checkpoint string
+	// fullSweep asks for a sweep of everything needing work: the relay
+	// does not know what happened before its stream (first start, history
+	// lost, collection dropped).
+	fullSweep func(before time.Time)
+
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
-// pending is a change whose publish awaits JetStream's ack. fut is nil when
-// the change published nothing.
+// Ready is closed once the relay watches the collection: a change committed
+// after that is relayed.
+func (r *Relay) Ready() <-chan struct{} { return r.ready }
+
+func (r *Relay) markReady() { r.readyOnce.Do(func() { close(r.ready) }) }
+
+// Run relays until ctx ends, restarting with backoff after errors: from
+// the last checkpoint, or from the present (with a full sweep) when the
+// history holding the checkpoint is lost or the collection was dropped.
+func (r *Relay) Run(ctx context.Context) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := r.relay(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.pub.stats.Restarts.Add(1)
+		if errors.Is(err, store.ErrHistoryLost) || errors.Is(err, errInvalidated) {
+			r.log.Warn().Err(err).Msg("restarting the change stream from the present and sweeping every event that needs work")
+			if err := r.store.SaveToken(context.WithoutCancel(ctx), r.checkpoint, nil, r.now()); err != nil {
+				r.log.Warn().Err(err).Msg("clearing the resume token")
+			}
+			continue // relay sweeps once its new stream is open
+		}
+		if time.Since(started) > time.Minute {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		r.log.Warn().Err(err).Dur("retry_in", wait).Msg("change stream relay failed; resuming from the last checkpoint")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// errInvalidated: the stream ended because the collection was dropped or
+// renamed; it cannot resume.
+var errInvalidated = errors.New("the events collection was dropped or renamed")
+
+// pending is a change whose publish awaits JetStream's ack. fut is nil
+// when the change published nothing.
 type pending struct {
 	token bson.Raw
+	r     routed
 	fut   jetstream.PubAckFuture
 }
 
@@ -35,30 +97,30 @@ type pending struct {
 // or something fails. A goroutine collects the acks in change order and
 // saves the token of the newest change whose publishes (and all before it)
 // JetStream acknowledged, at most once per CheckpointInterval.
-func (p *Producer) relay(ctx context.Context) error {
-	token, err := p.loadToken(ctx)
+func (r *Relay) relay(ctx context.Context) error {
+	token, err := r.store.LoadToken(ctx, r.checkpoint)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	cs, err := p.events.Watch(ctx, store.WatchOptions{Match: changeMatch, ResumeAfter: token})
+	cs, err := r.store.Watch(ctx, token)
 	if err != nil {
 		return fmt.Errorf("opening change stream: %w", err)
 	}
+	// The stream delivers what commits from here on; the sweep covers what
+	// was inserted or touched before (an event inserted in between may be
+	// published by both: a duplicate the consumers recognise).
+	opened := r.now()
 	defer cs.Close(context.WithoutCancel(ctx))
-	p.markReady()
+	r.markReady()
 	if token == nil {
-		// Nothing says what happened before this stream: events inserted
-		// before the first start, or while the history was lost.
-		p.requestSweep()
+		r.fullSweep(opened)
 	}
-
-	queue := make(chan pending, p.cfg.MaxInFlight)
+	queue := make(chan pending, r.cfg.MaxInFlight)
 	acked := make(chan error, 1)
-	go func() { acked <- p.collectAcks(ctx, queue, cancel) }()
-
-	err = p.read(ctx, cs, queue)
+	go func() { acked <- r.collectAcks(ctx, queue, cancel) }()
+	err = r.read(ctx, cs, queue)
 	close(queue)
 	if ackErr := <-acked; ackErr != nil {
 		return ackErr
@@ -70,23 +132,23 @@ func (p *Producer) relay(ctx context.Context) error {
 }
 
 // read publishes each change and queues it for collectAcks.
-func (p *Producer) read(ctx context.Context, cs store.ChangeStream, queue chan<- pending) error {
+func (r *Relay) read(ctx context.Context, cs store.ChangeStream, queue chan<- pending) error {
 	for {
 		ch, err := cs.Next(ctx)
 		if err != nil {
 			return fmt.Errorf("reading change stream: %w", err)
 		}
+		r.pub.stats.Changes.Add(1)
+		switch ch.Op {
+		case store.OpInvalidate, "drop", "rename", "dropDatabase":
+			return errInvalidated
+		}
 		pd := pending{token: ch.Token}
 		if ch.Doc != nil {
-			msg, err := p.route(ch.Doc)
+			pd.r = r.pub.route(ch.Doc, changeStamp(ch.ClusterTime), r.now())
+			pd.fut, err = r.pub.publishAsync(ctx, pd.r)
 			if err != nil {
-				p.log.Warn().Err(err).Msg("skipping a change that cannot be routed")
-			} else if msg != nil {
-				pd.fut, err = p.js.PublishMsgAsync(msg)
-				if err != nil {
-					return fmt.Errorf("publishing %s: %w", msg.Header.Get("Nats-Msg-Id"), err)
-				}
-				p.log.Debug().Str("subject", msg.Subject).Str("msg_id", msg.Header.Get("Nats-Msg-Id")).Msg("published")
+				return err
 			}
 		}
 		select {
@@ -101,7 +163,7 @@ func (p *Producer) read(ctx context.Context, cs store.ChangeStream, queue chan<-
 // failed publish it stops advancing the token and cancels the relay, which
 // then resumes from the last saved token: the failed change and those after
 // it are published again (and deduplicated by JetStream where they landed).
-func (p *Producer) collectAcks(ctx context.Context, queue <-chan pending, cancel context.CancelCauseFunc) error {
+func (r *Relay) collectAcks(ctx context.Context, queue <-chan pending, cancel context.CancelCauseFunc) error {
 	var (
 		last     bson.Raw
 		saved    bson.Raw
@@ -109,17 +171,22 @@ func (p *Producer) collectAcks(ctx context.Context, queue <-chan pending, cancel
 		failed   error
 		saveCtx  = context.WithoutCancel(ctx)
 		flush    = func() error {
-			if last == nil || bytesEqual(last, saved) {
+			if last == nil || string(last) == string(saved) {
 				return nil
 			}
-			if err := p.saveToken(saveCtx, last); err != nil {
+			if err := r.store.SaveToken(saveCtx, r.checkpoint, last, r.now()); err != nil {
 				return err
 			}
+			r.pub.stats.Checkpoint.Add(1)
 			saved, lastSave = last, time.Now()
 			return nil
 		}
+		fail = func(err error) {
+			failed = err
+			cancel(err)
+		}
 	)
-	ticker := time.NewTicker(p.cfg.CheckpointInterval)
+	ticker := time.NewTicker(r.cfg.CheckpointInterval)
 	defer ticker.Stop()
 	for {
 		select {
@@ -134,34 +201,23 @@ func (p *Producer) collectAcks(ctx context.Context, queue <-chan pending, cancel
 				continue // drain; the relay is stopping
 			}
 			if pd.fut != nil {
-				select {
-				case ack := <-pd.fut.Ok():
-					p.stats.Published.Add(1)
-					if ack.Duplicate {
-						p.stats.Duplicates.Add(1)
-					}
-				case err := <-pd.fut.Err():
-					failed = fmt.Errorf("publish of %s not acknowledged: %w", pd.fut.Msg().Header.Get("Nats-Msg-Id"), err)
-					cancel(failed)
+				if err := r.pub.acked(saveCtx, pd.r, pd.fut); err != nil {
+					fail(err)
 					continue
 				}
 			}
 			last = pd.token
-			if time.Since(lastSave) >= p.cfg.CheckpointInterval {
+			if time.Since(lastSave) >= r.cfg.CheckpointInterval {
 				if err := flush(); err != nil {
-					failed = err
-					cancel(err)
+					fail(err)
 				}
 			}
 		case <-ticker.C:
 			if failed == nil {
 				if err := flush(); err != nil {
-					failed = err
-					cancel(err)
+					fail(err)
 				}
 			}
 		}
 	}
 }
-
-func bytesEqual(a, b bson.Raw) bool { return string(a) == string(b) }

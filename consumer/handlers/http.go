@@ -215,13 +215,13 @@ func defaultClient(timeout time.Duration) *http.Client {
 type httpBody struct {
 	ID      string          `json:"id"`
 	Type    string          `json:"type"`
-	Attempt int             `json:"attempt"`
+	Attempt int64           `json:"attempt"`
 	Payload json.RawMessage `json:"payload"`
 }
 
 func encodeBody(ev *consumer.Event) ([]byte, error) {
 	body := httpBody{
-		ID:      event.IDString(ev.ID),
+		ID:      event.IDText(ev.ID),
 		Type:    ev.Type,
 		Attempt: ev.Attempts + 1,
 		Payload: json.RawMessage("null"),
@@ -258,9 +258,9 @@ func (h *httpHandler) handle(ctx context.Context, ev *consumer.Event) error {
 		req.Header.Set(name, value)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderEventID, headerValue(event.IDString(ev.ID)))
+	req.Header.Set(HeaderEventID, headerID(ev.ID))
 	req.Header.Set(HeaderEventType, headerValue(ev.Type))
-	req.Header.Set(HeaderAttempt, strconv.Itoa(ev.Attempts+1))
+	req.Header.Set(HeaderAttempt, strconv.FormatInt(ev.Attempts+1, 10))
 
 	resp, err := h.client.Do(req)
 	if err != nil {
@@ -417,6 +417,17 @@ func validHeaderValue(v string) bool {
 
 // headerValue makes an event's id or type safe to send as a header value:
 // an id chosen by the application may hold any character.
+// maxHeaderID bounds the event id in a request header; a longer id is
+// sent as its key (event.Key), unique and short, and in full in the body.
+const maxHeaderID = 200
+
+func headerID(id bson.RawValue) string {
+	if s := event.IDText(id); len(s) <= maxHeaderID {
+		return headerValue(s)
+	}
+	return event.Key(id)
+}
+
 func headerValue(v string) string {
 	if validHeaderValue(v) {
 		return v

@@ -36,15 +36,15 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	// A small history keeps each write of the file-backed engine cheap.
 	po.Store.OplogMinSize, po.Store.OplogMaxSize = 200, 2000
 	po.Producer.Logger = log
-	po.Producer.Retention = o.retention
-	po.Producer.SweepInterval = 5 * time.Second
-	po.Producer.SweepStall = 30 * time.Second
+	po.Producer.Retention.After = o.retention
+	po.Producer.Sweeper.Interval = 5 * time.Second
+	po.Producer.Sweeper.Stall = 30 * time.Second
 	po.Worker.Logger = log
 	po.Worker.Handlers = map[string]consumer.Handler{
 		demoType: handlers.Demo(handlers.DemoConfig{FailureRate: o.failureRate, Latency: o.latency}),
 	}
 	po.Worker.Policies = retry.Policies{Default: retry.Policy{
-		InitialInterval: o.retryInitial, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: 0.2, MaxAttempts: o.maxAttempts,
+		InitialInterval: o.retryInitial, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: 0.2, MaxAttempts: int64(o.maxAttempts),
 	}}
 	po.Worker.DrainTimeout = 3 * time.Second
 	po.Worker.OnTransition = feed.add

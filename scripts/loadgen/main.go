@@ -41,7 +41,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.Rate, "rate", 0, "events inserted per second (0: as fast as possible)")
 	fs.IntVar(&o.Inserters, "inserters", 1, "goroutines inserting at once when -rate is 0")
 	fs.Float64Var(&o.FailureRate, "failure-rate", 0, "share of handler runs that fail, 0 to 1")
-	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors")
+	fs.Int64Var(&o.MaxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors")
 	fs.IntVar(&o.PayloadSize, "payload-size", 256, "bytes of filler in each event's payload")
 	fs.DurationVar(&o.HandlerLatency, "handler-latency", 0, "how long each handler run works")
 	fs.IntVar(&o.Replicas, "replicas", 2, "consumer replicas")

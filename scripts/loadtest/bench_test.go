@@ -11,6 +11,7 @@ import (
 
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 )
 
 // Run: go test -run '^$' -bench EngineCeiling -benchmem ./scripts/loadtest/
@@ -18,7 +19,7 @@ import (
 // BenchmarkEngineCeiling is the embedded engine's own rate for the
 // pipeline's writes per event, in one goroutine: insert the event (the
 // load generator's document), then write its success with the worker's
-// conditional update (event.Current, event.Succeed). Every second the
+// claim and transition through the event store. Every second the
 // producer's retention deletes the events that succeeded more than a
 // second ago, as the load generator's defaults do, so the live set is the
 // same. The engine is opened with the pipeline's options and the
@@ -33,13 +34,11 @@ func BenchmarkEngineCeiling(b *testing.B) {
 	require.NoError(b, err)
 	b.Cleanup(func() { require.NoError(b, p.Close()) })
 	require.NoError(b, producerSetup(ctx, po.Producer, p))
-	events := p.DB.Collection("events")
+	events := p.DB.Collection(eventstore.DefaultEvents)
+	st := eventstore.New(p.DB, eventstore.Options{})
 	filler := strings.Repeat("x", o.PayloadSize)
 	retire := func(now time.Time) {
-		_, err := events.DeleteMany(ctx, bson.D{
-			{Key: event.FieldState, Value: event.StateSuccess},
-			{Key: event.FieldUpdatedAt, Value: bson.D{{Key: "$lt", Value: now.Add(-o.Retention)}}},
-		})
+		_, err := st.Retire(ctx, now.Add(-o.Retention), 1<<20)
 		require.NoError(b, err)
 	}
 	b.ReportAllocs()
@@ -56,9 +55,11 @@ func BenchmarkEngineCeiling(b *testing.B) {
 			{Key: event.FieldCreatedAt, Value: now},
 		}))
 		id := bson.RawValue{Type: bson.TypeObjectID, Value: oid[:]}
-		matched, err := events.UpdateOne(ctx, event.Current(id, 0, event.StateNew), event.Succeed(time.Now(), 0), false)
+		c, err := st.ClaimEvent(ctx, eventstore.ClaimRequest{ID: id, Type: o.Type, Owner: "bench", Token: int64(i) + 1, Now: now, TTL: time.Minute})
 		require.NoError(b, err)
-		require.EqualValues(b, 1, matched)
+		require.Equal(b, eventstore.Claimed, c.Outcome)
+		done := time.Now()
+		require.NoError(b, st.Complete(ctx, &c, eventstore.Transition{To: event.StateSuccess, At: done, Run: event.Attempt{At: now, Outcome: "success", Number: 1}}))
 		if now.Sub(lastSweep) >= o.SweepInterval {
 			retire(now)
 			lastSweep = now

@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime/pprof"
@@ -12,8 +11,10 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/retrigger/retrigger/producer"
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 )
@@ -33,11 +34,11 @@ type CeilingResult struct {
 
 // Ceiling measures the embedded engine alone on the writes the pipeline
 // makes for each event, with nothing else running: the insert (from the
-// same generator: same documents, same pacing or inserters), then the
-// transitions the workers would write, with event.Current as the condition
-// (Succeed; or Fail for each injected failure, then for an exhausted event
-// the archiver's upsert into errors and delete from events), then the
-// producer's retention. The engine is opened with the pipeline's options
+// same generator: same documents, same pacing or inserters), then what the
+// workers would write through the event store, per run the claim of the
+// event's lease and the transition (a success; or a failure for each
+// injected one, then for an exhausted event the archiver's move into
+// errors), then the producer's retention. The engine is opened with the pipeline's options
 // and the producer's indexes. Retries are written at once instead of after
 // their backoff, and the reads the pipeline makes (the worker's and the
 // archiver's look-up of the event) are left out: they are not writes, and
@@ -57,7 +58,8 @@ func Ceiling(ctx context.Context, o Options) (CeilingResult, error) {
 	if err := producerSetup(ctx, po.Producer, p); err != nil {
 		return res, err
 	}
-	events, errs := p.DB.Collection("events"), p.DB.Collection("errors")
+	events := p.DB.Collection(eventstore.DefaultEvents)
+	st := eventstore.New(p.DB, eventstore.Options{})
 	tr := newTracker(o.Count, 0, 0)
 	gen := newGenerator(o, tr, &notify{Collection: events, inserted: make(chan int, o.Count), tr: tr}, bson.NewObjectID().Hex())
 	inserted := gen.events.(*notify).inserted
@@ -98,13 +100,16 @@ func Ceiling(ctx context.Context, o Options) (CeilingResult, error) {
 					return
 				case <-tick.C:
 				}
-				if _, err := events.DeleteMany(ctx, bson.D{
-					{Key: event.FieldState, Value: event.StateSuccess},
-					{Key: event.FieldUpdatedAt, Value: bson.D{{Key: "$lt", Value: time.Now().Add(-o.Retention)}}},
-				}); err != nil && ctx.Err() == nil {
-					fail(fmt.Errorf("retention: %w", err))
+				for ctx.Err() == nil {
+					n, err := st.Retire(ctx, time.Now().Add(-o.Retention), producer.DefaultRetentionBatch)
+					writes.Add(1)
+					if err != nil && ctx.Err() == nil {
+						fail(fmt.Errorf("retention: %w", err))
+					}
+					if err != nil || n < producer.DefaultRetentionBatch {
+						break
+					}
 				}
-				writes.Add(1)
 			}
 		}()
 	}
@@ -114,7 +119,7 @@ func Ceiling(ctx context.Context, o Options) (CeilingResult, error) {
 		go func() {
 			defer uwg.Done()
 			for i := range inserted {
-				n, err := transitions(ctx, events, errs, tr.ids[i], o.FailureRate, policy)
+				n, err := transitions(ctx, st, o, tr.ids[i], policy)
 				writes.Add(n)
 				if err != nil {
 					if ctx.Err() == nil {
@@ -168,68 +173,51 @@ func (n *notify) InsertOne(ctx context.Context, doc any) error {
 }
 
 // transitions writes what the workers and the archiver would for one
-// event, failing each run with probability failureRate, and returns the
+// event, through the same event store: per run the claim of its lease and
+// the transition, failing each run with probability failureRate, and for
+// an exhausted event the archiver's move into errors. It returns the
 // number of writes.
-func transitions(ctx context.Context, events, errs store.Collection, oid bson.ObjectID, failureRate float64, policy retry.Policy) (int64, error) {
+func transitions(ctx context.Context, st *eventstore.Store, o Options, oid bson.ObjectID, policy retry.Policy) (int64, error) {
+	failureRate := o.FailureRate
 	id := bson.RawValue{Type: bson.TypeObjectID, Value: oid[:]}
-	var (
-		version  int64
-		state    = event.StateNew
-		attempts int
-		writes   int64
-	)
+	var writes int64
 	for {
 		now := time.Now()
-		var update bson.D
-		next := state
-		if failureRate > 0 && rand.Float64() < failureRate {
-			d := policy.Decide(attempts+1, 0, errInjected, now, rand.Float64)
-			update = event.Fail(now, d.NextAt, event.LastError{Message: errInjected.Error(), Retryable: d.Retry, At: now}, attempts, version)
-			attempts++
-			next = event.StateError
-			if d.Retry {
-				next = event.StateFailed
-			}
-		} else {
-			update = event.Succeed(now, version)
-			next = event.StateSuccess
+		// Retries are claimed at once, however far their due time.
+		c, err := st.ClaimEvent(ctx, eventstore.ClaimRequest{ID: id, Type: o.Type, Owner: "ceiling", Token: rand.Int64(), Now: now, TTL: time.Minute, Early: 24 * time.Hour})
+		writes++
+		if err != nil {
+			return writes, fmt.Errorf("claim of %s: %w", oid.Hex(), err)
 		}
-		matched, err := events.UpdateOne(ctx, event.Current(id, version, state), update, false)
+		if c.Outcome != eventstore.Claimed {
+			return writes, fmt.Errorf("claim of %s: %s", oid.Hex(), c.Outcome)
+		}
+		t := eventstore.Transition{To: event.StateSuccess, At: now, Run: event.Attempt{At: now, Outcome: "success", Replica: "ceiling", Number: c.Event.Attempts + 1}}
+		if failureRate > 0 && rand.Float64() < failureRate {
+			d := policy.Decide(c.Event.Attempts+1, 0, errInjected, now, rand.Float64)
+			t.To, t.Attempts, t.NextAt, t.Reason = event.StateError, d.Attempts, d.NextAt, event.ReasonExhausted
+			t.LastError = event.LastError{Message: errInjected.Error(), Retryable: d.Retry, At: now}
+			t.Run.Outcome, t.Run.Error = "error", errInjected.Error()
+			if d.Retry {
+				t.To, t.Run.Outcome = event.StateFailed, "failed"
+			}
+		}
+		err = st.Complete(ctx, &c, t)
 		writes++
 		if err != nil {
 			return writes, fmt.Errorf("transition of %s: %w", oid.Hex(), err)
 		}
-		if matched != 1 {
-			return writes, fmt.Errorf("transition of %s: condition did not hold", oid.Hex())
-		}
-		version++
-		state = next
-		switch state {
+		switch t.To {
 		case event.StateSuccess:
 			return writes, nil
 		case event.StateError:
-			// The archiver: copy the document into errors, delete it from
-			// events.
-			doc, err := events.FindOne(ctx, event.ByID(id))
+			// The archiver: read the event, move it into errors.
+			doc, err := st.Find(ctx, id)
 			if err != nil {
 				return writes, err
 			}
-			elems, _ := doc.Elements()
-			set := make(bson.D, 0, len(elems))
-			for _, el := range elems {
-				if el.Key() != event.FieldID {
-					set = append(set, bson.E{Key: el.Key(), Value: el.Value()})
-				}
-			}
-			if _, err := errs.UpdateOne(ctx, event.ByID(id), bson.D{{Key: "$set", Value: set}, {Key: "$setOnInsert", Value: bson.D{{Key: event.FieldArchivedAt, Value: now}}}}, true); err != nil {
-				return writes, err
-			}
-			n, err := events.DeleteOne(ctx, bson.D{{Key: event.FieldID, Value: id}, {Key: event.FieldVersion, Value: version}})
 			writes += 2
-			if err == nil && n != 1 {
-				err = errors.New("archived event not deleted")
-			}
-			return writes, err
+			return writes, st.MoveToErrors(ctx, doc, eventstore.Archive{Reason: event.ReasonExhausted, At: now})
 		}
 	}
 }

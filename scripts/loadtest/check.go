@@ -28,25 +28,25 @@ const maxListed = 20
 // Observation is what the run saw of one event it inserted.
 type Observation struct {
 	ID       string
-	Inserted bool // its insert was sent
-	Runs     int  // handler executions
-	Failures int  // handler executions that failed
+	Inserted bool  // its insert was sent
+	Runs     int   // handler executions
+	Failures int64 // handler executions that failed
 	// Successes and Archives count the terminal transitions observed:
 	// success written by a worker, and the archiver's move into errors.
 	Successes, Archives int
 	// TerminalAttempts is the attempts count the first terminal
 	// transition wrote (for a success: the attempts of the version the
 	// conditional update matched, which the update keeps).
-	TerminalAttempts int
+	TerminalAttempts int64
 }
 
 // Stored is where an event is after the run.
 type Stored struct {
 	InEvents       bool
 	State          event.State // in events
-	Attempts       int         // in events
+	Attempts       int64       // in events
 	InErrors       bool
-	ErrorsAttempts int
+	ErrorsAttempts int64
 }
 
 // Checker checks the invariants of DESIGN.md on a finished run:
@@ -203,8 +203,8 @@ func (c Checker) Check(obs []Observation, stored map[string]Stored) Report {
 				bad(KindDoubleCounted, "archived with %d attempts, but its handler recorded %d failures", o.TerminalAttempts, o.Failures)
 			}
 		}
-		if o.Runs > expectedRuns {
-			r.DuplicateRuns += o.Runs - expectedRuns
+		if int64(o.Runs) > expectedRuns {
+			r.DuplicateRuns += int(int64(o.Runs) - expectedRuns)
 		}
 	}
 

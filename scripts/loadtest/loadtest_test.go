@@ -77,12 +77,12 @@ func TestRunFlagsBrokenInvariants(t *testing.T) {
 			ids[i] = d.Lookup("_id")
 		}
 		lost, bumped, reset = event.IDString(ids[0]), event.IDString(ids[1]), event.IDString(ids[2])
-		n, err := tg.events.DeleteOne(ctx, event.ByID(ids[0]))
+		n, err := tg.events.DeleteOne(ctx, bson.D{{Key: "_id", Value: ids[0]}})
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
-		_, err = tg.events.UpdateOne(ctx, event.ByID(ids[1]), bson.D{{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}}}, false)
+		_, err = tg.events.UpdateOne(ctx, bson.D{{Key: "_id", Value: ids[1]}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "attempts", Value: 1}}}}, false)
 		require.NoError(t, err)
-		_, err = tg.events.UpdateOne(ctx, event.ByID(ids[2]), bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: event.StateFailed}}}}, false)
+		_, err = tg.events.UpdateOne(ctx, bson.D{{Key: "_id", Value: ids[2]}}, bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: event.StateFailed}}}}, false)
 		require.NoError(t, err)
 	}
 	res, err := Run(context.Background(), o)
@@ -102,14 +102,16 @@ func TestRunFlagsBrokenInvariants(t *testing.T) {
 
 func TestChecker(t *testing.T) {
 	t.Parallel()
-	ok := func(id string, failures int) Observation {
-		return Observation{ID: id, Inserted: true, Runs: failures + 1, Failures: failures, Successes: 1, TerminalAttempts: failures}
+	ok := func(id string, failures int64) Observation {
+		return Observation{ID: id, Inserted: true, Runs: int(failures) + 1, Failures: failures, Successes: 1, TerminalAttempts: failures}
 	}
-	archived := func(id string, failures int) Observation {
-		return Observation{ID: id, Inserted: true, Runs: failures, Failures: failures, Archives: 1, TerminalAttempts: failures}
+	archived := func(id string, failures int64) Observation {
+		return Observation{ID: id, Inserted: true, Runs: int(failures), Failures: failures, Archives: 1, TerminalAttempts: failures}
 	}
-	inEvents := func(s event.State, attempts int) Stored { return Stored{InEvents: true, State: s, Attempts: attempts} }
-	inErrors := func(attempts int) Stored { return Stored{InErrors: true, ErrorsAttempts: attempts} }
+	inEvents := func(s event.State, attempts int64) Stored {
+		return Stored{InEvents: true, State: s, Attempts: attempts}
+	}
+	inErrors := func(attempts int64) Stored { return Stored{InErrors: true, ErrorsAttempts: attempts} }
 	embedded := Checker{RetiredKnown: true, ArchivesObserved: true}
 	tests := []struct {
 		name    string

@@ -33,7 +33,7 @@ type Options struct {
 	FailureRate float64
 	// MaxAttempts is how many runs may fail before an event is archived
 	// into errors [-max-attempts]. Default 3.
-	MaxAttempts int
+	MaxAttempts int64
 	// PayloadSize is the size in bytes of the filler string in each event's
 	// payload [-payload-size]. Default 256.
 	PayloadSize int

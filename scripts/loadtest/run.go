@@ -28,7 +28,7 @@ type Settings struct {
 	Rate           float64 `json:"rate"` // 0: as fast as possible
 	Inserters      int     `json:"inserters,omitempty"`
 	FailureRate    float64 `json:"failure_rate"`
-	MaxAttempts    int     `json:"max_attempts"`
+	MaxAttempts    int64   `json:"max_attempts"`
 	PayloadSize    int     `json:"payload_size"`
 	HandlerLatency string  `json:"handler_latency"`
 	Replicas       int     `json:"replicas"`
@@ -334,10 +334,10 @@ func observations(tr *tracker) []Observation {
 			ID:               tr.ids[i].Hex(),
 			Inserted:         r.insertedAt.Load() != 0,
 			Runs:             int(r.runs.Load()),
-			Failures:         int(r.failures.Load()),
+			Failures:         r.failures.Load(),
 			Successes:        int(r.successes.Load()),
 			Archives:         int(r.archives.Load()),
-			TerminalAttempts: int(r.terminalAttempts.Load()),
+			TerminalAttempts: r.terminalAttempts.Load(),
 		}
 	}
 	return obs

@@ -80,8 +80,9 @@ func workerConfig(o Options, tr *tracker) consumer.Config {
 func pipelineOptions(o Options, tr *tracker) pipeline.Options {
 	po := pipeline.Options{Memory: o.Storage == StorageMemory, Replicas: o.Replicas}
 	po.Producer.Names = o.Names
-	po.Producer.Retention = max(o.Retention, 0)
-	po.Producer.SweepInterval = o.SweepInterval
+	po.Producer.Retention.After = max(o.Retention, 0)
+	po.Producer.Retention.Interval = o.SweepInterval
+	po.Producer.Sweeper.Interval = o.SweepInterval
 	po.Producer.Logger = o.Logger
 	if tr != nil {
 		po.Worker = workerConfig(o, tr)
@@ -239,7 +240,7 @@ func (t *target) scan(ctx context.Context, runID string) (map[string]Stored, err
 		return nil, fmt.Errorf("reading the run's events: %w", err)
 	}
 	for _, doc := range docs {
-		ev, _ := event.Parse(doc, 0) // a malformed field reads as its default
+		ev, _ := event.Parse(doc) // a malformed field reads as its default
 		id := event.IDString(doc.Lookup(event.FieldID))
 		st := out[id]
 		st.InEvents, st.State, st.Attempts = true, ev.State, ev.Attempts
@@ -250,7 +251,7 @@ func (t *target) scan(ctx context.Context, runID string) (map[string]Stored, err
 		return nil, fmt.Errorf("reading the run's errors: %w", err)
 	}
 	for _, doc := range docs {
-		ev, _ := event.Parse(doc, 0)
+		ev, _ := event.Parse(doc)
 		id := event.IDString(doc.Lookup(event.FieldID))
 		st := out[id]
 		st.InErrors, st.ErrorsAttempts = true, ev.Attempts

@@ -22,13 +22,13 @@ var errInjected = errors.New("loadtest: injected failure")
 type record struct {
 	insertedAt atomic.Int64 // ns since tracker.base when the insert began; 0: not inserted
 	runs       atomic.Int32 // handler executions
-	failures   atomic.Int32 // handler executions that returned an error
+	failures   atomic.Int64 // handler executions that returned an error
 	successes  atomic.Int32 // success transitions written by a worker
 	archives   atomic.Int32 // archive transitions written by the archiver
 	// terminalAt (ns since base) and terminalAttempts are those of the
 	// first terminal transition.
 	terminalAt       atomic.Int64
-	terminalAttempts atomic.Int32
+	terminalAttempts atomic.Int64
 }
 
 // tracker holds a record per event of the run, under ids generated before
@@ -145,10 +145,10 @@ func (t *tracker) onTransition(tr consumer.Transition) {
 }
 
 // terminated records a terminal state of r with its attempts.
-func (t *tracker) terminated(r *record, attempts int) {
+func (t *tracker) terminated(r *record, attempts int64) {
 	at := t.since()
 	if r.terminalAt.CompareAndSwap(0, at) {
-		r.terminalAttempts.Store(int32(attempts))
+		r.terminalAttempts.Store(attempts)
 	}
 	t.terminal.Add(1)
 	storeMax(&t.lastDoneAt, at)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -27,12 +28,12 @@ func TestMain(m *testing.M) {
 type recorder struct {
 	mu       sync.Mutex
 	calls    map[string][]time.Time
-	failures map[string]int
+	failures map[string]int64
 	fail     func(id string, call int) error // call counts from 1
 }
 
 func newRecorder(fail func(id string, call int) error) *recorder {
-	return &recorder{calls: map[string][]time.Time{}, failures: map[string]int{}, fail: fail}
+	return &recorder{calls: map[string][]time.Time{}, failures: map[string]int64{}, fail: fail}
 }
 
 func (r *recorder) handle(_ context.Context, ev *consumer.Event) error {
@@ -59,7 +60,7 @@ func (r *recorder) callTimes(id string) []time.Time {
 	return append([]time.Time(nil), r.calls[id]...)
 }
 
-func (r *recorder) failuresOf(id string) int {
+func (r *recorder) failuresOf(id string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.failures[id]
@@ -70,7 +71,7 @@ var errBoom = errors.New("boom")
 func always(err error) func(string, int) error { return func(string, int) error { return err } }
 
 // fastPolicy retries quickly so tests run in milliseconds.
-func fastPolicy(maxAttempts int) retry.Policies {
+func fastPolicy(maxAttempts int64) retry.Policies {
 	return retry.Policies{Default: retry.Policy{InitialInterval: 20 * time.Millisecond, Multiplier: 2, MaxInterval: 100 * time.Millisecond, RandomizationFactor: -1, MaxAttempts: maxAttempts}}
 }
 
@@ -86,7 +87,7 @@ func setup(t *testing.T, rec *recorder, tune func(*Options)) *bundle {
 	o := Options{Memory: true, Replicas: 2}
 	o.Worker.Handlers = map[string]consumer.Handler{"job": rec.handle}
 	o.Worker.Policies = fastPolicy(3)
-	o.Producer.SweepInterval = 200 * time.Millisecond
+	o.Producer.Sweeper.Interval = 200 * time.Millisecond
 	if tune != nil {
 		tune(&o)
 	}
@@ -119,7 +120,7 @@ func get(t *testing.T, c store.Collection, id bson.ObjectID) *event.Event {
 		return nil
 	}
 	require.NoError(t, err)
-	ev, err := event.Parse(doc, 0)
+	ev, err := event.Parse(doc)
 	require.NoError(t, err)
 	return &ev
 }
@@ -138,7 +139,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func (b *bundle) waitState(t *testing.T, id bson.ObjectID, want event.State, attempts int) *event.Event {
+func (b *bundle) waitState(t *testing.T, id bson.ObjectID, want event.State, attempts int64) *event.Event {
 	t.Helper()
 	var ev *event.Event
 	waitFor(t, 10*time.Second, fmt.Sprintf("event %s in state %s with %d attempts", id.Hex(), want, attempts), func() bool {
@@ -176,7 +177,7 @@ func TestUseCases(t *testing.T) {
 		{"change streams", nil},
 		{"sweeper only", func(o *Options) {
 			o.Producer.DisableChangeStreams = true
-			o.Producer.SweepInterval = 50 * time.Millisecond
+			o.Producer.Sweeper.Interval = 50 * time.Millisecond
 		}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
@@ -212,8 +213,9 @@ func TestUseCases(t *testing.T) {
 				require.EqualValues(t, 3, doc.Lookup("attempts").AsInt64())
 				require.EqualValues(t, event.StateError, doc.Lookup("state").AsInt64())
 				require.Equal(t, "boom", doc.Lookup("lastError", "message").StringValue())
-				_, err := doc.LookupErr("archivedAt")
+				_, err := doc.LookupErr("retrigger", "archivedAt")
 				require.NoError(t, err)
+				require.Equal(t, "exhausted", doc.Lookup("retrigger", "reason").StringValue())
 				_, err = doc.LookupErr("nextAttemptAt")
 				require.Error(t, err, "nothing is due any more")
 				n, err := b.errs().Count(context.Background(), bson.D{})
@@ -247,7 +249,7 @@ func TestRetryGapsFollowPolicy(t *testing.T) {
 	calls := b.rec.callTimes(id.Hex())
 	require.Len(t, calls, 4)
 	for i := 1; i < len(calls); i++ {
-		want := p.WithDefaults().Backoff(i, nil)
+		want := p.WithDefaults().Backoff(int64(i), nil)
 		require.GreaterOrEqual(t, calls[i].Sub(calls[i-1]), want, "gap before attempt %d", i+1)
 	}
 }
@@ -285,7 +287,7 @@ func TestPermanentAndPanic(t *testing.T) {
 // pipeline goes on.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newRecorder(nil), func(o *Options) { o.NATSMaxPayload = 64 << 10 })
+	b := setup(t, newRecorder(nil), func(o *Options) { o.NATSMaxPayload = 64 << 10; o.Producer.MaxEventSize = 32 << 10 })
 	tests := []struct {
 		name   string
 		doc    bson.D
@@ -294,7 +296,10 @@ func TestBadInput(t *testing.T) {
 		{"no type", bson.D{{Key: "payload", Value: bson.D{}}}, `invalid event field "type": is missing`},
 		{"invalid type", bson.D{{Key: "type", Value: "send.email"}}, `invalid event field "type": "send.email" contains '.'`},
 		{"wrong-typed field", bson.D{{Key: "type", Value: "job"}, {Key: "attempts", Value: "two"}}, `invalid event field "attempts": must be a number, not string`},
-		{"payload too large", bson.D{{Key: "type", Value: "job"}, {Key: "payload", Value: bson.D{{Key: "blob", Value: strings.Repeat("x", 100<<10)}}}}, "more than the"},
+		{"larger than -max-event-size", bson.D{{Key: "type", Value: "job"}, {Key: "payload", Value: bson.D{{Key: "blob", Value: strings.Repeat("x", 40<<10)}}}}, "more than the maximum of 32768 bytes"},
+		{"bookkeeping field taken", bson.D{{Key: "type", Value: "job"}, {Key: "retrigger", Value: "mine"}}, `invalid event field "retrigger": is reserved`},
+		{"NaN attempts", bson.D{{Key: "type", Value: "job"}, {Key: "attempts", Value: math.NaN()}}, `invalid event field "attempts": must be a whole number`},
+		{"version at the end", bson.D{{Key: "type", Value: "job"}, {Key: "version", Value: int64(1 << 53)}}, `invalid event field "version"`},
 	}
 	ids := make([]bson.ObjectID, len(tests))
 	for i, tt := range tests {
@@ -306,7 +311,10 @@ func TestBadInput(t *testing.T) {
 		require.Contains(t, msg, tt.reason, tt.name)
 		require.False(t, doc.Lookup("lastError", "retryable").Boolean(), tt.name)
 	}
-	require.Contains(t, b.waitArchived(t, ids[3]).Lookup("lastError", "message").StringValue(), "max_payload 65536")
+	for i := range tests {
+		doc := b.waitArchived(t, ids[i])
+		require.Equal(t, "rejected", doc.Lookup("retrigger", "reason").StringValue())
+	}
 	good := b.insertJob(t)
 	b.waitState(t, good, event.StateSuccess, 0)
 }

@@ -72,3 +72,30 @@ func Usage(w io.Writer, fs *flag.FlagSet) {
 func Invalid(flagName, format string, args ...any) error {
 	return fmt.Errorf("invalid -%s (%s): %s", flagName, EnvName(flagName), fmt.Sprintf(format, args...))
 }
+
+// FieldError is a validation error of one setting. A library caller reads
+// it as the Go field to fix (Error); a command turns it into the flag and
+// variable to fix (ForFlags).
+type FieldError struct {
+	Field  string // the Go field, e.g. "consumer.Config.HandlerTimeout"
+	Flag   string // the command-line flag of that field, e.g. "handler-timeout"; "" if none
+	Reason string // what is wrong, e.g. "must be positive, got -1s"
+}
+
+func (e *FieldError) Error() string { return "invalid " + e.Field + ": " + e.Reason }
+
+// Field returns a *FieldError for the Go field, whose flag is flagName.
+func Field(field, flagName, format string, args ...any) error {
+	return &FieldError{Field: field, Flag: flagName, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ForFlags rewrites a *FieldError in err's chain as the error a command-line
+// user needs: the flag and its variable instead of the Go field. Other
+// errors are returned unchanged.
+func ForFlags(err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) && fe.Flag != "" {
+		return Invalid(fe.Flag, "%s", fe.Reason)
+	}
+	return err
+}

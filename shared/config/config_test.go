@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -38,4 +40,14 @@ func TestInvalidNamesFlagAndVariable(t *testing.T) {
 	t.Parallel()
 	require.EqualError(t, Invalid("max-attempts", "must be at least 1, got %d", 0),
 		"invalid -max-attempts (RETRIGGER_MAX_ATTEMPTS): must be at least 1, got 0")
+}
+
+func TestFieldErrorNamesGoFieldOrFlag(t *testing.T) {
+	t.Parallel()
+	err := Field("consumer.Config.HandlerTimeout", "handler-timeout", "must be positive, got %s", -time.Second)
+	require.EqualError(t, err, "invalid consumer.Config.HandlerTimeout: must be positive, got -1s")
+	require.EqualError(t, ForFlags(fmt.Errorf("starting: %w", err)),
+		"invalid -handler-timeout (RETRIGGER_HANDLER_TIMEOUT): must be positive, got -1s")
+	other := errors.New("other")
+	require.Equal(t, other, ForFlags(other))
 }

@@ -10,6 +10,7 @@ import (
 
 // State is an event's position in its lifecycle. The numeric codes are those
 // of the hand-built trigger approach, so data it wrote keeps its meaning.
+// It is stored as a BSON int32.
 type State int32
 
 const (
@@ -34,11 +35,11 @@ func (s State) String() string {
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }
 
-// NeedsWork reports whether an event in state s must still be handled by a
-// consumer (new, failed) or the archiver (error).
-func (s State) NeedsWork() bool { return s == StateNew || s == StateFailed || s == StateError }
+// Runnable reports whether a consumer may run an event in state s.
+func (s State) Runnable() bool { return s == StateNew || s == StateFailed }
 
-// Field names of the event document.
+// Field names of the event document. The counter of failed executions is
+// named by Schema.AttemptsField (default FieldAttempts).
 const (
 	FieldID            = "_id"
 	FieldType          = "type"
@@ -51,7 +52,41 @@ const (
 	FieldVersion       = "version"
 	FieldCreatedAt     = "createdAt"
 	FieldUpdatedAt     = "updatedAt"
-	FieldArchivedAt    = "archivedAt" // only in the errors collection
+
+	// FieldRetrigger is the one field retrigger reserves for its own
+	// bookkeeping: a document holding the lease of a running attempt, the
+	// count of runs that never finished, why an event was archived, and
+	// when. Every name retrigger adds lives inside it, so it can never
+	// collide with the application's fields.
+	FieldRetrigger = "retrigger"
+)
+
+// Fields inside FieldRetrigger, as dotted paths from the document's root.
+const (
+	FieldLease       = FieldRetrigger + ".lease"      // {owner, token, until}: the attempt running now
+	FieldLeaseToken  = FieldLease + ".token"          // int64, unique per claim
+	FieldLeaseUntil  = FieldLease + ".until"          // date: the lease is void after it
+	FieldCrashes     = FieldRetrigger + ".crashes"    // int64: claims in a row that never recorded an outcome
+	FieldReason      = FieldRetrigger + ".reason"     // string: why the event is in the error state (a Reason)
+	FieldArchivedAt  = FieldRetrigger + ".archivedAt" // date: when it was moved into errors
+	FieldHistory     = FieldRetrigger + ".history"    // array: the last attempts (see Attempt)
+	FieldRedrivenAt  = FieldRetrigger + ".redrivenAt" // date: when it was last moved back from errors
+	FieldRedrives    = FieldRetrigger + ".redrives"   // int64: how often it was moved back from errors
+	fieldLeaseOwner  = "owner"
+	fieldLeaseTokenK = "token"
+	fieldLeaseUntilK = "until"
+)
+
+// Reason says why an event ended in the error state and in errors.
+type Reason string
+
+const (
+	ReasonExhausted   Reason = "exhausted"   // every attempt failed
+	ReasonPermanent   Reason = "permanent"   // the handler said not to retry
+	ReasonRejected    Reason = "rejected"    // the document cannot be run (malformed, too large)
+	ReasonCrashed     Reason = "crashed"     // its runs never finished: they crashed or hung their consumer
+	ReasonCancelled   Reason = "cancelled"   // an operator cancelled it
+	ReasonApplication Reason = "application" // the application set state 3 itself
 )
 
 // LastError records why the last execution failed.
@@ -61,6 +96,14 @@ type LastError struct {
 	At        time.Time `bson:"at" json:"at"`
 }
 
+// Lease is the claim of a consumer on the event it runs. While it holds,
+// no other consumer runs the event, and the sweeper leaves it alone.
+type Lease struct {
+	Owner string    // the replica running it
+	Token int64     // unique per claim: the transition that ends the run pins it
+	Until time.Time // the lease is void after this time (the owner crashed or hung)
+}
+
 // Event is an event document. Missing fields hold their defaults: state new,
 // zero attempts, version 0, no per-event maximum.
 type Event struct {
@@ -68,39 +111,53 @@ type Event struct {
 	Type          string
 	Payload       bson.Raw // nil when the document has none
 	State         State
-	Attempts      int
-	MaxAttempts   int // 0: the retry policy decides
+	Attempts      int64
+	MaxAttempts   int64 // 0: the retry policy decides
 	NextAttemptAt time.Time
 	LastError     *LastError
 	Version       int64
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+
+	// retrigger's bookkeeping (FieldRetrigger)
+	Lease   *Lease    // nil: not running
+	Crashes int64     // claims in a row whose run never recorded an outcome
+	Reason  Reason    // set with StateError
+	History []Attempt // the last attempts, oldest first
 }
 
-// IDString renders an event id for logs and message ids: the hex of an
-// ObjectID, a string as it is, anything else as relaxed extended JSON.
-func IDString(id bson.RawValue) string {
-	switch id.Type {
-	case bson.TypeObjectID:
-		return id.ObjectID().Hex()
-	case bson.TypeString:
-		return id.StringValue()
-	case bson.TypeInt32:
-		return strconv.FormatInt(int64(id.Int32()), 10)
-	case bson.TypeInt64:
-		return strconv.FormatInt(id.Int64(), 10)
-	}
-	return id.String()
+// Attempt is one entry of an event's history: an execution of its handler
+// (outcome success, failed or error), a run that never finished (crashed),
+// or an operator's or the archiver's action (archived, redriven, retried,
+// cancelled). Fields that do not apply are zero.
+type Attempt struct {
+	At      time.Time     // when it started
+	Took    time.Duration // how long the handler ran (stored in milliseconds)
+	Outcome string
+	Error   string // the handler's error, truncated
+	Replica string // the consumer replica that ran it
+	Number  int64  // 1 for the first execution
 }
 
-// MsgID is the Nats-Msg-Id of the message derived from the event at this
-// version: JetStream drops a republished change with the same id.
-func (e *Event) MsgID() string { return MsgID(e.ID, e.Version) }
+// History field names of an Attempt inside FieldHistory.
+const (
+	HistoryAt      = "at"
+	HistoryTookMs  = "tookMs"
+	HistoryOutcome = "outcome"
+	HistoryError   = "error"
+	HistoryReplica = "replica"
+	HistoryNumber  = "attempt"
+)
 
-// MsgID builds the Nats-Msg-Id "<id>:<version>".
-func MsgID(id bson.RawValue, version int64) string {
-	return IDString(id) + ":" + strconv.FormatInt(version, 10)
+// Due reports whether a failed event is due at now: its nextAttemptAt is
+// not after now, or it has none (a hand-built document). New events are
+// always due.
+func (e *Event) Due(now time.Time) bool {
+	return e.State != StateFailed || e.NextAttemptAt.IsZero() || !e.NextAttemptAt.After(now)
 }
+
+// Leased reports whether a lease holds the event at now.
+func (e *Event) Leased(now time.Time) bool { return e.Lease != nil && e.Lease.Until.After(now) }
 
 // String identifies the event in logs and errors.
 func (e *Event) String() string {

@@ -1,8 +1,9 @@
 package messaging
 
 import (
+	"errors"
 	"fmt"
-	"time"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -10,72 +11,85 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 )
 
-// Headers retrigger sets besides Nats-Msg-Id.
+// Headers of retrigger's messages besides Nats-Msg-Id. A message is a
+// reference to an event document: consumers read the event from MongoDB,
+// which decides, and never decode the body.
 const (
+	// HeaderID is the event's _id, lossless whatever its BSON type
+	// (event.EncodeID).
+	HeaderID = "Retrigger-Id"
+	// HeaderVersion is the event's version when the message was derived.
+	HeaderVersion = "Retrigger-Version"
 	// HeaderReason carries why the producer sent an event straight to the
-	// dead-letter stream (a malformed or oversized document).
+	// dead-letter stream (a malformed document).
 	HeaderReason = "Retrigger-Reason"
 )
 
-// Encode renders an event document as the body of a message: relaxed
-// extended JSON, readable in `nats stream view` and decodable without loss of
-// BSON types.
-func Encode(doc bson.Raw) ([]byte, error) {
-	b, err := bson.MarshalExtJSON(doc, false, false)
-	if err != nil {
-		return nil, fmt.Errorf("encoding event as extended JSON: %w", err)
-	}
-	return b, nil
-}
-
-// Ref is what a consumer needs from a message to find its event: the id and
-// the version and state the message was derived from.
+// Ref is what a consumer needs from a message to find its event.
 type Ref struct {
 	ID      bson.RawValue
-	Version int64
-	State   event.State
-	// NextAttemptAt is when a failed event is due: a consumer hands back
-	// an early message without reading the event.
-	NextAttemptAt time.Time
+	Version int64  // as derived; the event may have moved on since
+	Reason  string // on a dead letter: why the producer rejected the event
 }
 
-// DecodeRef reads the event reference from a message body.
-func DecodeRef(data []byte) (Ref, error) {
-	var doc bson.Raw
-	if err := bson.UnmarshalExtJSON(data, false, &doc); err != nil {
-		return Ref{}, fmt.Errorf("decoding message body: %w", err)
+// ErrNotARef: a message without retrigger's reference headers.
+var ErrNotARef = errors.New("not a retrigger message: no " + HeaderID + " header")
+
+// ReadRef reads the event reference from a message's headers.
+func ReadRef(h nats.Header) (Ref, error) {
+	enc := h.Get(HeaderID)
+	if enc == "" {
+		return Ref{}, ErrNotARef
 	}
-	var r Ref
-	id, err := doc.LookupErr(event.FieldID)
+	id, err := event.DecodeID(enc)
 	if err != nil {
-		return Ref{}, fmt.Errorf("decoding message body: no _id")
+		return Ref{}, err
 	}
-	r.ID = id
-	if v, err := doc.LookupErr(event.FieldVersion); err == nil && v.Type != bson.TypeNull {
-		n, ok := v.AsInt64OK()
-		if !ok {
-			return Ref{}, fmt.Errorf("decoding message body: version is %s", v.Type)
-		}
-		r.Version = n
-	}
-	if v, err := doc.LookupErr(event.FieldState); err == nil && v.Type != bson.TypeNull {
-		n, ok := v.AsInt64OK()
-		if !ok {
-			return Ref{}, fmt.Errorf("decoding message body: state is %s", v.Type)
-		}
-		r.State = event.State(n)
-	}
-	if v, err := doc.LookupErr(event.FieldNextAttemptAt); err == nil {
-		if ms, ok := v.DateTimeOK(); ok {
-			r.NextAttemptAt = time.UnixMilli(ms)
+	r := Ref{ID: id, Reason: h.Get(HeaderReason)}
+	if v := h.Get(HeaderVersion); v != "" {
+		if r.Version, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return Ref{}, fmt.Errorf("reading %s: %w", HeaderVersion, err)
 		}
 	}
 	return r, nil
 }
 
-// NewMsg builds a message with its deduplication id.
-func NewMsg(subject, msgID string, body []byte) *nats.Msg {
-	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
-	m.Header.Set(nats.MsgIdHdr, msgID)
+// NewMsg builds a message referring to an event: its subject, its
+// deduplication id, the reference headers, and body, a rendering of the
+// event for people (Body, or StubBody when the document is too large).
+func NewMsg(subject, msgID string, id bson.RawValue, version int64, body []byte) *nats.Msg {
+	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{
+		nats.MsgIdHdr: []string{msgID},
+		HeaderID:      []string{event.EncodeID(id)},
+		HeaderVersion: []string{strconv.FormatInt(version, 10)},
+	}}
 	return m
+}
+
+// MsgID is the Nats-Msg-Id of a message: the event's key and a stamp that
+// names what the message was derived from (a change, a due time). The same
+// derivation gives the same id, so JetStream drops a republish of it inside
+// its duplicate window.
+func MsgID(id bson.RawValue, stamp string) string { return event.Key(id) + "@" + stamp }
+
+// Body renders an event document for people, as it shows in `nats stream
+// view`: relaxed extended JSON. Nothing decodes it.
+func Body(doc bson.Raw) ([]byte, error) {
+	b, err := bson.MarshalExtJSON(doc, false, false)
+	if err != nil {
+		return nil, fmt.Errorf("rendering event as JSON: %w", err)
+	}
+	return b, nil
+}
+
+// StubBody stands in for an event too large to show in a message: what it
+// is and where to read it.
+func StubBody(ev *event.Event, size int) []byte {
+	b, _ := bson.MarshalExtJSON(bson.D{
+		{Key: "_id", Value: event.IDString(ev.ID)},
+		{Key: "type", Value: ev.Type},
+		{Key: "version", Value: ev.Version},
+		{Key: "note", Value: fmt.Sprintf("the event document (%d bytes) is too large to show here: read it from MongoDB", size)},
+	}, false, false)
+	return b
 }

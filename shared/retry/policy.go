@@ -1,11 +1,23 @@
 package retry
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"sort"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	"github.com/retrigger/retrigger/shared/config"
+)
+
+// Defaults of a Policy, the values its zero fields take.
+const (
+	DefaultInitialInterval     = time.Second
+	DefaultMultiplier          = 2.0
+	DefaultMaxInterval         = 5 * time.Minute
+	DefaultRandomizationFactor = 0.2
+	DefaultMaxAttempts         = 5
 )
 
 // Policy is how an event type is retried.
@@ -22,89 +34,105 @@ type Policy struct {
 	RandomizationFactor float64
 	// MaxAttempts is how many executions may fail before the event is moved
 	// to the error state. An event's own maxAttempts overrides it. Default 5.
-	MaxAttempts int
+	MaxAttempts int64
 }
 
 // DefaultPolicy is the policy when nothing is configured.
 func DefaultPolicy() Policy {
 	return Policy{
-		InitialInterval:     time.Second,
-		Multiplier:          2,
-		MaxInterval:         5 * time.Minute,
-		RandomizationFactor: 0.2,
-		MaxAttempts:         5,
+		InitialInterval:     DefaultInitialInterval,
+		Multiplier:          DefaultMultiplier,
+		MaxInterval:         DefaultMaxInterval,
+		RandomizationFactor: DefaultRandomizationFactor,
+		MaxAttempts:         DefaultMaxAttempts,
 	}
 }
 
 // WithDefaults fills the zero fields from DefaultPolicy.
-func (p Policy) WithDefaults() Policy {
-	d := DefaultPolicy()
+func (p Policy) WithDefaults() Policy { return p.withBase(DefaultPolicy()) }
+
+// withBase fills the zero fields of p from base; a negative randomization
+// means none.
+func (p Policy) withBase(base Policy) Policy {
 	if p.InitialInterval == 0 {
-		p.InitialInterval = d.InitialInterval
+		p.InitialInterval = base.InitialInterval
 	}
 	if p.Multiplier == 0 {
-		p.Multiplier = d.Multiplier
+		p.Multiplier = base.Multiplier
 	}
 	if p.MaxInterval == 0 {
-		p.MaxInterval = d.MaxInterval
+		p.MaxInterval = base.MaxInterval
 	}
 	if p.RandomizationFactor == 0 {
-		p.RandomizationFactor = d.RandomizationFactor
-	} else if p.RandomizationFactor < 0 {
+		p.RandomizationFactor = base.RandomizationFactor
+	}
+	if p.RandomizationFactor < 0 {
 		p.RandomizationFactor = 0
 	}
 	if p.MaxAttempts == 0 {
-		p.MaxAttempts = d.MaxAttempts
+		p.MaxAttempts = base.MaxAttempts
 	}
 	return p
 }
 
 // Validate reports the first knob that is out of range.
-func (p Policy) Validate() error {
+func (p Policy) Validate() error { return p.validate("Policy", defaultFlag) }
+
+// defaultFlag is the flag of a knob of the default policy.
+func defaultFlag(knob string) string { return "retry-" + knob }
+
+// validate names the Go fields under prefix and the flags with flag.
+func (p Policy) validate(prefix string, flag func(knob string) string) error {
+	f := func(field, knob, format string, args ...any) error {
+		return config.Field(prefix+"."+field, flag(knob), format, args...)
+	}
 	switch {
 	case p.InitialInterval <= 0:
-		return fmt.Errorf("initial interval must be positive, got %s", p.InitialInterval)
-	case p.Multiplier < 1:
-		return fmt.Errorf("multiplier must be at least 1, got %g", p.Multiplier)
+		return f("InitialInterval", "initial", "must be positive, got %s", p.InitialInterval)
+	case math.IsNaN(p.Multiplier) || math.IsInf(p.Multiplier, 0) || p.Multiplier < 1:
+		return f("Multiplier", "multiplier", "must be a number of at least 1, got %g", p.Multiplier)
 	case p.MaxInterval < p.InitialInterval:
-		return fmt.Errorf("max interval %s is shorter than the initial interval %s", p.MaxInterval, p.InitialInterval)
-	case p.RandomizationFactor < 0 || p.RandomizationFactor >= 1:
-		return fmt.Errorf("randomization must be in [0, 1), got %g", p.RandomizationFactor)
+		return f("MaxInterval", "max-interval", "%s is shorter than the initial interval %s", p.MaxInterval, p.InitialInterval)
+	case math.IsNaN(p.RandomizationFactor) || math.IsInf(p.RandomizationFactor, 0) || p.RandomizationFactor < 0 || p.RandomizationFactor >= 1:
+		return f("RandomizationFactor", "randomization", "must be in [0, 1), got %g", p.RandomizationFactor)
 	case p.MaxAttempts < 1:
-		return fmt.Errorf("max attempts must be at least 1, got %d", p.MaxAttempts)
+		return f("MaxAttempts", "max-attempts", "must be at least 1, got %d", p.MaxAttempts)
 	}
 	return nil
 }
 
 // Backoff returns the delay after the given number of failures (1 for the
-// first), with jitter drawn from random, a source of floats in [0, 1).
-// The same inputs give the same delay.
-func (p Policy) Backoff(failures int, random func() float64) time.Duration {
-	b := &backoff.ExponentialBackOff{
-		InitialInterval:     p.InitialInterval,
-		Multiplier:          p.Multiplier,
-		MaxInterval:         p.MaxInterval,
-		RandomizationFactor: 0, // jitter is applied below, from the injected source
-		Clock:               backoff.SystemClock,
-		Stop:                backoff.Stop,
+// first): InitialInterval × Multiplier^(failures-1), capped at MaxInterval,
+// the sequence of github.com/cenkalti/backoff/v4's ExponentialBackOff,
+// computed in constant time for any count. Jitter is drawn from random, a
+// source of floats in [0, 1), with backoff's formula; nil means none. The
+// same inputs give the same delay.
+func (p Policy) Backoff(failures int64, random func() float64) time.Duration {
+	d := float64(p.InitialInterval)
+	if failures > 1 && p.Multiplier > 1 {
+		// d·m^(n-1) reaches the cap once n-1 ≥ log(max/d)/log(m); beyond
+		// that the power would only overflow.
+		steps := float64(failures - 1)
+		if limit := math.Log(float64(p.MaxInterval)/d) / math.Log(p.Multiplier); steps > limit {
+			d = float64(p.MaxInterval)
+		} else {
+			d *= math.Pow(p.Multiplier, steps)
+		}
 	}
-	b.Reset()
-	d := p.InitialInterval
-	for i := 0; i < failures; i++ {
-		d = b.NextBackOff()
+	d = min(d, float64(p.MaxInterval))
+	if p.RandomizationFactor > 0 && random != nil {
+		delta := p.RandomizationFactor * d
+		d = d - delta + random()*2*delta
 	}
-	if p.RandomizationFactor == 0 || random == nil {
-		return d
+	if d >= math.MaxInt64 {
+		return math.MaxInt64
 	}
-	// The same interval as backoff's own randomisation, from our source.
-	delta := p.RandomizationFactor * float64(d)
-	lo, hi := float64(d)-delta, float64(d)+delta
-	return time.Duration(lo + random()*(hi-lo))
+	return time.Duration(d)
 }
 
 // Decision is the outcome of a failed execution.
 type Decision struct {
-	Attempts  int       // failed executions including this one
+	Attempts  int64     // failed executions including this one
 	Retry     bool      // false: move to the error state
 	NextAt    time.Time // when Retry: the due time of the next attempt
 	Permanent bool      // the handler said not to retry
@@ -112,7 +140,7 @@ type Decision struct {
 
 // Decide returns what to do after the attempts-th failure (counting this
 // one) ended in err at now. maxAttempts overrides the policy when positive.
-func (p Policy) Decide(attempts, maxAttempts int, err error, now time.Time, random func() float64) Decision {
+func (p Policy) Decide(attempts, maxAttempts int64, err error, now time.Time, random func() float64) Decision {
 	d := Decision{Attempts: attempts}
 	if IsPermanent(err) {
 		d.Permanent = true
@@ -140,6 +168,45 @@ type Policies struct {
 	ByType  map[string]Policy
 }
 
+// WithDefaults fills the zero fields of Default from DefaultPolicy, and
+// the zero fields of each ByType entry from that Default: an entry that
+// sets only MaxAttempts keeps the default's intervals.
+func (ps Policies) WithDefaults() Policies {
+	out := Policies{Default: ps.Default.WithDefaults()}
+	if len(ps.ByType) > 0 {
+		out.ByType = make(map[string]Policy, len(ps.ByType))
+		for typ, p := range ps.ByType {
+			out.ByType[typ] = p.withBase(out.Default)
+		}
+	}
+	return out
+}
+
+// Validate reports the first policy to fix; prefix names the Policies in
+// the caller's Go terms (e.g. "consumer.Config.Policies"). A per-type
+// policy's flag is -retry-overrides.
+func (ps Policies) Validate(prefix string) error {
+	if err := ps.Default.validate(prefix+".Default", defaultFlag); err != nil {
+		return err
+	}
+	types := make([]string, 0, len(ps.ByType))
+	for typ := range ps.ByType {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
+	for _, typ := range types {
+		overrides := func(string) string { return "retry-overrides" }
+		if err := ps.ByType[typ].validate(fmt.Sprintf("%s.ByType[%q]", prefix, typ), overrides); err != nil {
+			var fe *config.FieldError
+			if errors.As(err, &fe) {
+				fe.Reason = "type " + typ + ": " + fe.Reason
+			}
+			return err
+		}
+	}
+	return nil
+}
+
 // For returns the policy of an event type.
 func (ps Policies) For(eventType string) Policy {
 	if p, ok := ps.ByType[eventType]; ok {
@@ -149,7 +216,8 @@ func (ps Policies) For(eventType string) Policy {
 }
 
 // Rand returns a jitter source for Backoff and Decide: math/rand/v2's global
-// source, or a seeded one when seed is non-zero (tests).
+// source, or a seeded one when seed is non-zero (tests). A seeded source is
+// not safe for concurrent use.
 func Rand(seed uint64) func() float64 {
 	if seed == 0 {
 		return rand.Float64

@@ -2,17 +2,21 @@ package retry
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrigger/retrigger/shared/config"
 )
 
 func TestBackoffGrowsAndCaps(t *testing.T) {
 	t.Parallel()
 	p := Policy{InitialInterval: time.Second, Multiplier: 2, MaxInterval: 10 * time.Second, RandomizationFactor: -1, MaxAttempts: 9}.WithDefaults()
 	var got []time.Duration
-	for n := 1; n <= 6; n++ {
+	for n := int64(1); n <= 6; n++ {
 		got = append(got, p.Backoff(n, nil))
 	}
 	require.Equal(t, []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}, got)
@@ -22,7 +26,7 @@ func TestBackoffJitterIsDeterministicAndBounded(t *testing.T) {
 	t.Parallel()
 	p := Policy{InitialInterval: time.Second, MaxAttempts: 5, RandomizationFactor: 0.5}.WithDefaults()
 	a, b := Rand(42), Rand(42)
-	for n := 1; n <= 5; n++ {
+	for n := int64(1); n <= 5; n++ {
 		da, db := p.Backoff(n, a), p.Backoff(n, b)
 		require.Equal(t, da, db, "same seed, same delay")
 		base := p.Backoff(n, nil)
@@ -39,8 +43,8 @@ func TestDecide(t *testing.T) {
 	boom := errors.New("boom")
 	tests := []struct {
 		name        string
-		attempts    int
-		maxAttempts int
+		attempts    int64
+		maxAttempts int64
 		err         error
 		want        Decision
 	}{
@@ -66,15 +70,17 @@ func TestParseOverrides(t *testing.T) {
 	base := DefaultPolicy()
 	got, err := ParseOverrides("email:max-attempts=10,initial=5s; partner:max-interval=1h", base)
 	require.NoError(t, err)
-	require.Equal(t, 10, got["email"].MaxAttempts)
+	require.EqualValues(t, 10, got["email"].MaxAttempts)
 	require.Equal(t, 5*time.Second, got["email"].InitialInterval)
 	require.Equal(t, time.Hour, got["partner"].MaxInterval)
 	require.Equal(t, base.MaxAttempts, got["partner"].MaxAttempts)
 	ps := Policies{Default: base, ByType: got}
-	require.Equal(t, 10, ps.For("email").MaxAttempts)
+	require.EqualValues(t, 10, ps.For("email").MaxAttempts)
 	require.Equal(t, base, ps.For("other"))
 
-	for _, bad := range []string{"email", "email:max=3", "email:initial=soon", "email:max-attempts=0", ":initial=1s"} {
+	for _, bad := range []string{"email", "email:", "email:max=3", "email:initial=soon", "email:max-attempts=0", ":initial=1s",
+		"email:multiplier=NaN", "email:randomization=NaN", "email:multiplier=+Inf", "em.ail:initial=1s",
+		"email:initial=1s;email:initial=2s", "email:initial=1s,initial=2s", "email:initial="} {
 		_, err := ParseOverrides(bad, base)
 		require.Error(t, err, bad)
 	}
@@ -85,5 +91,55 @@ func TestValidate(t *testing.T) {
 	require.NoError(t, DefaultPolicy().Validate())
 	p := DefaultPolicy()
 	p.MaxInterval = time.Millisecond
-	require.ErrorContains(t, p.Validate(), "max interval")
+	require.ErrorContains(t, p.Validate(), "MaxInterval")
+}
+
+// The closed form gives backoff/v4's own sequence, and any count, however
+// large, in constant time.
+func TestBackoffMatchesBackoffV4(t *testing.T) {
+	t.Parallel()
+	for _, p := range []Policy{
+		{InitialInterval: time.Second, Multiplier: 2, MaxInterval: 5 * time.Minute},
+		{InitialInterval: 100 * time.Millisecond, Multiplier: 1.5, MaxInterval: time.Hour},
+		{InitialInterval: 3 * time.Second, Multiplier: 1, MaxInterval: time.Minute},
+		{InitialInterval: time.Millisecond, Multiplier: 10, MaxInterval: 24 * time.Hour},
+	} {
+		b := &backoff.ExponentialBackOff{InitialInterval: p.InitialInterval, Multiplier: p.Multiplier, MaxInterval: p.MaxInterval,
+			RandomizationFactor: 0, Clock: backoff.SystemClock, Stop: backoff.Stop}
+		b.Reset()
+		for n := int64(1); n <= 60; n++ {
+			want := b.NextBackOff()
+			got := p.Backoff(n, nil)
+			require.InDelta(t, float64(want), float64(got), float64(want)*1e-9+1, "%+v after %d failures", p, n)
+		}
+		for _, n := range []int64{1e6, 1e11, math.MaxInt64} {
+			want := p.MaxInterval
+			if p.Multiplier == 1 {
+				want = p.InitialInterval // never grows
+			}
+			require.Equal(t, want, p.Backoff(n, nil), "%+v after %d failures", p, n)
+		}
+	}
+	p := DefaultPolicy()
+	require.LessOrEqual(t, p.Backoff(math.MaxInt64, func() float64 { return 0.999 }), time.Duration(float64(p.MaxInterval)*1.2))
+}
+
+// A per-type policy that sets only some knobs takes the others from the
+// default; errors name the Go field for library callers and the flag for
+// the command line.
+func TestPoliciesDefaults(t *testing.T) {
+	t.Parallel()
+	ps := Policies{Default: Policy{InitialInterval: 3 * time.Second}, ByType: map[string]Policy{"email": {MaxAttempts: 9}}}.WithDefaults()
+	require.NoError(t, ps.Validate("consumer.Config.Policies"))
+	require.EqualValues(t, 9, ps.For("email").MaxAttempts)
+	require.Equal(t, 3*time.Second, ps.For("email").InitialInterval)
+	require.Equal(t, DefaultMultiplier, ps.For("email").Multiplier)
+	require.EqualValues(t, DefaultMaxAttempts, ps.For("sms").MaxAttempts)
+
+	bad := Policies{ByType: map[string]Policy{"email": {Multiplier: math.NaN()}}}.WithDefaults()
+	err := bad.Validate("consumer.Config.Policies")
+	require.EqualError(t, err, `invalid consumer.Config.Policies.ByType["email"].Multiplier: type email: must be a number of at least 1, got NaN`)
+	require.EqualError(t, config.ForFlags(err), "invalid -retry-overrides (RETRIGGER_RETRY_OVERRIDES): type email: must be a number of at least 1, got NaN")
+	nan := Policies{Default: Policy{RandomizationFactor: math.NaN()}}.WithDefaults()
+	require.EqualError(t, config.ForFlags(nan.Validate("x")), "invalid -retry-randomization (RETRIGGER_RETRY_RANDOMIZATION): must be in [0, 1), got NaN")
 }

@@ -56,6 +56,11 @@ type Collection interface {
 	// matches it returns ErrNotFound: that is how a conditional update
 	// reports that its condition did not hold.
 	FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error)
+	// ReplaceOne replaces the first document matching filter with doc,
+	// keeping its _id, and reports how many matched (0 or 1). doc should
+	// not hold an _id. With upsert, doc is inserted when none matches, with
+	// the _id of the filter's equality on _id, and matched is still 0.
+	ReplaceOne(ctx context.Context, filter, doc any, upsert bool) (matched int64, err error)
 	// UpdateOne applies update to the first document matching filter and
 	// reports how many matched (0 or 1). With upsert, a document is
 	// inserted when none matches, and matched is still 0.
@@ -83,6 +88,7 @@ type Index struct {
 	Name   string
 	Keys   bson.D // e.g. bson.D{{Key: "state", Value: 1}, {Key: "updatedAt", Value: 1}}
 	Unique bool
+	Sparse bool // only documents that have the indexed fields
 }
 
 // WatchOptions configure a change stream.
@@ -113,6 +119,8 @@ const (
 	OpUpdate  = "update"
 	OpReplace = "replace"
 	OpDelete  = "delete"
+	// OpInvalidate ends a stream: its collection was dropped or renamed.
+	OpInvalidate = "invalidate"
 )
 
 // Change is one change event.
@@ -120,6 +128,10 @@ type Change struct {
 	Op  string        // OpInsert, OpUpdate, OpReplace, OpDelete, or another server operation type
 	ID  bson.RawValue // documentKey._id
 	Doc bson.Raw      // the full document after the change (nil for deletes)
+	// ClusterTime is when the change was committed, in the server's clock:
+	// unique per change within a replica set, and the same each time the
+	// change is delivered again.
+	ClusterTime bson.Timestamp
 	// Token resumes a stream right after this change (WatchOptions.ResumeAfter).
 	Token bson.Raw
 }

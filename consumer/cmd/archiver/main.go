@@ -5,28 +5,27 @@ import (
 	"context"
 	"flag"
 	"os"
-	"time"
 
 	"github.com/retrigger/retrigger/consumer"
-	"github.com/retrigger/retrigger/shared/connect"
+	"github.com/retrigger/retrigger/shared/command"
+	"github.com/retrigger/retrigger/shared/messaging"
 )
 
 func main() {
 	var (
 		cfg   consumer.ArchiverConfig
-		flags *connect.Flags
+		flags *command.Flags
 	)
-	os.Exit(connect.Main("archiver", os.Args[1:],
-		func(fs *flag.FlagSet, f *connect.Flags) {
+	os.Exit(command.Main("archiver", os.Args[1:],
+		func(fs *flag.FlagSet, f *command.Flags) {
 			flags = f
-			fs.StringVar(&cfg.Events, "events-collection", "events", "collection of event documents")
-			fs.StringVar(&cfg.Errors, "errors-collection", "errors", "collection of archived events")
-			fs.IntVar(&cfg.Concurrency, "concurrency", 4, "dead letters archived at once")
-			fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "JetStream redelivery deadline")
-			fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Second, "how long a stopping archiver lets work in flight finish")
+			fs.IntVar(&cfg.Concurrency, "concurrency", consumer.DefaultArchiverConcurrency, "dead letters archived at once")
+			fs.DurationVar(&cfg.AckWait, "ack-wait", messaging.DefaultAckWait, "JetStream redelivery deadline")
+			fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", consumer.DefaultArchiverDrainTimeout, "how long a stopping archiver lets work in flight finish")
+			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", consumer.DefaultStoreTimeout, "longest storage call (at most a third of -ack-wait)")
 		},
-		func() error { cfg.Names = flags.Names(); return cfg.Validate() },
-		func(ctx context.Context, env connect.Env) error {
+		func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		func(ctx context.Context, env command.Env) error {
 			cfg.Logger = env.Log
 			a, err := consumer.NewArchiver(cfg, env.DB, env.NATS)
 			if err != nil {

@@ -1,4 +1,5 @@
-// Command producer relays changes of the events collection to JetStream.
+// Command producer relays changes of the events collection to JetStream,
+// publishes failed events when they come due, and sweeps up what stalled.
 package main
 
 import (
@@ -7,18 +8,18 @@ import (
 	"os"
 
 	"github.com/retrigger/retrigger/producer"
-	"github.com/retrigger/retrigger/shared/connect"
+	"github.com/retrigger/retrigger/shared/command"
 )
 
 func main() {
 	var (
 		cfg   producer.Config
-		flags *connect.Flags
+		flags *command.Flags
 	)
-	os.Exit(connect.Main("producer", os.Args[1:],
-		func(fs *flag.FlagSet, f *connect.Flags) { flags = f; cfg.RegisterFlags(fs) },
-		func() error { cfg.Names = flags.Names(); return cfg.Validate() },
-		func(ctx context.Context, env connect.Env) error {
+	os.Exit(command.Main("producer", os.Args[1:],
+		func(fs *flag.FlagSet, f *command.Flags) { flags = f; cfg.RegisterFlags(fs) },
+		func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		func(ctx context.Context, env command.Env) error {
 			cfg.Logger = env.Log
 			p, err := producer.New(cfg, env.DB, env.NATS)
 			if err != nil {

@@ -2,11 +2,13 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/256dpi/lungo"
 	"github.com/256dpi/lungo/bsonkit"
 	"github.com/256dpi/lungo/mongokit"
+	bsonv1 "go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/store"
@@ -19,13 +21,26 @@ type collection struct {
 
 var _ store.Collection = (*collection)(nil)
 
+// errEnginePanicked wraps a panic inside the engine, turned into an error:
+// one document that trips the engine must fail its operation, never the
+// process.
+var errEnginePanicked = errors.New("the embedded engine panicked")
+
+// recovered turns a panic of the engine into an error in *err.
+func recovered(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %v", errEnginePanicked, r)
+	}
+}
+
 // write runs fn in a write transaction and commits it.
-func (c *collection) write(ctx context.Context, fn func(*lungo.Transaction) (*lungo.Result, error)) (*lungo.Result, error) {
+func (c *collection) write(ctx context.Context, fn func(*lungo.Transaction) (*lungo.Result, error)) (_ *lungo.Result, err error) {
 	txn, err := c.db.engine.Begin(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	defer c.db.engine.Abort(txn)
+	defer recovered(&err)
 	res, err := fn(txn)
 	if err != nil {
 		return nil, err
@@ -37,7 +52,8 @@ func (c *collection) write(ctx context.Context, fn func(*lungo.Transaction) (*lu
 }
 
 // find runs a query on a snapshot of the catalog.
-func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit int) (bsonkit.List, error) {
+func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit int) (_ bsonkit.List, err error) {
+	defer recovered(&err)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -122,7 +138,59 @@ func (c *collection) update(ctx context.Context, filter, update any, limit int, 
 	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
 		return txn.Update(c.handle, query, nil, upd, 0, limit, upsert, nil)
 	})
+	if errors.Is(err, errEnginePanicked) {
+		// lungo compares the _id before and after an update with Go's ==,
+		// which panics for an _id of an uncomparable Go type (a binary
+		// such as a UUID, a document, an array). A replacement without an
+		// _id keeps the stored one and skips that comparison.
+		res, err = c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+			return updateByReplace(txn, c.handle, query, upd, limit)
+		})
+	}
 	return res, classify(err)
+}
+
+// updateByReplace applies update to at most limit documents matching query
+// by replacing each with its updated copy.
+func updateByReplace(txn *lungo.Transaction, handle lungo.Handle, query, update bsonkit.Doc, limit int) (*lungo.Result, error) {
+	found, err := txn.Find(handle, query, nil, 0, limit)
+	if err != nil {
+		return nil, err
+	}
+	res := &lungo.Result{}
+	for _, doc := range found.Matched {
+		repl := bsonkit.Clone(doc)
+		if _, err := mongokit.Apply(repl, query, update, false, nil); err != nil {
+			return nil, err
+		}
+		bsonkit.Unset(repl, "_id")
+		byID := &bsonv1.D{{Key: "_id", Value: bsonkit.Get(doc, "_id")}}
+		r, err := txn.Replace(handle, byID, nil, repl, false)
+		if err != nil {
+			return nil, err
+		}
+		res.Matched = append(res.Matched, r.Matched...)
+		res.Modified = append(res.Modified, r.Modified...)
+	}
+	return res, nil
+}
+
+func (c *collection) ReplaceOne(ctx context.Context, filter, doc any, upsert bool) (int64, error) {
+	query, err := toFilter(filter)
+	if err != nil {
+		return 0, fmt.Errorf("replacing in %s: %w", c.handle[1], err)
+	}
+	repl, err := toDoc(doc)
+	if err != nil {
+		return 0, fmt.Errorf("replacing in %s: %w", c.handle[1], err)
+	}
+	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+		return txn.Replace(c.handle, query, nil, repl, upsert)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replacing in %s: %w", c.handle[1], classify(err))
+	}
+	return int64(len(res.Matched)), nil // Matched is empty after an upsert
 }
 
 func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error) {

@@ -184,6 +184,9 @@ func (s *stream) convert(entry bsonkit.Doc) (store.Change, bool, error) {
 		return change, false, err
 	}
 	change.Token = bson.Raw(b)
+	if ts, ok := bsonkit.Get(entry, "_id.ts").(primitive.Timestamp); ok {
+		change.ClusterTime = bson.Timestamp{T: ts.T, I: ts.I}
+	}
 	if full != nil {
 		if b, err = bsonv1.Marshal(full); err != nil {
 			return change, false, err

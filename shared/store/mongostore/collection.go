@@ -84,6 +84,14 @@ func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (
 	return doc, nil
 }
 
+func (c *collection) ReplaceOne(ctx context.Context, filter, doc any, upsert bool) (int64, error) {
+	res, err := c.coll.ReplaceOne(ctx, filterOf(filter), doc, options.Replace().SetUpsert(upsert))
+	if err != nil {
+		return 0, fmt.Errorf("replacing in %s: %w", c.coll.Name(), classify(err))
+	}
+	return res.MatchedCount, nil
+}
+
 func (c *collection) UpdateOne(ctx context.Context, filter, update any, upsert bool) (int64, error) {
 	res, err := c.coll.UpdateOne(ctx, filterOf(filter), update, options.UpdateOne().SetUpsert(upsert))
 	if err != nil {
@@ -117,6 +125,9 @@ func (c *collection) EnsureIndexes(ctx context.Context, indexes []store.Index) e
 		opts := options.Index().SetName(index.Name)
 		if index.Unique {
 			opts.SetUnique(true)
+		}
+		if index.Sparse {
+			opts.SetSparse(true)
 		}
 		models[i] = mongo.IndexModel{Keys: index.Keys, Options: opts}
 	}
@@ -165,6 +176,9 @@ func (s *stream) Next(ctx context.Context) (store.Change, error) {
 	change := store.Change{
 		Op: event.Lookup("operationType").StringValue(),
 		ID: event.Lookup("documentKey", "_id"),
+	}
+	if t, i, ok := event.Lookup("clusterTime").TimestampOK(); ok {
+		change.ClusterTime = bson.Timestamp{T: t, I: i}
 	}
 	if token, ok := event.Lookup("_id").DocumentOK(); ok {
 		change.Token = token

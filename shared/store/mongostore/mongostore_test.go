@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.uber.org/goleak"
 
+	"github.com/retrigger/retrigger/shared/eventstore/eventstoretest"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
 	"github.com/retrigger/retrigger/shared/store/storetest"
@@ -25,13 +26,16 @@ func TestMain(m *testing.M) {
 
 var databases atomic.Int64
 
-func TestConformance(t *testing.T) {
+// openFresh returns a function opening a fresh database on the server at
+// RETRIGGER_TEST_MONGODB_URI, dropped when the test ends; it skips when
+// the variable is not set.
+func openFresh(t *testing.T) func(t *testing.T) store.Database {
 	uri := os.Getenv("RETRIGGER_TEST_MONGODB_URI")
 	if uri == "" {
 		t.Skip("RETRIGGER_TEST_MONGODB_URI is not set: skipping the conformance suite against a real MongoDB replica set")
 	}
 	run := time.Now().UnixNano()
-	storetest.Run(t, func(t *testing.T) store.Database {
+	return func(t *testing.T) store.Database {
 		name := fmt.Sprintf("retrigger_test_%d_%d", run, databases.Add(1))
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		defer cancel()
@@ -44,7 +48,16 @@ func TestConformance(t *testing.T) {
 			dropDatabase(ctx, t, uri, name)
 		})
 		return db
-	}, storetest.Features{}) // a replica set's oplog is too large to lose a token in a test
+	}
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, openFresh(t), storetest.Features{}) // a replica set's oplog is too large to lose a token in a test
+}
+
+// The event store's behaviours, on the server.
+func TestEventStoreConformance(t *testing.T) {
+	eventstoretest.Run(t, openFresh(t), eventstoretest.Features{})
 }
 
 // dropDatabase drops with a client of its own: the suite may have closed

@@ -1,15 +1,13 @@
-package main
+package handlers
 
 import (
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/retrigger/retrigger/consumer/handlers"
 )
 
-func TestBuildHandlers(t *testing.T) {
+func TestParseSpec(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name      string
@@ -18,16 +16,18 @@ func TestBuildHandlers(t *testing.T) {
 		wantErr   string
 	}{
 		{"http and demo", "email=http:https://mailer.internal/send; test=demo", []string{"email", "test"}, ""},
-		{"missing", "", nil, "invalid -handlers (RETRIGGER_HANDLERS): is required"},
+		{"missing", "", nil, "is empty"},
+		{"only separators", ";;", nil, "names no handler"},
 		{"no kind", "email", nil, `"email": want TYPE=http:URL or TYPE=demo`},
 		{"unknown kind", "email=smtp:x", nil, `unknown handler "smtp"`},
 		{"bad url", "email=http:not-a-url", nil, "type email"},
+		{"type twice", "email=demo;email=demo", nil, "type email is named twice"},
+		{"invalid type", "em.ail=demo", nil, `invalid event field "type"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := settings{handlers: tt.spec, httpTimeout: time.Second, demo: handlers.DemoConfig{FailureRate: 0.5}}
-			got, err := s.build()
+			got, err := ParseSpec(tt.spec, SpecOptions{HTTPTimeout: time.Second, Demo: DemoConfig{FailureRate: 0.5}})
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
 				return
@@ -39,6 +39,6 @@ func TestBuildHandlers(t *testing.T) {
 			}
 		})
 	}
-	_, err := settings{handlers: "x=demo", demo: handlers.DemoConfig{FailureRate: 2}}.build()
-	require.ErrorContains(t, err, "-demo-failure-rate")
+	_, err := ParseSpec("x=demo", SpecOptions{Demo: DemoConfig{FailureRate: 2}})
+	require.ErrorContains(t, err, "FailureRate")
 }

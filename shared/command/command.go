@@ -1,8 +1,9 @@
-// Package connect is the shared start-up of the stock commands (producer,
-// consumer, archiver): the flags that say where MongoDB and NATS are and how
-// to log, their validation, the connections, and a run under a signal
-// context that drains on SIGTERM before the connections close.
-package connect
+// Package command runs retrigger's stock commands (producer, consumer,
+// archiver): the flags that say where MongoDB and NATS are, which
+// collections to use and how to log, their validation, the connections,
+// and a run under a signal context that drains on SIGTERM before the
+// connections close, ending in the process's exit code.
+package command
 
 import (
 	"context"
@@ -21,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/store"
@@ -36,6 +38,9 @@ type Flags struct {
 	SubjectPrefix string
 	LogLevel      string
 	LogFormat     string
+	// Store names the collections and how events are read; every command
+	// takes the same flags for them.
+	Store eventstore.Options
 }
 
 // Register binds the flags to fs.
@@ -47,6 +52,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.StringVar(&f.LogFormat, "log-format", logging.FormatAuto, "log format: auto (console on a terminal), json, console")
+	f.Store.RegisterFlags(fs)
 }
 
 // Validate names the first flag to fix.
@@ -76,7 +82,7 @@ func (f *Flags) Validate() error {
 	if _, err := logging.New(io.Discard, "info", f.LogFormat); err != nil {
 		return config.Invalid("log-format", "%v", err)
 	}
-	return nil
+	return config.ForFlags(f.Store.Validate())
 }
 
 // Names are the stream and subject names the prefixes give.
@@ -109,7 +115,7 @@ func Main(name string, args []string, bind func(*flag.FlagSet, *Flags), validate
 	}
 	err := f.Validate()
 	if err == nil && validate != nil {
-		err = validate()
+		err = config.ForFlags(validate())
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)

@@ -1,0 +1,236 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/messaging"
+)
+
+// headerRoom is kept free of the server's max payload for the headers
+// besides the event's id.
+const headerRoom = 1024
+
+// Stats count what the producer did since it started.
+type Stats struct {
+	Changes    atomic.Int64 // changes read from the change stream
+	Published  atomic.Int64 // acknowledged by JetStream, duplicates included
+	Duplicates atomic.Int64 // acknowledged as duplicates (already in the stream)
+	Rejected   atomic.Int64 // malformed documents sent to the DLQ
+	Scheduled  atomic.Int64 // failed events published by the scheduler when due
+	Swept      atomic.Int64 // published by the sweeper (not duplicates)
+	Sweeps     atomic.Int64 // sweeps completed
+	Moved      atomic.Int64 // events that cannot travel in a message, moved into errors directly
+	Restarts   atomic.Int64 // change stream restarts after an error
+	Checkpoint atomic.Int64 // resume tokens saved
+	Retired    atomic.Int64 // succeeded events deleted by retention
+}
+
+// publisher turns event documents into messages and publishes them. The
+// relay, the scheduler and the sweeper share it.
+type publisher struct {
+	cfg        Config
+	log        zerolog.Logger
+	store      *eventstore.Store
+	js         jetstream.JetStream
+	stats      *Stats
+	maxPayload int
+	// schedule is told the due time of a failed event that is not due yet.
+	schedule func(due time.Time)
+}
+
+// routed is what to do with an event document.
+type routed struct {
+	msg    *nats.Msg // nil: nothing to publish
+	doc    bson.Raw
+	ev     event.Event
+	reject string // why the document cannot run, when it is rejected
+	// tooLarge: not even its id fits in a message; it goes into errors
+	// directly.
+	tooLarge string
+}
+
+// route decides what an event document needs at now: new events go to
+// their type's subject; failed ones too when due, or to the scheduler
+// otherwise; errored ones to the DLQ; malformed ones to the DLQ with the
+// reason. Nothing is published for an event a consumer runs now (its
+// lease holds: the transition that ends the run is routed instead) or one
+// that succeeded. change names the change the document comes from
+// (changeStamp), for the message's Nats-Msg-Id; "" when it does not come
+// from a change (the scheduler, the sweeper): the event's version and state
+// name it then.
+func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
+	ev, err := p.store.Parse(doc)
+	r := routed{doc: doc, ev: ev}
+	if ev.ID.Type == 0 {
+		return r // no _id: not a document of ours
+	}
+	stamp := change
+	if stamp == "" {
+		stamp = stateStamp(&ev)
+	}
+	if err != nil {
+		r.reject = err.Error()
+		typ := ev.Type
+		if typ == "" {
+			typ = messaging.InvalidType
+		}
+		return p.message(r, p.cfg.Names.DLQSubject(typ), "rejected."+stamp)
+	}
+	if ev.Leased(now) {
+		return r
+	}
+	switch ev.State {
+	case event.StateNew:
+		return p.message(r, p.cfg.Names.EventSubject(ev.Type), stamp)
+	case event.StateFailed:
+		if !ev.Due(now) {
+			if p.schedule != nil {
+				p.schedule(ev.NextAttemptAt)
+			}
+			return r
+		}
+		return p.message(r, p.cfg.Names.EventSubject(ev.Type), dueStamp(&ev))
+	case event.StateError:
+		return p.message(r, p.cfg.Names.DLQSubject(ev.Type), stamp)
+	}
+	return r
+}
+
+// dueStamp names a failed event's attempt by its version and due time, so
+// the relay, the scheduler and the sweeper publishing it agree, and
+// JetStream keeps one.
+func dueStamp(ev *event.Event) string {
+	return "v" + strconv.FormatInt(ev.Version, 10) + ".due" + strconv.FormatInt(ev.NextAttemptAt.UnixMilli(), 10)
+}
+
+// stateStamp names an event by its version and state: the stamp of the
+// sweeper, which republishes what did not move.
+func stateStamp(ev *event.Event) string {
+	return "v" + strconv.FormatInt(ev.Version, 10) + ".s" + strconv.Itoa(int(ev.State))
+}
+
+// changeStamp names a change by its cluster time: the same change read
+// again (after a restart) gives the same message id, and every other
+// change, a re-insert of an archived event included, a new one.
+func changeStamp(ts bson.Timestamp) string {
+	return "c" + strconv.FormatUint(uint64(ts.T), 10) + "." + strconv.FormatUint(uint64(ts.I), 10)
+}
+
+// message builds the message of r: the body shows the document when it
+// fits, a stub otherwise; an id too large for any message marks r
+// tooLarge.
+func (p *publisher) message(r routed, subject, stamp string) routed {
+	idSize := len(event.EncodeID(r.ev.ID))
+	room := p.maxPayload - headerRoom - idSize
+	if room < 0 {
+		r.tooLarge = fmt.Sprintf("its _id is %d bytes; a NATS message (max_payload %d bytes) cannot carry it", len(r.ev.ID.Value), p.maxPayload)
+		return r
+	}
+	body, err := messaging.Body(r.doc)
+	if err != nil || len(body) > room {
+		body = messaging.StubBody(&r.ev, len(r.doc))
+	}
+	r.msg = messaging.NewMsg(subject, messaging.MsgID(r.ev.ID, stamp), r.ev.ID, r.ev.Version, body)
+	if r.reject != "" {
+		r.msg.Header.Set(messaging.HeaderReason, r.reject)
+	}
+	return r
+}
+
+// publishAsync starts publishing r. done is false when there was nothing
+// to publish, or r was settled without a publish (moved into errors).
+func (p *publisher) publishAsync(ctx context.Context, r routed) (jetstream.PubAckFuture, error) {
+	if r.tooLarge != "" {
+		return nil, p.moveToErrors(ctx, r, r.tooLarge)
+	}
+	if r.msg == nil {
+		return nil, nil
+	}
+	if r.reject != "" {
+		p.stats.Rejected.Add(1)
+		p.log.Warn().Str("event_id", event.IDString(r.ev.ID)).Str("reason", r.reject).Msg("event document rejected; archiving it into errors")
+	}
+	fut, err := p.js.PublishMsgAsync(r.msg)
+	if err != nil && messaging.IsMessageError(err) {
+		return nil, p.fallback(ctx, r, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("publishing %s: %w", r.msg.Header.Get(nats.MsgIdHdr), err)
+	}
+	p.log.Debug().Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
+	return fut, nil
+}
+
+// acked waits for the ack of a publish of r. A message the stream refuses
+// for itself (too large for its limits) falls back; other errors are
+// returned for the caller to retry.
+func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFuture) error {
+	select {
+	case ack := <-fut.Ok():
+		p.stats.Published.Add(1)
+		if ack.Duplicate {
+			p.stats.Duplicates.Add(1)
+		}
+		return nil
+	case err := <-fut.Err():
+		if messaging.IsMessageError(err) {
+			return p.fallback(ctx, r, err)
+		}
+		return fmt.Errorf("publish of %s not acknowledged: %w", fut.Msg().Header.Get(nats.MsgIdHdr), err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fallback handles a message refused for itself: it is published again
+// with a stub body, and when even that is refused the event is moved into
+// errors, so that it never blocks the events after it.
+func (p *publisher) fallback(ctx context.Context, r routed, cause error) error {
+	stub := *r.msg
+	stub.Data = messaging.StubBody(&r.ev, len(r.doc))
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	ack, err := p.js.PublishMsg(pctx, &stub)
+	if err == nil {
+		p.stats.Published.Add(1)
+		if ack.Duplicate {
+			p.stats.Duplicates.Add(1)
+		}
+		return nil
+	}
+	if !messaging.IsMessageError(err) {
+		return fmt.Errorf("publishing %s again without its body: %w", stub.Header.Get(nats.MsgIdHdr), err)
+	}
+	return p.moveToErrors(ctx, r, fmt.Sprintf("it cannot be published to NATS: %v", cause))
+}
+
+// moveToErrors settles an event that cannot travel in any message: it is
+// moved into errors with the reason, as the archiver would.
+func (p *publisher) moveToErrors(ctx context.Context, r routed, why string) error {
+	msg := "event cannot be run: " + why
+	if r.reject != "" {
+		msg = r.reject + "; and " + why
+	}
+	err := p.store.MoveToErrors(ctx, r.doc, eventstore.Archive{Reason: event.ReasonRejected, Message: msg, At: p.cfg.Now()})
+	if errors.Is(err, eventstore.ErrStale) {
+		return nil // it changed: its new change is routed in turn
+	}
+	if err != nil {
+		return fmt.Errorf("moving an unpublishable event into errors: %w", err)
+	}
+	p.stats.Moved.Add(1)
+	p.log.Warn().Str("event_id", event.IDString(r.ev.ID)).Str("reason", why).Msg("event moved into errors: it cannot travel in a NATS message")
+	return nil
+}

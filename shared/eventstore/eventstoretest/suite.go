@@ -1,0 +1,154 @@
+// Package eventstoretest is the conformance suite of the event store: the
+// behaviours the pipeline relies on, such as "a transition on a stale
+// version matches nothing" and "the sweep finds an event whose due time has
+// passed and no other", checked on a storage backend. It runs on the
+// embedded engine in the default test command and on a real MongoDB when
+// RETRIGGER_TEST_MONGODB_URI is set, in the shape of River's
+// riverdrivertest: a t.Run per behaviour, each on a fresh database.
+package eventstoretest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/store"
+)
+
+// Features say what a backend lacks; the zero value lacks nothing.
+type Features struct {
+	// NoConcurrentAtomicity: conditional updates from concurrent clients
+	// are not atomic (some MongoDB-compatible servers); the races are
+	// skipped.
+	NoConcurrentAtomicity bool
+}
+
+// Run runs the suite. open returns a fresh database that no other test
+// uses, and closes (and for a server, drops) it when t ends.
+func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, b *bundle)
+		race bool
+	}{
+		{"ClaimNewEvent", testClaimNew, false},
+		{"ClaimIsExclusive", testClaimExclusive, true},
+		{"ClaimFailedEventOnlyWhenDue", testClaimDue, false},
+		{"ClaimFailedEventWithoutDueDate", testClaimNoDueDate, false},
+		{"ClaimFindsNothingToRun", testClaimNothing, false},
+		{"ClaimTakesOverAnExpiredLeaseAndCountsTheCrash", testClaimTakeover, false},
+		{"TakeoverIsExclusive", testTakeoverExclusive, true},
+		{"ClaimHandTypedNumbers", testClaimDoubles, false},
+		{"ClaimWithDefaultType", testClaimDefaultType, false},
+		{"CompleteWritesTheOutcome", testComplete, false},
+		{"CompleteKeepsABoundedHistory", testCompleteHistory, false},
+		{"TransitionOnAChangedEventMatchesNothing", testCompleteStale, false},
+		{"RenewAndRelease", testRenewRelease, false},
+		{"AnyIDType", testAnyID, false},
+		{"MoveToErrors", testMoveToErrors, false},
+		{"MoveToErrorsOfAChangedEventTakesTheCopyBack", testMoveChanged, false},
+		{"RedrivenCopyArchivesAgain", testRearchive, false},
+		{"FailedAfterPagesInDueOrder", testFailedAfter, false},
+		{"SweepFindsStalledEventsAndNoOthers", testSweep, false},
+		{"SweepPagesThroughMixedIDTypes", testSweepPaging, false},
+		{"RetireDeletesOldSuccessesInBatches", testRetire, false},
+		{"Checkpoints", testCheckpoints, false},
+		{"IndexesTwice", testIndexes, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.race && f.NoConcurrentAtomicity {
+				t.Skip("the backend's conditional updates are not atomic across clients (Features.NoConcurrentAtomicity)")
+			}
+			t.Parallel()
+			tt.run(t, setup(t, open(t)))
+		})
+	}
+}
+
+// bundle is what a subtest works on.
+type bundle struct {
+	ctx    context.Context
+	db     store.Database
+	store  *eventstore.Store
+	events store.Collection
+	errs   store.Collection
+	now    time.Time
+	token  int64
+}
+
+func setup(t *testing.T, db store.Database) *bundle {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	st := eventstore.New(db, eventstore.Options{History: 3})
+	require.NoError(t, st.EnsureIndexes(ctx))
+	return &bundle{
+		ctx: ctx, db: db, store: st,
+		events: db.Collection(eventstore.DefaultEvents),
+		errs:   db.Collection(eventstore.DefaultErrors),
+		now:    time.Now().UTC().Truncate(time.Millisecond),
+	}
+}
+
+// insert inserts an event document and returns its id.
+func (b *bundle) insert(t *testing.T, doc bson.D) bson.RawValue {
+	t.Helper()
+	raw, err := bson.Marshal(doc)
+	require.NoError(t, err)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.Raw(raw)))
+	return bson.Raw(raw).Lookup("_id")
+}
+
+// job is an event of type "job" with the given id and fields.
+func job(id any, fields ...bson.E) bson.D {
+	return append(bson.D{{Key: "_id", Value: id}, {Key: "type", Value: "job"}}, fields...)
+}
+
+// claim claims an event of type "job" at b.now.
+func (b *bundle) claim(t *testing.T, id bson.RawValue) eventstore.Claim {
+	t.Helper()
+	return b.claimAt(t, id, b.now, "r1")
+}
+
+func (b *bundle) claimAt(t *testing.T, id bson.RawValue, now time.Time, owner string) eventstore.Claim {
+	t.Helper()
+	b.token++
+	c, err := b.store.ClaimEvent(b.ctx, eventstore.ClaimRequest{ID: id, Type: "job", Owner: owner, Token: b.token, Now: now, TTL: 30 * time.Second})
+	require.NoError(t, err)
+	return c
+}
+
+// get reads an event; nil when it is gone.
+func (b *bundle) get(t *testing.T, coll store.Collection, id bson.RawValue) *event.Event {
+	t.Helper()
+	doc, err := coll.FindOne(b.ctx, bson.D{{Key: "_id", Value: id}})
+	if err != nil {
+		require.ErrorIs(t, err, store.ErrNotFound)
+		return nil
+	}
+	ev, err := event.Parse(doc)
+	require.NoError(t, err, "%s", doc)
+	return &ev
+}
+
+func (b *bundle) raw(t *testing.T, coll store.Collection, id bson.RawValue) bson.Raw {
+	t.Helper()
+	doc, err := coll.FindOne(b.ctx, bson.D{{Key: "_id", Value: id}})
+	require.NoError(t, err)
+	return doc
+}
+
+func success(at time.Time) eventstore.Transition {
+	return eventstore.Transition{To: event.StateSuccess, At: at, Run: event.Attempt{At: at, Outcome: "success", Number: 1, Replica: "r1"}}
+}
+
+func failure(at, next time.Time, attempts int64) eventstore.Transition {
+	return eventstore.Transition{To: event.StateFailed, At: at, Attempts: attempts, NextAt: next,
+		LastError: event.LastError{Message: "boom", Retryable: true, At: at},
+		Run:       event.Attempt{At: at, Outcome: "failed", Error: "boom", Number: attempts, Replica: "r1"}}
+}
