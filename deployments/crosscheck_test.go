@@ -15,7 +15,6 @@ import (
 var pendingFlags = map[string]string{
 	"http-addr":     "serves /metrics, /healthz and /readyz (commands issue)",
 	"drain-timeout": "the producer's drain on SIGTERM (commands issue)",
-	"version":       "prints the stamped version (commands issue)",
 }
 
 // missing collects pending flags that commands lack, for one t.Skip.

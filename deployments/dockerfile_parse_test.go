@@ -18,6 +18,7 @@ type stage struct {
 	args     map[string]string // ARG defaults declared in the stage
 	env      map[string]string // ENV, variables expanded
 	user     string            // last USER
+	workdir  string            // last WORKDIR
 	labels   map[string]string // LABEL
 	copies   [][]string        // COPY arguments (flags included)
 	runs     [][]string        // RUN shell scripts, as simple commands of words
@@ -142,6 +143,8 @@ func parseDockerfile(path string, vars map[string]string) (*dockerfile, error) {
 			}
 		case "USER":
 			s.user = rest
+		case "WORKDIR":
+			s.workdir = rest
 		case "COPY":
 			words, err := shellWords(rest, lookup(s))
 			if err != nil {

@@ -48,6 +48,15 @@ func TestDockerfile(t *testing.T) {
 	if build.env["CGO_ENABLED"] != "0" {
 		t.Errorf("build stage ENV CGO_ENABLED=%q, want 0 (static binaries)", build.env["CGO_ENABLED"])
 	}
+	// The go builds run at the root of the copied context, as the test's
+	// builds do.
+	copiesContext := false
+	for _, c := range build.copies {
+		copiesContext = copiesContext || len(c) == 2 && c[0] == "." && (c[1] == "." || c[1] == "./")
+	}
+	if !copiesContext || build.workdir == "" {
+		t.Errorf("the build stage does not COPY . . into its WORKDIR (%q): the go build package paths are relative to the context root", build.workdir)
+	}
 	builds, err := build.goBuilds()
 	if err != nil {
 		t.Fatal(err)
