@@ -211,8 +211,12 @@ func (p *Pipeline) StopProducer() error {
 }
 
 // StartWorker adds a consumer replica.
-func (p *Pipeline) StartWorker() error {
-	w, err := consumer.NewWorker(p.opts.Worker, p.db, p.Conn)
+func (p *Pipeline) StartWorker() error { return p.StartWorkerWith(p.opts.Worker) }
+
+// StartWorkerWith adds a consumer replica with its own configuration, such
+// as another set of handlers.
+func (p *Pipeline) StartWorkerWith(cfg consumer.Config) error {
+	w, err := consumer.NewWorker(cfg, p.db, p.Conn)
 	if err != nil {
 		return err
 	}
