@@ -50,6 +50,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetryMax, "retry-max", loadtestDefault.RetryMax, "longest delay between attempts")
 	fs.DurationVar(&o.Timeout, "timeout", loadtestDefault.Timeout, "bound on inserting and waiting for every event to be terminal")
 	fs.StringVar(&o.Type, "type", "loadtest", "event type inserted and handled")
+	fs.IntVar(&o.BackoffFlood, "backoff-flood", 0, "keep this many events of another type (TYPE-backoff) in a one-hour backoff during the load, and report how soon the others start")
 	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (rewritten on every write, as scripts/dev uses)")
 	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (0 keeps them)")
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", loadtestDefault.SweepInterval, "embedded: time between the producer's sweeps, which apply the retention")

@@ -75,6 +75,11 @@ func printResult(w io.Writer, r loadtest.Result) {
 	}
 	p("latency", "insert to success, first-time successes (n=%d): %s", r.Latency.Count, summary(r.Latency))
 	p("retry lateness", "retry start after it was due (n=%d): %s", r.RetryLateness.Count, summary(r.RetryLateness))
+	p("start delay", "insert to the handler's first start (n=%d): %s", r.StartDelay.Count, summary(r.StartDelay))
+	if f := r.BackoffFlood; f != nil {
+		p("backoff flood", "%d events of type %s in a one-hour backoff during the load; new events of that type, insert to start (n=%d): %s",
+			f.InBackoff, f.Type, f.FreshStartDelay.Count, summary(f.FreshStartDelay))
+	}
 	o := r.Outcomes
 	p("outcomes", "inserted %d · succeeded %d (first time %d, after retries %d) · archived in errors %d · not terminal %d",
 		r.Inserted, o.Succeeded, o.SucceededFirstTime, o.SucceededAfterRetry, o.Archived, o.NotTerminal)

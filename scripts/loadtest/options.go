@@ -54,6 +54,11 @@ type Options struct {
 	// Type is the event type the generator inserts and handles [-type].
 	// Default "loadtest".
 	Type string
+	// BackoffFlood keeps that many events of another type (Type-backoff)
+	// in a one-hour backoff during the load [-backoff-flood]: they fail
+	// once before it starts. Then the start delay of the load's events,
+	// and of new events of the flood's type, shows what waiting costs.
+	BackoffFlood int
 
 	// Embedded mode (MongoURI empty).
 
@@ -179,6 +184,8 @@ func (o Options) validate() error {
 		return config.Invalid("inserters", "must be between 1 and 64, got %d", o.Inserters)
 	case o.FailureRate < 0 || o.FailureRate > 1:
 		return config.Invalid("failure-rate", "must be between 0 and 1, got %g", o.FailureRate)
+	case o.BackoffFlood < 0:
+		return config.Invalid("backoff-flood", "must not be negative, got %d", o.BackoffFlood)
 	case o.MaxAttempts < 1:
 		return config.Invalid("max-attempts", "must be at least 1, got %d", o.MaxAttempts)
 	case o.PayloadSize < 0:

@@ -37,6 +37,7 @@ type Settings struct {
 	RetryMax       string  `json:"retry_max"`
 	Timeout        string  `json:"timeout"`
 	Type           string  `json:"type"`
+	BackoffFlood   int     `json:"backoff_flood,omitempty"`
 	Storage        string  `json:"storage,omitempty"`
 	Retention      string  `json:"retention,omitempty"`
 	SweepInterval  string  `json:"sweep_interval,omitempty"`
@@ -80,6 +81,10 @@ type Result struct {
 	Latency Summary `json:"latency"`
 	// RetryLateness: when each retry's handler started, after it was due.
 	RetryLateness Summary `json:"retry_lateness"`
+	// StartDelay: insert to the first start of the handler, of every event.
+	StartDelay Summary `json:"start_delay"`
+	// BackoffFlood: what a run with -backoff-flood saw.
+	BackoffFlood *FloodResult `json:"backoff_flood,omitempty"`
 
 	Outcomes        Outcomes      `json:"outcomes"`
 	HandlerRuns     int64         `json:"handler_runs"`
@@ -130,6 +135,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	tr := newTracker(o.Count, o.FailureRate, o.HandlerLatency)
 	runID := bson.NewObjectID().Hex()
+	if o.BackoffFlood > 0 {
+		tr.flood = newFlood(o, runID)
+	}
 	rssReset := resetPeakRSS()
 	var (
 		t   *target
@@ -150,8 +158,27 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 
+	if tr.flood != nil {
+		fctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		err := tr.flood.fill(fctx, t, o.BackoffFlood)
+		cancel()
+		if err != nil {
+			return res, err
+		}
+		res.BackoffFlood = &FloodResult{Events: o.BackoffFlood, InBackoff: tr.flood.failed.Load(), Type: tr.flood.typ}
+	}
 	gen := newGenerator(o, tr, t.events, runID)
 	loadErr := load(ctx, o, t, tr, gen, runID, &res)
+	if tr.flood != nil && loadErr == nil {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		delays, err := tr.flood.fresh(fctx, t)
+		cancel()
+		if err != nil {
+			loadErr = err
+		} else {
+			res.BackoffFlood.FreshStartDelay = Summarize(delays)
+		}
+	}
 
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
@@ -197,6 +224,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	res.Latency = Summarize(firstTimeLatencies(tr))
 	res.RetryLateness = Summarize(tr.retryLateness())
+	res.StartDelay = Summarize(tr.startDelays())
 	res.Foreign = tr.foreign.Load()
 	for i := range tr.recs {
 		res.HandlerRuns += int64(tr.recs[i].runs.Load())
@@ -362,7 +390,7 @@ func settings(o Options) Settings {
 		Count: o.Count, Rate: o.Rate, FailureRate: o.FailureRate, MaxAttempts: o.MaxAttempts,
 		PayloadSize: o.PayloadSize, HandlerLatency: o.HandlerLatency.String(), Replicas: o.Replicas,
 		Concurrency: o.Concurrency, RetryInitial: o.RetryInitial.String(), RetryMax: o.RetryMax.String(),
-		Timeout: o.Timeout.String(), Type: o.Type,
+		Timeout: o.Timeout.String(), Type: o.Type, BackoffFlood: o.BackoffFlood,
 	}
 	if o.Rate == 0 {
 		s.Inserters = o.Inserters

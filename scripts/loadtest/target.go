@@ -60,9 +60,13 @@ type target struct {
 }
 
 func workerConfig(o Options, tr *tracker) consumer.Config {
+	handlers := map[string]consumer.Handler{o.Type: tr.handle}
+	if tr.flood != nil {
+		handlers[tr.flood.typ] = tr.flood.handle
+	}
 	return consumer.Config{
 		Names:    o.Names,
-		Handlers: map[string]consumer.Handler{o.Type: tr.handle},
+		Handlers: handlers,
 		Policies: retry.Policies{Default: retry.Policy{
 			InitialInterval: o.RetryInitial, Multiplier: 2, MaxInterval: o.RetryMax,
 			RandomizationFactor: 0.2, MaxAttempts: o.MaxAttempts,

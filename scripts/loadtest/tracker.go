@@ -29,6 +29,8 @@ type record struct {
 	// first terminal transition.
 	terminalAt       atomic.Int64
 	terminalAttempts atomic.Int64
+	// startedAt (ns since base) is the first handler start.
+	startedAt atomic.Int64
 }
 
 // tracker holds a record per event of the run, under ids generated before
@@ -50,6 +52,8 @@ type tracker struct {
 
 	mu       sync.Mutex
 	lateness []time.Duration // retry start minus its due time
+
+	flood *flood // a backoff flood (Options.BackoffFlood), or nil
 }
 
 func newTracker(n int, failureRate float64, latency time.Duration) *tracker {
@@ -98,6 +102,7 @@ func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 		return nil
 	}
 	r.runs.Add(1)
+	r.startedAt.CompareAndSwap(0, t.since())
 	if ev.Attempts > 0 && !ev.NextAttemptAt.IsZero() {
 		// A retry: how late it started after it was due. nextAttemptAt is
 		// stored with millisecond precision, so a retry up to 1ms early
@@ -126,6 +131,9 @@ func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 // archiver. Success and archive are terminal; failed and error are not (an
 // event in error still has to be archived).
 func (t *tracker) onTransition(tr consumer.Transition) {
+	if t.flood != nil && tr.Type == t.flood.typ {
+		return // the flood's events are not the load's
+	}
 	id, err := bson.ObjectIDFromHex(tr.ID)
 	r := t.lookup(id)
 	if err != nil || r == nil {
@@ -152,6 +160,19 @@ func (t *tracker) terminated(r *record, attempts int64) {
 	}
 	t.terminal.Add(1)
 	storeMax(&t.lastDoneAt, at)
+}
+
+// startDelays are how long each event took from its insert to the first
+// start of its handler.
+func (t *tracker) startDelays() []time.Duration {
+	var out []time.Duration
+	for i := range t.recs {
+		r := &t.recs[i]
+		if in, st := r.insertedAt.Load(), r.startedAt.Load(); in > 0 && st > 0 {
+			out = append(out, time.Duration(st-in))
+		}
+	}
+	return out
 }
 
 func (t *tracker) retryLateness() []time.Duration {
