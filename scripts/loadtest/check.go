@@ -49,7 +49,7 @@ type Stored struct {
 	ErrorsAttempts int64
 }
 
-// Checker checks the invariants of DESIGN.md on a finished run:
+// Checker checks the invariants of docs/DESIGN.md on a finished run:
 //
 //   - none lost: every inserted event reached exactly one terminal state,
 //     and is where that state says (a succeeded one in events with state
