@@ -1,8 +1,8 @@
-// Package store is retrigger's storage port: the handful of MongoDB collection
-// operations the producer, the consumer and the archiver need. Filters and
-// update documents are MongoDB query documents written once in the domain
-// code (anything go.mongodb.org/mongo-driver/v2/bson can marshal); every
-// backend executes them with MongoDB semantics.
+// Package store is retrigger's storage port: the handful of MongoDB
+// collection operations retrigger needs. Filters and update documents are
+// MongoDB query documents (anything go.mongodb.org/mongo-driver/v2/bson can
+// marshal), written once, in package eventstore, the one user of this port;
+// every backend executes them with MongoDB semantics.
 //
 // Two backends implement the port: store/mongostore (the official driver,
 // for replica sets, sharded clusters and Atlas) and store/embedded (lungo,
