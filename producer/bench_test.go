@@ -89,6 +89,13 @@ func (s *replayStream) Next(ctx context.Context) (store.Change, error) {
 	return store.Change{}, ctx.Err()
 }
 
+func (s *replayStream) TryNext(ctx context.Context) (store.Change, bool, error) {
+	ch, err := s.Next(ctx)
+	return ch, err == nil, err
+}
+
+func (s *replayStream) ResumeToken() bson.Raw { return nil }
+
 func (s *replayStream) Close(context.Context) error { return nil }
 
 // replayEvents is the events collection of an embedded engine whose Watch

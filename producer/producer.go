@@ -57,6 +57,10 @@ func New(cfg Config, db store.Database, nc *nats.Conn) (*Producer, error) {
 	st := eventstore.New(db, cfg.Store)
 	p := &Producer{cfg: cfg, log: log, store: st, js: js, ready: make(chan struct{}), warned: map[string]time.Time{}, unserved: map[string]time.Time{}}
 	pub := &publisher{cfg: cfg, log: log, store: st, js: js, stats: &p.stats, maxPayload: int(nc.MaxPayload())}
+	pub.ensureStreams = func(ctx context.Context) error {
+		_, err := messaging.EnsureStreams(ctx, js, cfg.Names, cfg.Streams, true)
+		return err
+	}
 	p.Scheduler = newScheduler(cfg.Scheduler, log.With().Str("service", "scheduler").Logger(), st, pub, cfg.Now)
 	pub.schedule = p.Scheduler.Wake
 	p.Sweeper = newSweeper(cfg.Sweeper, log.With().Str("service", "sweeper").Logger(), st, pub, cfg.Now, cfg.DisableChangeStreams)

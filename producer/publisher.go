@@ -48,6 +48,29 @@ type publisher struct {
 	maxPayload int
 	// schedule is told the due time of a failed event that is not due yet.
 	schedule func(due time.Time)
+	// ensureStreams creates the streams again when a publish finds one
+	// missing (deleted or lost at run time).
+	ensureStreams func(ctx context.Context) error
+	ensuredAt     atomic.Int64 // unix ns of the last ensureStreams, to do it at most once a second
+}
+
+// streamMissing ensures the streams again, at most once a second, when err
+// says a stream is missing; it returns err.
+func (p *publisher) streamMissing(ctx context.Context, err error) error {
+	if err == nil || !messaging.IsStreamMissing(err) || p.ensureStreams == nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	last := p.ensuredAt.Load()
+	if now-last < int64(time.Second) || !p.ensuredAt.CompareAndSwap(last, now) {
+		return err
+	}
+	if eerr := p.ensureStreams(ctx); eerr != nil {
+		p.log.Warn().Err(eerr).Msg("a stream is missing and creating it failed")
+	} else {
+		p.log.Warn().Err(err).Msg("a stream was missing: created it again")
+	}
+	return err
 }
 
 // routed is what to do with an event document.
@@ -167,7 +190,7 @@ func (p *publisher) publishAsync(ctx context.Context, r routed) (jetstream.PubAc
 		return nil, p.fallback(ctx, r, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("publishing %s: %w", r.msg.Header.Get(nats.MsgIdHdr), err)
+		return nil, p.streamMissing(ctx, fmt.Errorf("publishing %s: %w", r.msg.Header.Get(nats.MsgIdHdr), err))
 	}
 	p.log.Debug().Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
 	return fut, nil
@@ -188,7 +211,7 @@ func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFut
 		if messaging.IsMessageError(err) {
 			return p.fallback(ctx, r, err)
 		}
-		return fmt.Errorf("publish of %s not acknowledged: %w", fut.Msg().Header.Get(nats.MsgIdHdr), err)
+		return p.streamMissing(ctx, fmt.Errorf("publish of %s not acknowledged: %w", fut.Msg().Header.Get(nats.MsgIdHdr), err))
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -131,12 +132,27 @@ func (r *Relay) relay(ctx context.Context) error {
 	return err
 }
 
-// read publishes each change and queues it for collectAcks.
+// read publishes each change and queues it for collectAcks. When no change
+// came for a while it queues the stream's resume token alone: it moves the
+// checkpoint past the changes the $match filtered out, so a restart after a
+// quiet spell does not need history the oplog may have dropped.
 func (r *Relay) read(ctx context.Context, cs store.ChangeStream, queue chan<- pending) error {
+	var queued bson.Raw
 	for {
-		ch, err := cs.Next(ctx)
+		ch, ok, err := cs.TryNext(ctx)
 		if err != nil {
 			return fmt.Errorf("reading change stream: %w", err)
+		}
+		if !ok {
+			if token := cs.ResumeToken(); token != nil && !bytes.Equal(token, queued) {
+				queued = token
+				select {
+				case queue <- pending{token: token}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			continue
 		}
 		r.pub.stats.Changes.Add(1)
 		switch ch.Op {
@@ -144,6 +160,7 @@ func (r *Relay) read(ctx context.Context, cs store.ChangeStream, queue chan<- pe
 			return errInvalidated
 		}
 		pd := pending{token: ch.Token}
+		queued = ch.Token
 		if ch.Doc != nil {
 			pd.r = r.pub.route(ch.Doc, changeStamp(ch.ClusterTime), r.now())
 			pd.fut, err = r.pub.publishAsync(ctx, pd.r)

@@ -29,11 +29,13 @@ type Archive struct {
 // MoveToErrors moves an event document, as read, into the errors
 // collection: it writes the copy (replacing an older archive of the same
 // _id), then deletes the event pinned on the version and state it was read
-// with. Each step is idempotent, and the order means a crash in between
-// leaves the event in both places, never in neither; repeating the move
-// finishes it. When the event changed in between (the application reset
-// it), the copy is taken back and ErrStale returned: the event lives on.
-// When it is already gone, the move is complete.
+// with. Where the deployment has transactions both writes are one
+// transaction with a majority write concern: a failover can lose neither
+// alone. Elsewhere they are an ordered pair of idempotent writes: a crash
+// in between leaves the event in both places, never in neither, and
+// repeating the move finishes it. When the event changed in between (the
+// application reset it), the copy is not kept (ErrStale): the event lives
+// on. When it is already gone, the move is complete.
 func (s *Store) MoveToErrors(ctx context.Context, doc bson.Raw, a Archive) error {
 	id, err := doc.LookupErr(event.FieldID)
 	if err != nil {
@@ -44,14 +46,30 @@ func (s *Store) MoveToErrors(ctx context.Context, doc bson.Raw, a Archive) error
 	if err != nil {
 		return wrap("archiving an event", err)
 	}
-	if _, err := s.errs.ReplaceOne(ctx, byID(id), copy, true); err != nil {
-		return wrap("writing the archived copy", err)
+	move := func(ctx context.Context) (deleted bool, err error) {
+		if _, err := s.errs.ReplaceOne(ctx, byID(id), copy, true); err != nil {
+			return false, wrap("writing the archived copy", err)
+		}
+		n, err := s.events.DeleteOne(ctx, unchanged(doc))
+		return n == 1, wrap("deleting the archived event", err)
 	}
-	n, err := s.events.DeleteOne(ctx, unchanged(doc))
-	if err != nil {
-		return wrap("deleting the archived event", err)
+	var deleted bool
+	err = s.db.Transact(ctx, func(ctx context.Context) error {
+		var err error
+		if deleted, err = move(ctx); err == nil && !deleted {
+			err = errNotDeleted // abort: nothing is kept
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, store.ErrNoTransactions):
+		if deleted, err = move(ctx); err != nil {
+			return err
+		}
+	case err != nil && !errors.Is(err, errNotDeleted):
+		return wrap("moving an event into errors", err)
 	}
-	if n == 1 {
+	if deleted {
 		return nil
 	}
 	if _, err := s.events.FindOne(ctx, byID(id)); errors.Is(err, store.ErrNotFound) {
@@ -59,12 +77,16 @@ func (s *Store) MoveToErrors(ctx context.Context, doc bson.Raw, a Archive) error
 	} else if err != nil {
 		return wrap("reading an event that was not deleted", err)
 	}
-	// It changed: take back the copy this move wrote.
+	// It changed. Without a transaction, take back the copy this move
+	// wrote (pinned on its time: not an older archive of the same _id).
 	if _, err := s.errs.DeleteOne(ctx, bson.D{{Key: event.FieldID, Value: id}, {Key: event.FieldArchivedAt, Value: at}}); err != nil {
 		return wrap("taking back the archived copy of a changed event", err)
 	}
 	return ErrStale
 }
+
+// errNotDeleted aborts the transaction of a move whose event changed.
+var errNotDeleted = errors.New("the event changed while being archived")
 
 // unchanged selects the document only while its version and state are as
 // in doc, whatever their BSON types (a malformed document is archived too).

@@ -68,6 +68,7 @@ func (o Options) WithDefaults() Options {
 // safe for concurrent use.
 type Store struct {
 	opts        Options
+	db          store.Database
 	events      store.Collection
 	errs        store.Collection
 	checkpoints store.Collection
@@ -78,6 +79,7 @@ func New(db store.Database, o Options) *Store {
 	o = o.WithDefaults()
 	return &Store{
 		opts:        o,
+		db:          db,
 		events:      db.Collection(o.Events),
 		errs:        db.Collection(o.Errors),
 		checkpoints: db.Collection(o.Checkpoints),

@@ -28,12 +28,22 @@ var (
 	// ErrHistoryLost: a change stream cannot resume from the given token
 	// because the history (oplog) no longer holds it.
 	ErrHistoryLost = errors.New("store: change stream history lost")
+	// ErrNoTransactions: the deployment cannot run multi-document
+	// transactions (a standalone server); the caller falls back to an
+	// ordered sequence of idempotent writes.
+	ErrNoTransactions = errors.New("store: transactions are not supported by this deployment")
 )
 
 // Database opens collections. It is safe for concurrent use.
 type Database interface {
 	// Collection returns a handle on the named collection; it does no I/O.
 	Collection(name string) Collection
+	// Transact runs fn in one multi-document transaction: the operations
+	// fn makes with the context it is given commit together, with a
+	// majority write concern, or not at all. An error from fn aborts it and
+	// is returned. ErrNoTransactions: the deployment has none (fn did not
+	// run).
+	Transact(ctx context.Context, fn func(ctx context.Context) error) error
 	// Close releases the connection or the engine. Safe to call twice.
 	Close(ctx context.Context) error
 }
@@ -44,6 +54,8 @@ type Database interface {
 type Collection interface {
 	// InsertOne inserts doc. A unique-index violation wraps ErrDuplicate.
 	InsertOne(ctx context.Context, doc any) error
+	// InsertMany inserts docs in order, stopping at the first error.
+	InsertMany(ctx context.Context, docs []any) error
 	// FindOne returns the first document matching filter, or ErrNotFound.
 	FindOne(ctx context.Context, filter any) (bson.Raw, error)
 	// Find returns the documents matching filter, in opts.Sort order, at
@@ -109,6 +121,13 @@ type ChangeStream interface {
 	// Next blocks until the next change, ctx ends, or the stream fails. An
 	// error wrapping ErrHistoryLost means the stream fell off the history.
 	Next(ctx context.Context) (Change, error)
+	// TryNext is Next that waits at most about a second (the server's
+	// await time): false when no change came.
+	TryNext(ctx context.Context) (Change, bool, error)
+	// ResumeToken resumes the stream after everything it has read,
+	// including the changes its $match filtered out: after TryNext found
+	// nothing, a checkpoint of it keeps the history a restart needs short.
+	ResumeToken() bson.Raw
 	// Close ends the stream. Safe to call twice.
 	Close(ctx context.Context) error
 }

@@ -33,8 +33,13 @@ func recovered(err *error) {
 	}
 }
 
-// write runs fn in a write transaction and commits it.
+// write runs fn in a write transaction and commits it; inside Transact,
+// in Transact's transaction, which commits at its end.
 func (c *collection) write(ctx context.Context, fn func(*lungo.Transaction) (*lungo.Result, error)) (_ *lungo.Result, err error) {
+	if txn := c.db.txnOf(ctx); txn != nil {
+		defer recovered(&err)
+		return fn(txn)
+	}
 	txn, err := c.db.engine.Begin(ctx, true)
 	if err != nil {
 		return nil, err
@@ -67,9 +72,11 @@ func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit in
 			return nil, err
 		}
 	}
-	txn, err := c.db.engine.Begin(ctx, false)
-	if err != nil {
-		return nil, err
+	txn := c.db.txnOf(ctx)
+	if txn == nil {
+		if txn, err = c.db.engine.Begin(ctx, false); err != nil {
+			return nil, err
+		}
 	}
 	res, err := txn.Find(c.handle, query, order, 0, limit)
 	if err != nil {
@@ -88,6 +95,27 @@ func (c *collection) InsertOne(ctx context.Context, doc any) error {
 	})
 	if err == nil {
 		err = res.Error // the error of an ordered insert's first failed document
+	}
+	if err != nil {
+		return fmt.Errorf("inserting into %s: %w", c.handle[1], classify(err))
+	}
+	return nil
+}
+
+func (c *collection) InsertMany(ctx context.Context, docs []any) error {
+	list := make(bsonkit.List, len(docs))
+	for i, doc := range docs {
+		d, err := toDoc(doc)
+		if err != nil {
+			return fmt.Errorf("inserting into %s: %w", c.handle[1], err)
+		}
+		list[i] = d
+	}
+	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
+		return txn.Insert(c.handle, list, true)
+	})
+	if err == nil {
+		err = res.Error
 	}
 	if err != nil {
 		return fmt.Errorf("inserting into %s: %w", c.handle[1], classify(err))

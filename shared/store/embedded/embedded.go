@@ -125,6 +125,50 @@ func (d *DB) Collection(name string) store.Collection {
 	return &collection{db: d, handle: lungo.Handle{d.database, name}}
 }
 
+// txnKey carries the transaction of Transact in a context; the DB is part
+// of the key, so a transaction never leaks to another engine.
+type txnKey struct{ db *DB }
+
+func (d *DB) txnOf(ctx context.Context) *lungo.Transaction {
+	txn, _ := ctx.Value(txnKey{d}).(*lungo.Transaction)
+	return txn
+}
+
+// Transact implements store.Database: fn's operations run in one of the
+// engine's write transactions, which commits when fn returns nil. Other
+// writers wait meanwhile (the engine takes one writer at a time).
+func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	if d.txnOf(ctx) != nil {
+		return fn(ctx) // already inside one
+	}
+	txn, err := d.engine.Begin(ctx, true)
+	if err != nil {
+		return fmt.Errorf("starting a transaction: %w", err)
+	}
+	defer d.engine.Abort(txn)
+	if err := fn(context.WithValue(ctx, txnKey{d}, txn)); err != nil {
+		return err
+	}
+	if err := d.engine.Commit(txn); err != nil {
+		return fmt.Errorf("committing a transaction: %w", err)
+	}
+	return nil
+}
+
+// DropCollection drops a collection, as an operator (or a $out) would: its
+// change streams see a "drop". Tests use it; retrigger never drops.
+func (d *DB) DropCollection(ctx context.Context, name string) error {
+	txn, err := d.engine.Begin(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer d.engine.Abort(txn)
+	if err := txn.Drop(lungo.Handle{d.database, name}); err != nil {
+		return fmt.Errorf("dropping %s: %w", name, err)
+	}
+	return d.engine.Commit(txn)
+}
+
 // Close stops the engine. Open change streams return an error from Next.
 // Safe to call twice.
 func (d *DB) Close(context.Context) error {

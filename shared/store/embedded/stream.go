@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/256dpi/lungo"
 	"github.com/256dpi/lungo/bsonkit"
@@ -96,16 +97,43 @@ type stream struct {
 }
 
 func (s *stream) Next(ctx context.Context) (store.Change, error) {
+	ch, _, err := s.next(ctx, nil)
+	return ch, err
+}
+
+// awaitTime is how long TryNext waits for a change, as a server's getMore.
+const awaitTime = time.Second
+
+func (s *stream) TryNext(ctx context.Context) (store.Change, bool, error) {
+	t := time.NewTimer(awaitTime)
+	defer t.Stop()
+	return s.next(ctx, t.C)
+}
+
+// ResumeToken is the token of the last oplog entry read, matching or not.
+func (s *stream) ResumeToken() bson.Raw {
+	if s.last == nil {
+		return nil
+	}
+	b, err := bsonv1.Marshal(bsonkit.Get(s.last, "_id"))
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// next returns the next change; with give, false once give fires first.
+func (s *stream) next(ctx context.Context, give <-chan time.Time) (store.Change, bool, error) {
 	for {
 		if s.closed {
-			return store.Change{}, fmt.Errorf("reading change stream: %w", errStreamClosed)
+			return store.Change{}, false, fmt.Errorf("reading change stream: %w", errStreamClosed)
 		}
 		if err := ctx.Err(); err != nil {
-			return store.Change{}, fmt.Errorf("reading change stream: %w", err)
+			return store.Change{}, false, fmt.Errorf("reading change stream: %w", err)
 		}
 		commit := s.db.commits.wait() // before reading the catalog: see commitSignal
 		if s.db.closed.Load() {
-			return store.Change{}, fmt.Errorf("reading change stream: %w", lungo.ErrEngineClosed)
+			return store.Change{}, false, fmt.Errorf("reading change stream: %w", lungo.ErrEngineClosed)
 		}
 
 		oplog := s.db.engine.Catalog().Namespaces[lungo.Oplog].Documents
@@ -113,7 +141,7 @@ func (s *stream) Next(ctx context.Context) (store.Change, error) {
 		if s.last != nil {
 			i, ok := oplog.Index[s.last]
 			if !ok { // trimmed from the history before we read past it
-				return store.Change{}, fmt.Errorf("reading change stream: %w: %w", store.ErrHistoryLost, lungo.ErrLostOplogPosition)
+				return store.Change{}, false, fmt.Errorf("reading change stream: %w: %w", store.ErrHistoryLost, lungo.ErrLostOplogPosition)
 			}
 			next = i + 1
 		}
@@ -121,17 +149,19 @@ func (s *stream) Next(ctx context.Context) (store.Change, error) {
 			s.last = entry
 			change, ok, err := s.convert(entry)
 			if err != nil {
-				return store.Change{}, fmt.Errorf("reading change stream: %w", err)
+				return store.Change{}, false, fmt.Errorf("reading change stream: %w", err)
 			}
 			if ok {
-				return change, nil
+				return change, true, nil
 			}
 		}
 
 		select {
 		case <-commit:
+		case <-give:
+			return store.Change{}, false, nil
 		case <-ctx.Done():
-			return store.Change{}, fmt.Errorf("reading change stream: %w", ctx.Err())
+			return store.Change{}, false, fmt.Errorf("reading change stream: %w", ctx.Err())
 		}
 	}
 }

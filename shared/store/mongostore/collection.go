@@ -35,6 +35,16 @@ func (c *collection) InsertOne(ctx context.Context, doc any) error {
 	return nil
 }
 
+func (c *collection) InsertMany(ctx context.Context, docs []any) error {
+	if len(docs) == 0 {
+		return nil
+	}
+	if _, err := c.coll.InsertMany(ctx, docs); err != nil {
+		return fmt.Errorf("inserting into %s: %w", c.coll.Name(), classify(err))
+	}
+	return nil
+}
+
 func (c *collection) FindOne(ctx context.Context, filter any) (bson.Raw, error) {
 	doc, err := c.coll.FindOne(ctx, filterOf(filter)).Raw()
 	if err != nil {
@@ -141,8 +151,12 @@ func (c *collection) EnsureIndexes(ctx context.Context, indexes []store.Index) e
 func (c *collection) Watch(ctx context.Context, opts store.WatchOptions) (store.ChangeStream, error) {
 	pipeline := mongo.Pipeline{}
 	if opts.Match != nil {
-		pipeline = mongo.Pipeline{{{Key: "$match", Value: opts.Match}}}
+		pipeline = append(pipeline, bson.D{{Key: "$match", Value: opts.Match}})
 	}
+	// The description of an update is never read; without it, an update
+	// near 16 MB whose looked-up document is as large again still fits in
+	// a change event.
+	pipeline = append(pipeline, bson.D{{Key: "$project", Value: bson.D{{Key: "updateDescription", Value: 0}}}})
 	watch := options.ChangeStream().SetFullDocument(options.UpdateLookup)
 	if opts.ResumeAfter != nil {
 		watch.SetResumeAfter(opts.ResumeAfter)
@@ -164,14 +178,37 @@ type stream struct {
 
 func (s *stream) Next(ctx context.Context) (store.Change, error) {
 	if !s.cs.Next(ctx) {
-		err := s.cs.Err()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			err = ctxErr
-		} else if err == nil {
-			err = errStreamEnded
-		}
-		return store.Change{}, fmt.Errorf("reading change stream: %w", classify(err))
+		return store.Change{}, s.failed(ctx)
 	}
+	return s.current(), nil
+}
+
+func (s *stream) TryNext(ctx context.Context) (store.Change, bool, error) {
+	if s.cs.TryNext(ctx) {
+		return s.current(), true, nil
+	}
+	if s.cs.Err() != nil || ctx.Err() != nil || s.cs.ID() == 0 {
+		return store.Change{}, false, s.failed(ctx)
+	}
+	return store.Change{}, false, nil
+}
+
+// ResumeToken is the driver's: after an empty batch, the post-batch token.
+func (s *stream) ResumeToken() bson.Raw { return bson.Raw(bytes.Clone(s.cs.ResumeToken())) }
+
+// failed is the error of a stream that returned no change.
+func (s *stream) failed(ctx context.Context) error {
+	err := s.cs.Err()
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		err = ctxErr
+	} else if err == nil {
+		err = errStreamEnded
+	}
+	return fmt.Errorf("reading change stream: %w", classify(err))
+}
+
+// current decodes the change the cursor is on.
+func (s *stream) current() store.Change {
 	event := bson.Raw(bytes.Clone(s.cs.Current)) // Current is reused by Next
 	change := store.Change{
 		Op: event.Lookup("operationType").StringValue(),
@@ -186,7 +223,7 @@ func (s *stream) Next(ctx context.Context) (store.Change, error) {
 	if doc, ok := event.Lookup("fullDocument").DocumentOK(); ok {
 		change.Doc = doc // absent for deletes, null when the document is gone
 	}
-	return change, nil
+	return change
 }
 
 func (s *stream) Close(ctx context.Context) error {

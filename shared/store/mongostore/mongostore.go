@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"strings"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/retrigger/retrigger/shared/store"
 )
@@ -16,22 +20,68 @@ import (
 type DB struct {
 	client *mongo.Client
 	db     *mongo.Database
+	// transactions: the deployment is a replica set or a sharded cluster.
+	transactions bool
 }
 
 var _ store.Database = (*DB)(nil)
 
+// Option tunes Open.
+type Option func(*options.ClientOptions)
+
+// WithAppName names the connecting component in the server's logs, slow
+// query log and currentOp (appName).
+func WithAppName(name string) Option {
+	return func(o *options.ClientOptions) { o.SetAppName(name) }
+}
+
 // Open connects to the deployment at uri and pings it with ctx; database is
 // the database that holds retrigger's collections.
-func Open(ctx context.Context, uri, database string) (*DB, error) {
-	client, err := mongo.Connect(options.Client().ApplyURI(uri))
+//
+// Reads go to the primary whatever the URI says: retrigger reads to decide
+// (is this event still runnable, is it in the error state), and a
+// secondary's stale answer would have it ack live messages as stale.
+// Writes use the deployment's default write concern, except the moves
+// between events and errors, which run in a transaction with a majority
+// write concern where the deployment has transactions.
+func Open(ctx context.Context, uri, database string, opts ...Option) (*DB, error) {
+	co := options.Client().ApplyURI(uri)
+	for _, o := range opts {
+		o(co)
+	}
+	client, err := mongo.Connect(co)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", Redact(uri), err)
 	}
-	if err := client.Ping(ctx, nil); err != nil {
+	var hello bson.M
+	if err := client.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("pinging %s: %w", Redact(uri), err)
 	}
-	return &DB{client: client, db: client.Database(database)}, nil
+	_, replicaSet := hello["setName"]
+	sharded := hello["msg"] == "isdbgrid"
+	db := client.Database(database, options.Database().SetReadPreference(readpref.Primary()))
+	return &DB{client: client, db: db, transactions: replicaSet || sharded}, nil
+}
+
+// Transact implements store.Database with a transaction of a session:
+// snapshot reads, majority writes, retried by the driver on transient
+// errors. On a standalone server it returns store.ErrNoTransactions.
+func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) error {
+	if !d.transactions {
+		return store.ErrNoTransactions
+	}
+	sess, err := d.client.StartSession()
+	if err != nil {
+		return fmt.Errorf("starting a session: %w", err)
+	}
+	defer sess.EndSession(context.WithoutCancel(ctx))
+	txn := options.Transaction().
+		SetWriteConcern(writeconcern.Majority()).
+		SetReadConcern(readconcern.Snapshot()).
+		SetReadPreference(readpref.Primary())
+	_, err = sess.WithTransaction(ctx, func(ctx context.Context) (any, error) { return nil, fn(ctx) }, txn)
+	return err
 }
 
 // Collection implements store.Database.
@@ -60,6 +110,10 @@ const (
 	// ChangeStreamHistoryLost: the resume point fell off the oplog. Not
 	// resumable.
 	codeChangeStreamHistoryLost = 286
+	// InvalidResumeToken: the token cannot resume this stream (it is of
+	// another collection, or the stream was invalidated, as by a drop).
+	// Not resumable: start from the present and sweep.
+	codeInvalidResumeToken = 260
 )
 
 // classify maps driver errors to the port's sentinels, keeping the driver's
@@ -76,6 +130,7 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrDuplicate, err)
 	case errors.As(err, &server) && (server.HasErrorCode(codeChangeStreamHistoryLost) ||
 		server.HasErrorCode(codeChangeStreamFatalError) ||
+		server.HasErrorCode(codeInvalidResumeToken) ||
 		server.HasErrorCode(codeCappedPositionLost)):
 		return fmt.Errorf("%w: %w", store.ErrHistoryLost, err)
 	}
