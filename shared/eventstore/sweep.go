@@ -32,10 +32,23 @@ func (c Cursor) page(field string) bson.D {
 	for i, id := range c.Seen {
 		seen[i] = id
 	}
+	// After the last time, or at it and not returned yet. (Not "$gte and
+	// not seen": an event seen at that time may have moved later since,
+	// as a failed event that failed again, and must be found there.)
 	return bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: field, Value: bson.D{{Key: "$gt", Value: c.After}}}},
 		bson.D{{Key: field, Value: c.After}, {Key: event.FieldID, Value: bson.D{{Key: "$nin", Value: seen}}}},
 	}}}
+}
+
+// within adds the page's condition to filter, which may hold conditions on
+// the same field.
+func (c Cursor) within(filter bson.D, field string) bson.D {
+	page := c.page(field)
+	if len(page) == 0 {
+		return filter
+	}
+	return bson.D{{Key: "$and", Value: bson.A{filter, page}}}
 }
 
 // Advance moves the cursor past docs, a page sorted by the date at field.
@@ -78,7 +91,7 @@ func (s *Store) FailedAfter(ctx context.Context, cur Cursor, limit int) ([]bson.
 		{Key: event.FieldState, Value: stateValue(event.StateFailed)},
 		{Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$type", Value: "date"}}},
 	}
-	filter = append(filter, cur.page(event.FieldNextAttemptAt)...)
+	filter = cur.within(filter, event.FieldNextAttemptAt)
 	docs, err := s.events.Find(ctx, filter, store.FindOptions{Sort: bson.D{{Key: event.FieldNextAttemptAt, Value: 1}}, Limit: int64(limit)})
 	if err != nil {
 		return nil, cur, wrap("finding failed events by due time", err)
@@ -172,6 +185,26 @@ func (o SweepOptions) branches() []branch {
 	}
 }
 
+// Query is one query of a sweep, as it is sent (for explain plans).
+type Query struct {
+	Name   string
+	Filter bson.D
+	Sort   bson.D // nil: unordered
+}
+
+// Queries are the first-page queries of a sweep with these options.
+func (o SweepOptions) Queries() []Query {
+	var out []Query
+	for _, b := range o.branches() {
+		q := Query{Name: b.name, Filter: b.filter}
+		if b.order != "" {
+			q.Sort = bson.D{{Key: b.order, Value: 1}}
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
 // maxUnorderedPages bounds the pages of an unordered branch in one sweep,
 // whose paging filter grows with each page.
 const maxUnorderedPages = 20
@@ -213,7 +246,7 @@ func (s *Store) sweepBranch(ctx context.Context, b branch, limit int, visit func
 		filter := append(bson.D{}, b.filter...)
 		opts := store.FindOptions{Limit: int64(limit)}
 		if b.order != "" {
-			filter = append(filter, cur.page(b.order)...)
+			filter = cur.within(filter, b.order)
 			opts.Sort = bson.D{{Key: b.order, Value: 1}}
 		} else {
 			if page >= maxUnorderedPages {

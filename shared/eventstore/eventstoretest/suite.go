@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"MoveToErrorsOfAChangedEventTakesTheCopyBack", testMoveChanged, false},
 		{"RedrivenCopyArchivesAgain", testRearchive, false},
 		{"FailedAfterPagesInDueOrder", testFailedAfter, false},
+		{"FailedAfterFindsAnEventThatMovedLater", testFailedAfterMovedLater, false},
 		{"SweepFindsStalledEventsAndNoOthers", testSweep, false},
 		{"SweepPagesThroughMixedIDTypes", testSweepPaging, false},
 		{"RetireDeletesOldSuccessesInBatches", testRetire, false},

@@ -199,3 +199,17 @@ func testIndexes(t *testing.T, b *bundle) {
 	require.NoError(t, b.store.EnsureIndexes(b.ctx))
 	require.NoError(t, b.store.EnsureIndexes(b.ctx))
 }
+
+// A failed event the scheduler's cursor passed comes due again later: the
+// cursor finds it at its new time.
+func testFailedAfterMovedLater(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a", bson.E{Key: "state", Value: int32(2)}, bson.E{Key: "nextAttemptAt", Value: b.now}))
+	docs, cur, err := b.store.FailedAfter(b.ctx, eventstore.Cursor{}, 10)
+	require.NoError(t, err)
+	require.Len(t, docs, 1)
+	_, err = b.events.UpdateOne(b.ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "nextAttemptAt", Value: b.now.Add(time.Minute)}}}}, false)
+	require.NoError(t, err)
+	docs, _, err = b.store.FailedAfter(b.ctx, cur, 10)
+	require.NoError(t, err)
+	require.Len(t, docs, 1, "found again at its new due time")
+}
