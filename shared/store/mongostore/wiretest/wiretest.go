@@ -75,7 +75,8 @@ const stopTimeout = 10 * time.Second
 // Server is a running server.
 type Server struct {
 	Kind Kind
-	// URI connects to it (a single host on 127.0.0.1, direct connection).
+	// URI connects to it (a single host on 127.0.0.1, direct connection,
+	// server selection bounded to 5 s).
 	URI string
 	// Version is what the server reports in buildInfo: jongodb reports
 	// "8.0.0-jongodb", FerretDB its own version and the MongoDB version it
@@ -228,7 +229,10 @@ func start(t testing.TB, k Kind, binary string) (*Server, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("no listening line within %s:\n%s", StartTimeout, tail(s.log.String(), 4000))
 	}
-	s.URI = "mongodb://" + hostport + "/?directConnection=true"
+	// a local server answers at once or not at all: fail in seconds, not
+	// after the driver's default 30 s (after a server drops a connection,
+	// the driver selects it again only once a heartbeat succeeded)
+	s.URI = "mongodb://" + hostport + "/?directConnection=true&serverSelectionTimeoutMS=5000"
 
 	version, err := waitReady(ctx, s.URI, exited)
 	if err != nil {
