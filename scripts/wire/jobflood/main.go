@@ -102,7 +102,9 @@ func run(o options) error {
 		}
 		terminal := 0
 		for _, oc := range seen {
-			if oc.inErrors > 0 || (oc.inEvents > 0 && oc.state == 1) {
+			// archived: in errors and deleted from events (the archiver
+			// writes errors first, so for a moment it is in both)
+			if (oc.inErrors > 0 && oc.inEvents == 0) || (oc.inErrors == 0 && oc.inEvents > 0 && oc.state == 1) {
 				terminal++
 			}
 		}
