@@ -873,9 +873,10 @@ func race(ctx context.Context, prepare func(round int) error, op func(round int)
 		}
 		close(start)
 		wg.Wait()
-		winners := 0
+		winners, failed := 0, 0
 		for i := range racers {
 			if errsR[i] != nil {
+				failed++
 				errs = append(errs, fmt.Errorf("round %d: %w", r, errsR[i]))
 			}
 			if won[i] {
@@ -883,8 +884,10 @@ func race(ctx context.Context, prepare func(round int) error, op func(round int)
 			}
 		}
 		if winners != 1 {
-			lost++
 			errs = append(errs, fmt.Errorf("round %d: %d of %d won, want exactly 1", r, winners, racers))
+		}
+		if winners != 1 || failed > 0 {
+			lost++
 		}
 		if ctx.Err() != nil {
 			break
