@@ -94,7 +94,8 @@ cleanup() {
 	exit "$code"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 mkdir -p "$work/bin" "$work/logs" "$work/nats" "$work/server"
 
@@ -123,9 +124,26 @@ wait_for() {
 	return 1
 }
 
+# run NAME CMD...: runs CMD to its end, output in logs/NAME.out and
+# logs/NAME.log. It runs in the background and is waited for, so that an
+# interrupt stops the script at once (bash runs a trap only after a
+# foreground command ends) and cleanup stops CMD too.
+run() {
+	local name=$1
+	shift
+	"$@" >"$work/logs/$name.out" 2>"$work/logs/$name.log" &
+	pids+=($!)
+	names+=("$name")
+	local rc=0
+	wait $! || rc=$?
+	cat "$work/logs/$name.out"
+	return $rc
+}
+
 alive() { # every process started so far still runs
 	local i
 	for i in "${!pids[@]}"; do
+		case ${names[$i]} in loadgen | jobflood) continue ;; esac # ran to their end
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			log "${names[$i]} exited early"
 			return 1
@@ -232,17 +250,15 @@ alive
 
 log "flooding A: $count events, failure rate $failure_rate, $max_attempts attempts"
 loadgen_ok=true
-"$work/bin/loadgen" -mongodb-uri "$mongo" -mongodb-database retrigger_loadtest -nats-url "$nats" \
+run loadgen "$work/bin/loadgen" -mongodb-uri "$mongo" -mongodb-database retrigger_loadtest -nats-url "$nats" \
 	-stream-prefix RETRIGGER -subject-prefix retrigger -count "$count" -failure-rate "$failure_rate" \
-	-max-attempts "$max_attempts" -replicas 2 -timeout "$timeout" -quiet \
-	>"$work/logs/loadgen.out" 2>"$work/logs/loadgen.log" || loadgen_ok=false
-cat "$work/logs/loadgen.out"
+	-max-attempts "$max_attempts" -replicas 2 -timeout "$timeout" -quiet || loadgen_ok=false
 alive || loadgen_ok=false
 
 log "flooding B: $count events of type job"
 jobflood_ok=true
-"$work/bin/jobflood" -mongodb-uri "$mongo" -mongodb-database retrigger_stock -count "$count" \
-	-max-attempts "$max_attempts" -timeout "$timeout" 2>&1 | tee "$work/logs/jobflood.log" || jobflood_ok=false
+run jobflood "$work/bin/jobflood" -mongodb-uri "$mongo" -mongodb-database retrigger_stock -count "$count" \
+	-max-attempts "$max_attempts" -timeout "$timeout" || jobflood_ok=false
 alive || jobflood_ok=false
 
 if [ "$loadgen_ok" = true ] && [ "$jobflood_ok" = true ]; then
