@@ -178,6 +178,37 @@ func testConcurrentConditionalUpdates(t *testing.T, db store.Database) {
 	assert.Equal(t, int64(1), num(t, doc, "attempts"))
 }
 
+// testConcurrentConditionalUpdateOne races the shape of a state
+// transition: UpdateOne pinned on {_id, version, state}.
+func testConcurrentConditionalUpdateOne(t *testing.T, db store.Database) {
+	ctx := testContext(t)
+	coll := db.Collection("events")
+	insert(t, ctx, coll, bson.D{{Key: "_id", Value: "e1"}, {Key: "version", Value: 3}, {Key: "state", Value: 2}})
+
+	const workers = 8
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	matched := make([]int64, workers)
+	errs := make([]error, workers)
+	for i := range workers {
+		wg.Go(func() {
+			<-start
+			matched[i], errs[i] = coll.UpdateOne(ctx,
+				bson.D{{Key: "_id", Value: "e1"}, {Key: "version", Value: 3}, {Key: "state", Value: 2}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: 4}, {Key: "state", Value: 1}, {Key: "by", Value: i}}}}, false)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	won := 0
+	for i := range workers {
+		require.NoError(t, errs[i])
+		won += int(matched[i])
+	}
+	assert.Equal(t, 1, won, "exactly one conditional update matches")
+}
+
 func testUpdateOne(t *testing.T, db store.Database) {
 	ctx := testContext(t)
 	coll := db.Collection("things")
@@ -315,7 +346,7 @@ func testCount(t *testing.T, db store.Database) {
 	}
 }
 
-func testEnsureIndexesTwice(t *testing.T, db store.Database) {
+func testEnsureIndexesTwice(t *testing.T, db store.Database, noRepeat bool) {
 	ctx := testContext(t)
 	coll := db.Collection("events")
 	indexes := []store.Index{
@@ -324,7 +355,12 @@ func testEnsureIndexesTwice(t *testing.T, db store.Database) {
 	}
 	require.NoError(t, coll.EnsureIndexes(ctx, indexes))
 	insert(t, ctx, coll, bson.M{"key": "k"})
-	require.NoError(t, coll.EnsureIndexes(ctx, indexes), "repeating is a no-op")
+	if noRepeat {
+		require.Error(t, coll.EnsureIndexes(ctx, indexes),
+			"Features.NoRepeatedIndexes is declared, but repeating EnsureIndexes works: remove the declaration")
+	} else {
+		require.NoError(t, coll.EnsureIndexes(ctx, indexes), "repeating is a no-op")
+	}
 	require.NoError(t, coll.EnsureIndexes(ctx, nil), "no indexes")
 
 	err := coll.InsertOne(ctx, bson.M{"key": "k"})

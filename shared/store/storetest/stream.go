@@ -199,3 +199,26 @@ func testChangeStreamHistoryLost(t *testing.T, db store.Database) {
 	_, err := cs.Next(ctx)
 	require.ErrorIs(t, err, store.ErrHistoryLost, "the open stream lost its position")
 }
+
+// testNoChangeStreams checks a declared lack of change streams: Watch, or
+// the first Next, fails with an error other than a timeout, and the
+// database still closes.
+func testNoChangeStreams(t *testing.T, db store.Database) {
+	ctx := testContext(t)
+	coll := db.Collection("events")
+	insert(t, ctx, coll, doc("e1", "a"))
+	cs, err := coll.Watch(ctx, store.WatchOptions{})
+	if err == nil {
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		insert(t, ctx, coll, doc("e2", "a"))
+		_, err = cs.Next(short)
+		_ = cs.Close(ctx)
+		require.NotErrorIs(t, err, context.DeadlineExceeded,
+			"Features.NoChangeStreams is declared, but a stream opened and waited: does the backend have change streams now?")
+	}
+	require.Error(t, err, "Features.NoChangeStreams is declared, but a change stream works: remove the declaration")
+	// what CloseTwice checks besides the stream
+	require.NoError(t, db.Close(ctx))
+	require.NoError(t, db.Close(ctx))
+}
