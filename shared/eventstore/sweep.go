@@ -174,13 +174,13 @@ func (o SweepOptions) branches() []branch {
 		{"new, last transition long ago", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: lte}, free}, event.FieldUpdatedAt},
 		{"new, inserted long ago", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: notADate}, {Key: event.FieldCreatedAt, Value: lte}, free}, event.FieldCreatedAt},
 		{"new, ObjectID from long ago", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: notADate}, {Key: event.FieldCreatedAt, Value: notADate},
-			{Key: event.FieldID, Value: bson.D{{Key: "$lte", Value: lastObjectIDOf(cutoff)}}}, free}, ""},
+			{Key: event.FieldID, Value: bson.D{{Key: "$type", Value: "objectId"}, {Key: "$lte", Value: lastObjectIDOf(cutoff)}}}, free}, ""},
 		{"new, no time at all", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: notADate}, {Key: event.FieldCreatedAt, Value: notADate},
 			{Key: event.FieldID, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "objectId"}}}}}, free}, ""},
 		{"errored, not archived", bson.D{errored, {Key: event.FieldUpdatedAt, Value: lte}}, event.FieldUpdatedAt},
 		{"errored without a time", bson.D{errored, {Key: event.FieldUpdatedAt, Value: notADate}}, ""},
 		{"runs that never finished", bson.D{{Key: event.FieldLeaseUntil, Value: bson.D{{Key: "$lte", Value: o.Now.Add(-o.LeaseGrace)}}}}, event.FieldLeaseUntil},
-		{"malformed state", bson.D{{Key: event.FieldState, Value: bson.D{{Key: "$nin", Value: bson.A{
+		{"malformed state", bson.D{{Key: event.FieldState, Value: bson.D{{Key: "$exists", Value: true}, {Key: "$nin", Value: bson.A{
 			stateValue(event.StateNew), stateValue(event.StateSuccess), stateValue(event.StateFailed), stateValue(event.StateError), nil}}}}}, ""},
 	}
 }

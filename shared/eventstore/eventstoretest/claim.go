@@ -184,7 +184,7 @@ func testClaimDoubles(t *testing.T, b *bundle) {
 
 func testClaimDefaultType(t *testing.T, b *bundle) {
 	st := eventstore.New(b.db, eventstore.Options{Schema: event.Schema{DefaultType: "job", AttemptsField: "count"}})
-	raw, err := bson.Marshal(bson.D{{Key: "_id", Value: "seed"}, {Key: "state", Value: 0.0}, {Key: "count", Value: 0.0}})
+	raw, err := bson.Marshal(bson.D{{Key: "_id", Value: "seed"}, {Key: "state", Value: int32(0)}, {Key: "count", Value: int32(0)}})
 	require.NoError(t, err)
 	require.NoError(t, b.events.InsertOne(b.ctx, bson.Raw(raw)))
 	id := bson.Raw(raw).Lookup("_id")

@@ -26,45 +26,55 @@ type Features struct {
 	// are not atomic (some MongoDB-compatible servers); the races are
 	// skipped.
 	NoConcurrentAtomicity bool
+	// NumbersCompareByType: a filter's int32 2 does not match a stored
+	// double 2.0 (some MongoDB-compatible servers; MongoDB compares numbers
+	// by value). Documents retrigger writes itself are unaffected: it
+	// writes and queries each field with one BSON type. Hand-typed
+	// documents are skipped.
+	NumbersCompareByType bool
 }
 
 // Run runs the suite. open returns a fresh database that no other test
 // uses, and closes (and for a server, drops) it when t ends.
 func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 	tests := []struct {
-		name string
-		run  func(t *testing.T, b *bundle)
-		race bool
+		name    string
+		run     func(t *testing.T, b *bundle)
+		race    bool
+		numbers bool // relies on numbers comparing by value
 	}{
-		{"ClaimNewEvent", testClaimNew, false},
-		{"ClaimIsExclusive", testClaimExclusive, true},
-		{"ClaimFailedEventOnlyWhenDue", testClaimDue, false},
-		{"ClaimFailedEventWithoutDueDate", testClaimNoDueDate, false},
-		{"ClaimFindsNothingToRun", testClaimNothing, false},
-		{"ClaimTakesOverAnExpiredLeaseAndCountsTheCrash", testClaimTakeover, false},
-		{"TakeoverIsExclusive", testTakeoverExclusive, true},
-		{"ClaimHandTypedNumbers", testClaimDoubles, false},
-		{"ClaimWithDefaultType", testClaimDefaultType, false},
-		{"CompleteWritesTheOutcome", testComplete, false},
-		{"CompleteKeepsABoundedHistory", testCompleteHistory, false},
-		{"TransitionOnAChangedEventMatchesNothing", testCompleteStale, false},
-		{"RenewAndRelease", testRenewRelease, false},
-		{"AnyIDType", testAnyID, false},
-		{"MoveToErrors", testMoveToErrors, false},
-		{"MoveToErrorsOfAChangedEventTakesTheCopyBack", testMoveChanged, false},
-		{"RedrivenCopyArchivesAgain", testRearchive, false},
-		{"FailedAfterPagesInDueOrder", testFailedAfter, false},
-		{"FailedAfterFindsAnEventThatMovedLater", testFailedAfterMovedLater, false},
-		{"SweepFindsStalledEventsAndNoOthers", testSweep, false},
-		{"SweepPagesThroughMixedIDTypes", testSweepPaging, false},
-		{"RetireDeletesOldSuccessesInBatches", testRetire, false},
-		{"Checkpoints", testCheckpoints, false},
-		{"IndexesTwice", testIndexes, false},
+		{"ClaimNewEvent", testClaimNew, false, false},
+		{"ClaimIsExclusive", testClaimExclusive, true, false},
+		{"ClaimFailedEventOnlyWhenDue", testClaimDue, false, false},
+		{"ClaimFailedEventWithoutDueDate", testClaimNoDueDate, false, false},
+		{"ClaimFindsNothingToRun", testClaimNothing, false, false},
+		{"ClaimTakesOverAnExpiredLeaseAndCountsTheCrash", testClaimTakeover, false, false},
+		{"TakeoverIsExclusive", testTakeoverExclusive, true, false},
+		{"ClaimHandTypedNumbers", testClaimDoubles, false, true},
+		{"ClaimWithDefaultType", testClaimDefaultType, false, false},
+		{"CompleteWritesTheOutcome", testComplete, false, false},
+		{"CompleteKeepsABoundedHistory", testCompleteHistory, false, false},
+		{"TransitionOnAChangedEventMatchesNothing", testCompleteStale, false, false},
+		{"RenewAndRelease", testRenewRelease, false, false},
+		{"AnyIDType", testAnyID, false, false},
+		{"MoveToErrors", testMoveToErrors, false, false},
+		{"MoveToErrorsOfAChangedEventTakesTheCopyBack", testMoveChanged, false, false},
+		{"RedrivenCopyArchivesAgain", testRearchive, false, false},
+		{"FailedAfterPagesInDueOrder", testFailedAfter, false, false},
+		{"FailedAfterFindsAnEventThatMovedLater", testFailedAfterMovedLater, false, false},
+		{"SweepFindsStalledEventsAndNoOthers", testSweep, false, false},
+		{"SweepPagesThroughMixedIDTypes", testSweepPaging, false, false},
+		{"RetireDeletesOldSuccessesInBatches", testRetire, false, false},
+		{"Checkpoints", testCheckpoints, false, false},
+		{"IndexesTwice", testIndexes, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.race && f.NoConcurrentAtomicity {
 				t.Skip("the backend's conditional updates are not atomic across clients (Features.NoConcurrentAtomicity)")
+			}
+			if tt.numbers && f.NumbersCompareByType {
+				t.Skip("the backend compares numbers by their BSON type (Features.NumbersCompareByType)")
 			}
 			t.Parallel()
 			tt.run(t, setup(t, open(t)))

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/retrigger/retrigger/shared/eventstore/eventstoretest"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
 	"github.com/retrigger/retrigger/shared/store/mongostore/wiretest"
@@ -79,6 +80,21 @@ func TestWireConformance(t *testing.T) {
 		t.Logf("%s %s at %s, started in %s", s.Kind, s.Version, s.URI, s.Started)
 		ws := wireServers[s.Kind]
 		storetest.Run(t, openWire(s, ws), ws.features)
+	})
+}
+
+// TestWireEventStoreConformance runs the event store's conformance suite
+// (the behaviours the pipeline relies on) through the official driver
+// against each configured wire-compatible server.
+func TestWireEventStoreConformance(t *testing.T) {
+	wiretest.Run(t, func(t *testing.T, s *wiretest.Server) {
+		ws := wireServers[s.Kind]
+		eventstoretest.Run(t, openWire(s, ws), eventstoretest.Features{
+			// A claim is a conditional findAndModify; neither server makes
+			// it atomic across clients.
+			NoConcurrentAtomicity: ws.features.NonAtomicFindOneAndUpdate,
+			NumbersCompareByType:  s.Kind == wiretest.Jongodb,
+		})
 	})
 }
 
