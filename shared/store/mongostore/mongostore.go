@@ -84,6 +84,9 @@ func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) e
 	return err
 }
 
+// Name is the database's name.
+func (d *DB) Name() string { return d.db.Name() }
+
 // Collection implements store.Database.
 func (d *DB) Collection(name string) store.Collection {
 	return &collection{coll: d.db.Collection(name)}
