@@ -48,6 +48,12 @@ func (c *collection) InsertOne(ctx context.Context, doc any) error {
 	return err
 }
 
+func (c *collection) InsertMany(ctx context.Context, docs []any) error {
+	err := c.c.InsertMany(ctx, docs)
+	c.count(ctx, "insert", err)
+	return err
+}
+
 func (c *collection) FindOne(ctx context.Context, filter any) (bson.Raw, error) {
 	doc, err := c.c.FindOne(ctx, filter)
 	c.count(ctx, "find", err)
