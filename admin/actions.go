@@ -66,7 +66,7 @@ const (
 // Retry makes failed events due now (see eventstore.Store.Retry). Without
 // states in the query it selects failed events.
 func (a *Admin) Retry(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error) {
-	if len(r.States) == 0 {
+	if len(r.States) == 0 && (!r.Query.Empty() || r.All) {
 		r.States = []string{"failed"}
 	}
 	return a.act(ctx, "retry", eventstore.InEvents, r, progress, a.store.Retry)
@@ -76,7 +76,7 @@ func (a *Admin) Retry(ctx context.Context, r ActionRequest, progress func(Progre
 // (see eventstore.Store.Cancel). Without states in the query it selects
 // new and failed events.
 func (a *Admin) Cancel(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error) {
-	if len(r.States) == 0 {
+	if len(r.States) == 0 && (!r.Query.Empty() || r.All) {
 		r.States = []string{"new", "failed"}
 	}
 	return a.act(ctx, "cancel", eventstore.InEvents, r, progress, a.store.Cancel)
