@@ -8,6 +8,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
+	github.com/retrigger/retrigger/admin v0.0.0
 	github.com/retrigger/retrigger/consumer v0.0.0
 	github.com/retrigger/retrigger/producer v0.0.0
 	github.com/retrigger/retrigger/shared v0.0.0
@@ -53,6 +54,8 @@ require (
 )
 
 replace github.com/retrigger/retrigger/shared => ../shared
+
+replace github.com/retrigger/retrigger/admin => ../admin
 
 replace github.com/retrigger/retrigger/producer => ../producer
 
