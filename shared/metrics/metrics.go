@@ -12,6 +12,7 @@ package metrics
 
 import (
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -60,6 +61,8 @@ type Metrics struct {
 	natsErrors    *prometheus.CounterVec
 	leader        prometheus.Gauge
 
+	defs []Definition
+
 	mu sync.Mutex
 	// the checkpoint: when it was last saved, and when the first change
 	// read since was read
@@ -71,7 +74,7 @@ type Metrics struct {
 // version.
 func New(version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), now: time.Now}
-	f := factory{m.reg}
+	f := factory{m}
 	m.handled = f.counterVec("retrigger_events_handled_total", "Handler runs whose outcome was recorded, by event type and outcome (success, retry, error).", "type", "outcome")
 	m.handlerTime = f.histogramVec("retrigger_handler_duration_seconds", "How long handlers ran, by event type.", prometheus.ExponentialBuckets(0.005, 2.5, 12), "type")
 	m.inFlight = f.gauge("retrigger_handlers_in_flight", "Handlers running now.")
@@ -89,51 +92,73 @@ func New(version string) *Metrics {
 	m.storageErrors = f.counterVec("retrigger_storage_errors_total", "Failed storage operations (not found and duplicate key are answers, not errors), by operation.", "op")
 	m.natsErrors = f.counterVec("retrigger_nats_errors_total", "NATS errors, by operation: publish, pull, disconnect, async.", "op")
 	m.leader = f.gauge("retrigger_producer_leader", "1 while this process runs the active producer.")
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "retrigger_checkpoint_age_seconds",
-		Help: "How long changes the producer read have waited to be covered by its saved resume token (0: the token is up to date): how much a restart would replay.",
-	}, m.checkpointAge))
+	f.gaugeFunc("retrigger_checkpoint_age_seconds", "How long changes the producer read have waited to be covered by its saved resume token (0: the token is up to date): how much a restart would replay.", m.checkpointAge)
 	build := f.gaugeVec("retrigger_build_info", "Always 1, labelled with the version of the build.", "version")
 	build.WithLabelValues(version).Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-type factory struct{ reg *prometheus.Registry }
+// Definition describes one of retrigger's metrics.
+type Definition struct {
+	Name   string   // e.g. retrigger_events_handled_total
+	Type   string   // counter, gauge or histogram
+	Help   string   // what it counts
+	Labels []string // its labels
+}
+
+// Definitions lists retrigger's metrics, sorted by name: the README's
+// table and the deployments' tests read them from here.
+func (m *Metrics) Definitions() []Definition {
+	out := append([]Definition(nil), m.defs...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+type factory struct{ m *Metrics }
+
+func (f factory) register(c prometheus.Collector, typ, name, help string, labels []string) {
+	f.m.reg.MustRegister(c)
+	f.m.defs = append(f.m.defs, Definition{Name: name, Type: typ, Help: help, Labels: labels})
+}
 
 func (f factory) counter(name, help string) prometheus.Counter {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	f.reg.MustRegister(c)
+	f.register(c, "counter", name, help, nil)
 	return c
 }
 
 func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-	f.reg.MustRegister(c)
+	f.register(c, "counter", name, help, labels)
 	return c
 }
 
 func (f factory) gauge(name, help string) prometheus.Gauge {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	f.reg.MustRegister(g)
+	f.register(g, "gauge", name, help, nil)
 	return g
+}
+
+func (f factory) gaugeFunc(name, help string, fn func() float64) {
+	f.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn), "gauge", name, help, nil)
 }
 
 func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
-	f.reg.MustRegister(g)
+	f.register(g, "gauge", name, help, labels)
 	return g
 }
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
-	f.reg.MustRegister(h)
+	f.register(h, "histogram", name, help, nil)
 	return h
 }
 
 func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
-	f.reg.MustRegister(h)
+	f.register(h, "histogram", name, help, labels)
 	return h
 }
 
