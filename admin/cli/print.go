@@ -192,7 +192,7 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 			state += ", next attempt " + ago(e.NextAttemptAt, now)
 		}
 		fmt.Fprintf(tw, "  state\t%s\n", state)
-		fmt.Fprintf(tw, "  attempts\t%d (version %d, redriven %d times)\n", e.Attempts, e.Version, e.Redrives)
+		fmt.Fprintf(tw, "  failed runs\t%d (version %d, redriven %d times)\n", e.Attempts, e.Version, e.Redrives)
 		if e.LastError != "" {
 			fmt.Fprintf(tw, "  last error\t%s\n", clip(e.LastError, 200))
 		}
