@@ -160,8 +160,12 @@ func (s *Store) Scan(ctx context.Context, w Where, f Filter, o ScanOptions, visi
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		q := append(append(bson.D{}, base...), bson.E{Key: field, Value: bson.D{{Key: "$type", Value: "date"}}})
-		q = append(q, cur.pageIn(field, !o.Oldest)...)
+		// $and: the range, the type and the page all constrain the field
+		conds := bson.A{base, bson.D{{Key: field, Value: bson.D{{Key: "$type", Value: "date"}}}}}
+		if page := cur.pageIn(field, !o.Oldest); len(page) > 0 {
+			conds = append(conds, page)
+		}
+		q := bson.D{{Key: "$and", Value: conds}}
 		docs, err := coll.Find(ctx, q, store.FindOptions{Sort: bson.D{{Key: field, Value: dir}}, Limit: int64(o.Page)})
 		if err != nil {
 			return wrap("scanning "+w.String(), err)
@@ -188,10 +192,11 @@ func (s *Store) Scan(ctx context.Context, w Where, f Filter, o ScanOptions, visi
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		q := append(append(bson.D{}, base...), bson.E{Key: field, Value: notADate})
-		if len(seen) > 0 {
-			q = append(q, bson.E{Key: event.FieldID, Value: bson.D{{Key: "$nin", Value: seen}}})
+		conds := bson.A{base, bson.D{{Key: field, Value: notADate}}}
+		if len(seen) > 0 { // $and: base may select ids too
+			conds = append(conds, bson.D{{Key: event.FieldID, Value: bson.D{{Key: "$nin", Value: seen}}}})
 		}
+		q := bson.D{{Key: "$and", Value: conds}}
 		docs, err := coll.Find(ctx, q, store.FindOptions{Limit: int64(o.Page)})
 		if err != nil {
 			return wrap("scanning "+w.String(), err)
