@@ -14,7 +14,9 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
@@ -42,6 +44,8 @@ type ArchiverConfig struct {
 	Now          func() time.Time // default time.Now
 	OnTransition func(Transition) // called after each event is archived
 	Logger       zerolog.Logger
+	Metrics      *metrics.Metrics // nil: none
+	Health       *health.Health   // nil: none
 }
 
 func (c ArchiverConfig) withDefaults() ArchiverConfig {
@@ -115,12 +119,14 @@ func NewArchiver(cfg ArchiverConfig, db store.Database, nc *nats.Conn) (*Archive
 	if err != nil {
 		return nil, fmt.Errorf("creating jetstream context: %w", err)
 	}
-	return &Archiver{
+	a := &Archiver{
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("component", "archiver").Logger(),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
-	}, nil
+	}
+	cfg.Health.Check("archiver", a.checkReady)
+	return a, nil
 }
 
 // Stats returns the archiver's counters.
@@ -129,6 +135,7 @@ func (a *Archiver) Stats() *ArchiverStats { return &a.stats }
 // Run archives dead letters until ctx ends, then drains.
 func (a *Archiver) Run(ctx context.Context) error {
 	p := newPool(a.log, a.cfg.Concurrency, a.cfg.DrainTimeout, a.cfg.AckWait)
+	p.observe(a.cfg.Metrics, a.cfg.Health, a.cfg.StoreTimeout)
 	p.add("dlq", a.open, func(ctx context.Context, _ string, msg jetstream.Msg) { a.handle(ctx, msg) })
 	return p.run(ctx)
 }
@@ -197,6 +204,7 @@ func (a *Archiver) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	_ = msg.Ack()
 	a.stats.Archived.Add(1)
+	a.cfg.Metrics.Archived(arch.Reason)
 	a.log.Debug().Str("event_id", id).Str("reason", string(arch.Reason)).Msg("archived")
 	if a.cfg.OnTransition != nil {
 		a.cfg.OnTransition(Transition{ID: id, Type: ev.Type, From: ev.State, To: event.StateError, Attempts: ev.Attempts, At: now, Archived: true, Error: arch.Message, Reason: arch.Reason})

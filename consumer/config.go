@@ -12,7 +12,9 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
 )
 
@@ -75,6 +77,10 @@ type Config struct {
 	// OnTransition, when set, is called after each transition is written.
 	OnTransition func(Transition)
 	Logger       zerolog.Logger
+	// Metrics records what the replica does; Health its heartbeats and
+	// readiness. nil: none.
+	Metrics *metrics.Metrics
+	Health  *health.Health
 }
 
 func (c Config) withDefaults() Config {

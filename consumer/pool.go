@@ -20,6 +20,7 @@ type pool struct {
 	drain       time.Duration
 	ackWait     time.Duration
 	sources     []source
+	obs         observer
 }
 
 type source struct {
@@ -80,6 +81,7 @@ func (p *pool) consume(ctx, hctx context.Context, s source, slots chan struct{},
 		if ctx.Err() != nil {
 			return
 		}
+		p.obs.failed(s.name)
 		wait := bo.NextBackOff()
 		p.log.Warn().Err(err).Str("source", s.name).Dur("retry_in", wait).Msg("pulling messages failed; opening the consumer again")
 		select {
@@ -105,8 +107,12 @@ func (p *pool) pull(ctx, hctx context.Context, s source, cons jetstream.Consumer
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
+	beat := p.obs.loop(s.name)
+	defer beat.Done()
 	for {
+		beat.Idle() // waiting for a message is not being stuck
 		msg, err := it.Next()
+		beat.Beat()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
@@ -58,13 +59,15 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 		types = append(types, typ)
 	}
 	sort.Strings(types)
-	return &Worker{
+	w := &Worker{
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger(),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
 		types: types,
-	}, nil
+	}
+	cfg.Health.Check("consumer "+cfg.Replica, w.checkReady)
+	return w, nil
 }
 
 // Stats returns the worker's counters.
@@ -79,6 +82,7 @@ func (w *Worker) Replica() string { return w.cfg.Replica }
 // its handlers across all of them.
 func (w *Worker) Run(ctx context.Context) error {
 	p := newPool(w.log, w.cfg.Concurrency, w.cfg.DrainTimeout, w.cfg.AckWait)
+	p.observe(w.cfg.Metrics, w.cfg.Health, w.cfg.HandlerTimeout)
 	for _, typ := range w.types {
 		p.add(typ, func(ctx context.Context) (jetstream.Consumer, error) {
 			return w.open(ctx, typ)
@@ -133,6 +137,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 	case eventstore.Claimed:
 	case eventstore.NotDue:
 		w.stats.Early.Add(1)
+		w.cfg.Metrics.Skipped(metrics.SkipNotDue)
 		if wait := claim.Event.NextAttemptAt.Sub(now); wait <= w.cfg.NakWindow {
 			_ = msg.NakWithDelay(wait)
 			return
@@ -146,6 +151,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		// finds the event moved on. It looks again after 1s, then 2s, 4s,
 		// ..., never later than the lease's end.
 		w.stats.Busy.Add(1)
+		w.cfg.Metrics.Skipped(metrics.SkipBusy)
 		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
 		return
 	default: // Gone, Done, Invalid: nothing to run
@@ -165,7 +171,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 	)
 	if !crashed {
 		w.stats.InFlight.Add(1)
+		w.cfg.Metrics.InFlight(1)
 		herr = w.call(ctx, msg, c)
+		w.cfg.Metrics.InFlight(-1)
 		w.stats.InFlight.Add(-1)
 	}
 	now := w.cfg.Now()
@@ -233,6 +241,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 	case event.StateError:
 		w.stats.Errored.Add(1)
 	}
+	w.cfg.Metrics.Transition(ev.Type, tr.From, tr.To, ev.Attempts+1, t.Run.Took)
 	w.log.Debug().Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
@@ -317,6 +326,7 @@ func busyDelay(msg jetstream.Msg, lease *event.Lease, now time.Time) time.Durati
 
 func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.stats.Stale.Add(1)
+	w.cfg.Metrics.Skipped(metrics.SkipStale)
 	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
 }

@@ -13,7 +13,6 @@ import (
 // pending flag that a command lacks makes its check skip, naming it; any
 // other unknown variable fails. Remove an entry once every command has it.
 var pendingFlags = map[string]string{
-	"http-addr":     "serves /metrics, /healthz and /readyz (commands issue)",
 	"drain-timeout": "the producer's drain on SIGTERM (commands issue)",
 }
 

@@ -11,28 +11,20 @@ import (
 
 	"github.com/VictoriaMetrics/metricsql"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
-// retriggerMetrics are the metrics the commands will export (the commands
-// issue; no command exports them yet, so they cannot be read from the code).
-// The value is the metric type: a histogram also has _bucket, _sum, _count.
-// TODO: read them from the commands' /metrics once they exist.
-var retriggerMetrics = map[string]string{
-	"retrigger_events_handled_total":      "counter",
-	"retrigger_handler_duration_seconds":  "histogram",
-	"retrigger_handlers_in_flight":        "gauge",
-	"retrigger_changes_seen_total":        "counter",
-	"retrigger_published_total":           "counter",
-	"retrigger_publish_duration_seconds":  "histogram",
-	"retrigger_checkpoint_age_seconds":    "gauge",
-	"retrigger_change_stream_lag_seconds": "gauge",
-	"retrigger_swept_total":               "counter",
-	"retrigger_archived_total":            "counter",
-	"retrigger_storage_errors_total":      "counter",
-	"retrigger_nats_errors_total":         "counter",
-	"retrigger_producer_leader":           "gauge",
-	"retrigger_build_info":                "gauge",
-}
+// retriggerMetrics are the metrics the commands export, read from the one
+// package that defines them (shared/metrics): name -> type (counter, gauge,
+// histogram). A histogram also has _bucket, _sum, _count.
+var retriggerMetrics = func() map[string]string {
+	out := map[string]string{}
+	for _, d := range metrics.New("test").Definitions() {
+		out[d.Name] = d.Type
+	}
+	return out
+}()
 
 // otherMetrics are the metrics of other exporters the alerts and the
 // dashboard use: the NATS chart's exporter and kube-state-metrics.

@@ -7,7 +7,9 @@ import (
 
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 // Defaults of the producer's services.
@@ -50,6 +52,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives warnings and, at debug level, each publish.
 	Logger zerolog.Logger
+	// Metrics records what the producer does; Health its heartbeats and
+	// readiness. nil: none.
+	Metrics *metrics.Metrics
+	Health  *health.Health
 }
 
 // RelayConfig tunes the change stream relay.

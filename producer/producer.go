@@ -67,7 +67,8 @@ func New(cfg Config, db store.Database, nc *nats.Conn) (*Producer, error) {
 	p.Sweeper.after = p.warnUnserved
 	p.Relay = &Relay{cfg: cfg.Relay, log: log.With().Str("service", "relay").Logger(), store: st, pub: pub, now: cfg.Now,
 		checkpoint: "producer:" + cfg.Store.Events, fullSweep: p.Sweeper.SweepAll, ready: make(chan struct{})}
-	p.Retention = &Retention{cfg: cfg.Retention, log: log.With().Str("service", "retention").Logger(), store: st, stats: &p.stats, now: cfg.Now}
+	p.Retention = &Retention{cfg: cfg.Retention, log: log.With().Str("service", "retention").Logger(), store: st, stats: &p.stats, now: cfg.Now, loops: cfg.Health}
+	cfg.Health.Check("producer", p.checkReady)
 	return p, nil
 }
 
@@ -104,6 +105,8 @@ func (p *Producer) Run(ctx context.Context) error {
 	if err := p.setupWithRetry(ctx); err != nil {
 		return err
 	}
+	p.cfg.Metrics.Leader(true) // one producer per deployment, until the leader lease
+	defer p.cfg.Metrics.Leader(false)
 	services := []interface{ Run(context.Context) error }{p.Scheduler, p.Sweeper, p.Retention}
 	if p.cfg.DisableChangeStreams {
 		close(p.ready)

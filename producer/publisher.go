@@ -190,10 +190,11 @@ func (p *publisher) publishAsync(ctx context.Context, r routed) (jetstream.PubAc
 		return nil, p.fallback(ctx, r, err)
 	}
 	if err != nil {
+		p.cfg.Metrics.NATSError("publish")
 		return nil, p.streamMissing(ctx, fmt.Errorf("publishing %s: %w", r.msg.Header.Get(nats.MsgIdHdr), err))
 	}
 	p.log.Debug().Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
-	return fut, nil
+	return timed(fut), nil
 }
 
 // acked waits for the ack of a publish of r. A message the stream refuses
@@ -206,11 +207,13 @@ func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFut
 		if ack.Duplicate {
 			p.stats.Duplicates.Add(1)
 		}
+		p.cfg.Metrics.Published(ack.Stream, sincePublish(fut), ack.Duplicate)
 		return nil
 	case err := <-fut.Err():
 		if messaging.IsMessageError(err) {
 			return p.fallback(ctx, r, err)
 		}
+		p.cfg.Metrics.NATSError("publish")
 		return p.streamMissing(ctx, fmt.Errorf("publish of %s not acknowledged: %w", fut.Msg().Header.Get(nats.MsgIdHdr), err))
 	case <-ctx.Done():
 		return ctx.Err()
@@ -227,6 +230,7 @@ func (p *publisher) fallback(ctx context.Context, r routed, cause error) error {
 	defer cancel()
 	ack, err := p.js.PublishMsg(pctx, &stub)
 	if err == nil {
+		p.cfg.Metrics.Published(ack.Stream, 0, ack.Duplicate)
 		p.stats.Published.Add(1)
 		if ack.Duplicate {
 			p.stats.Duplicates.Add(1)
@@ -254,6 +258,7 @@ func (p *publisher) moveToErrors(ctx context.Context, r routed, why string) erro
 		return fmt.Errorf("moving an unpublishable event into errors: %w", err)
 	}
 	p.stats.Moved.Add(1)
+	p.cfg.Metrics.Archived(event.ReasonRejected)
 	p.log.Warn().Str("event_id", event.IDString(r.ev.ID)).Str("reason", why).Msg("event moved into errors: it cannot travel in a NATS message")
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
@@ -40,6 +41,7 @@ type Relay struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+	beat      *health.Loop
 }
 
 // Ready is closed once the relay watches the collection: a change committed
@@ -54,7 +56,10 @@ func (r *Relay) markReady() { r.readyOnce.Do(func() { close(r.ready) }) }
 func (r *Relay) Run(ctx context.Context) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
+	r.beat = r.pub.cfg.Health.Loop("producer relay", stuckAfter+r.cfg.CheckpointInterval)
+	defer r.beat.Done()
 	for ctx.Err() == nil {
+		r.beat.Beat()
 		started := time.Now()
 		err := r.relay(ctx)
 		if ctx.Err() != nil {
@@ -155,6 +160,7 @@ func (r *Relay) read(ctx context.Context, cs store.ChangeStream, queue chan<- pe
 			continue
 		}
 		r.pub.stats.Changes.Add(1)
+		r.pub.cfg.Metrics.ChangeSeen(ch.ClusterTime)
 		switch ch.Op {
 		case store.OpInvalidate, "drop", "rename", "dropDatabase":
 			return errInvalidated
@@ -195,6 +201,7 @@ func (r *Relay) collectAcks(ctx context.Context, queue <-chan pending, cancel co
 				return err
 			}
 			r.pub.stats.Checkpoint.Add(1)
+			r.pub.cfg.Metrics.Checkpointed()
 			saved, lastSave = last, time.Now()
 			return nil
 		}
@@ -230,6 +237,7 @@ func (r *Relay) collectAcks(ctx context.Context, queue <-chan pending, cancel co
 				}
 			}
 		case <-ticker.C:
+			r.beat.Beat()
 			if failed == nil {
 				if err := flush(); err != nil {
 					fail(err)

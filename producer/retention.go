@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 )
 
 // Retention deletes succeeded events some time after they succeeded, in
@@ -17,6 +18,7 @@ type Retention struct {
 	store *eventstore.Store
 	stats *Stats
 	now   func() time.Time
+	loops *health.Health
 }
 
 // Run deletes every Interval until ctx ends. It does nothing when
@@ -27,7 +29,10 @@ func (r *Retention) Run(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(r.cfg.Interval)
 	defer ticker.Stop()
+	beat := r.loops.Loop("producer retention", r.cfg.Interval+stuckAfter)
+	defer beat.Done()
 	for {
+		beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 )
 
 // maxSchedulerSleep bounds how long the scheduler sleeps without looking:
@@ -38,6 +39,7 @@ type Scheduler struct {
 	mu       sync.Mutex
 	earliest time.Time // the earliest due time told by Wake since the last look
 	wake     chan struct{}
+	beat     *health.Loop
 }
 
 func newScheduler(cfg SchedulerConfig, log zerolog.Logger, st *eventstore.Store, pub *publisher, now func() time.Time) *Scheduler {
@@ -73,7 +75,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	timer := time.NewTimer(0) // look at once
 	defer timer.Stop()
 	var deadline time.Time // when the timer fires
+	s.beat = s.pub.cfg.Health.Loop("producer scheduler", maxSchedulerSleep+stuckAfter)
+	defer s.beat.Done()
 	for {
+		s.beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -107,6 +112,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // event (zero: none).
 func (s *Scheduler) publishDue(ctx context.Context, cur *eventstore.Cursor) (time.Time, error) {
 	for {
+		s.beat.Beat()
 		docs, _, err := s.store.FailedAfter(ctx, *cur, s.cfg.Batch)
 		if err != nil {
 			return time.Time{}, err
@@ -154,6 +160,7 @@ func (s *Scheduler) publish(ctx context.Context, docs []bson.Raw, now time.Time)
 			return err
 		}
 		s.pub.stats.Scheduled.Add(1)
+		s.pub.cfg.Metrics.Scheduled()
 	}
 	return nil
 }

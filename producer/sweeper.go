@@ -9,6 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 )
 
 // Sweeper republishes events that should be moving but are not: a
@@ -27,6 +28,7 @@ type Sweeper struct {
 	full    chan time.Time // asks for a sweep of everything needing work from before a time
 	after   func(ctx context.Context)
 	onlyOne bool // no change streams: sweep everything each time
+	beat    *health.Loop
 }
 
 func newSweeper(cfg SweeperConfig, log zerolog.Logger, st *eventstore.Store, pub *publisher, now func() time.Time, sweepOnly bool) *Sweeper {
@@ -52,7 +54,10 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(s.cfg.Interval)
 	defer ticker.Stop()
+	s.beat = s.pub.cfg.Health.Loop("producer sweeper", s.cfg.Interval+stuckAfter)
+	defer s.beat.Done()
 	for {
+		s.beat.Beat()
 		o := eventstore.SweepOptions{Stall: s.cfg.Stall}
 		select {
 		case <-ctx.Done():
@@ -108,6 +113,7 @@ func (s *Sweeper) sweep(ctx context.Context, o eventstore.SweepOptions) (int, er
 			if s.pub.stats.Duplicates.Load() == before {
 				total++
 				s.pub.stats.Swept.Add(1)
+				s.pub.cfg.Metrics.Swept()
 			}
 		}
 		batch = batch[:0]
@@ -115,6 +121,7 @@ func (s *Sweeper) sweep(ctx context.Context, o eventstore.SweepOptions) (int, er
 	}
 	err := s.store.Sweep(ctx, o,
 		func(doc bson.Raw) error {
+			s.beat.Beat()
 			r := s.pub.route(doc, "", now)
 			fut, err := s.pub.publishAsync(ctx, r)
 			if err != nil {

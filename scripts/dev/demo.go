@@ -59,11 +59,20 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 		}
 		return err
 	}
+	url, stopHTTP, err := serve(p, o.httpAddr, log)
+	if err != nil {
+		_ = p.Close()
+		return err
+	}
+	defer stopHTTP()
 	where := o.dataDir
 	if o.memory {
 		where = "memory (NATS store in " + o.dataDir + ")"
 	}
 	fmt.Printf("retrigger local pipeline: NATS %s, events in %s, %d consumer replicas, 1 producer, 1 archiver\n", p.NATS.ClientURL(), where, o.replicas)
+	if url != "" {
+		fmt.Printf("metrics, health and the admin API on %s (/metrics, /healthz, /readyz; retrigger -server %s stats)\n", url, url)
+	}
 	fmt.Printf("demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then errors. Ctrl-C to stop.\n\n",
 		demoType, o.interval, o.failureRate*100, o.maxAttempts)
 

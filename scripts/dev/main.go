@@ -65,10 +65,12 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug shows every transition")
 	fs.StringVar(&o.logFormat, "log-format", logging.FormatAuto, "log format: auto, json, console")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API of `retrigger -server` (empty: none)")
 }
 
 type options struct {
 	dataDir, natsHost, logLevel, logFormat string
+	httpAddr                               string
 	memory                                 bool
 	natsPort, replicas, maxAttempts        int
 	interval, latency, retryInitial        time.Duration

@@ -19,6 +19,8 @@ import (
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/producer"
+	"github.com/retrigger/retrigger/shared/health"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/natsserver"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/embedded"
@@ -61,6 +63,9 @@ type Pipeline struct {
 	db   store.Database // what the components use: DB, maybe wrapped
 	NATS *server.Server
 	Conn *nats.Conn
+	// Metrics and Health of every component (observe.go).
+	Metrics *metrics.Metrics
+	Health  *health.Health
 
 	mu       sync.Mutex
 	producer *component[*producer.Producer]
@@ -131,6 +136,7 @@ func Open(ctx context.Context, o Options) (*Pipeline, error) {
 	if o.WrapStore != nil {
 		p.db = o.WrapStore(p.DB)
 	}
+	p.observe(&o)
 	p.opts = o
 	return p, nil
 }

@@ -23,8 +23,10 @@ import (
 
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
 )
@@ -38,6 +40,7 @@ type Flags struct {
 	SubjectPrefix string
 	LogLevel      string
 	LogFormat     string
+	HTTPAddr      string // /metrics, /healthz, /readyz; "" serves none (observe.go)
 	// Store names the collections and how events are read; every command
 	// takes the same flags for them.
 	Store eventstore.Options
@@ -52,6 +55,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.StringVar(&f.LogFormat, "log-format", logging.FormatAuto, "log format: auto (console on a terminal), json, console")
+	fs.StringVar(&f.HTTPAddr, "http-addr", "", "address serving /metrics, /healthz and /readyz, e.g. :8080 (empty: none)")
 	f.Store.RegisterFlags(fs)
 }
 
@@ -95,6 +99,9 @@ type Env struct {
 	DB   store.Database
 	NATS *nats.Conn
 	Log  zerolog.Logger
+	// Metrics and Health go into the component's config; never nil.
+	Metrics *metrics.Metrics
+	Health  *health.Health
 }
 
 // Main parses args (flags, then RETRIGGER_* variables), validates them with
@@ -165,7 +172,7 @@ func (f *Flags) open(ctx context.Context, name string, log zerolog.Logger) (Env,
 		nc.Close()
 		_ = db.Close(context.Background())
 	}
-	return Env{DB: db, NATS: nc, Log: log}, closeAll, nil
+	return f.observe(Env{DB: db, NATS: nc, Log: log}, closeAll)
 }
 
 // redactURL hides the password of every URL in a comma-separated list.

@@ -124,6 +124,11 @@ type Event struct {
 	Crashes int64     // claims in a row whose run never recorded an outcome
 	Reason  Reason    // set with StateError
 	History []Attempt // the last attempts, oldest first
+	// Set on an archived event, and kept when it is redriven (it pins the
+	// redriven copy to the archive it came from).
+	ArchivedAt time.Time
+	RedrivenAt time.Time // when it was last moved back from errors
+	Redrives   int64     // how often it was moved back from errors
 }
 
 // Attempt is one entry of an event's history: an execution of its handler

@@ -256,6 +256,11 @@ func readBookkeeping(ev *Event, d bson.Raw) {
 	if r, ok := d.Lookup("reason").StringValueOK(); ok {
 		ev.Reason = Reason(r)
 	}
+	ev.ArchivedAt = date(d.Lookup("archivedAt"))
+	ev.RedrivenAt = date(d.Lookup("redrivenAt"))
+	if n, ok := d.Lookup("redrives").AsInt64OK(); ok && n > 0 {
+		ev.Redrives = n
+	}
 	if a, ok := d.Lookup("history").ArrayOK(); ok {
 		vals, _ := a.Values()
 		for _, v := range vals {

@@ -63,6 +63,11 @@ type Collection interface {
 	Find(ctx context.Context, filter any, opts FindOptions) ([]bson.Raw, error)
 	// Count returns the number of documents matching filter.
 	Count(ctx context.Context, filter any) (int64, error)
+	// CountBy counts the documents matching filter per distinct
+	// combination of the values at paths (dotted field paths), in no
+	// particular order. A missing field counts as null; numbers group by
+	// value, whatever their BSON type, as in MongoDB's $group.
+	CountBy(ctx context.Context, filter any, paths ...string) ([]Group, error)
 	// FindOneAndUpdate applies update to the first document matching filter
 	// and returns the document as it is after the update. When no document
 	// matches it returns ErrNotFound: that is how a conditional update
@@ -93,6 +98,13 @@ type Collection interface {
 type FindOptions struct {
 	Sort  bson.D // e.g. bson.D{{Key: "updatedAt", Value: 1}}; nil: natural order
 	Limit int64  // 0: no limit
+}
+
+// Group is one combination of values found by CountBy and the number of
+// documents holding it.
+type Group struct {
+	Values []bson.RawValue // one per path, in order; null for a missing field
+	Count  int64
 }
 
 // Index describes one index.

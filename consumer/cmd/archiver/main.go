@@ -26,7 +26,7 @@ func main() {
 		},
 		func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
 		func(ctx context.Context, env command.Env) error {
-			cfg.Logger = env.Log
+			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
 			a, err := consumer.NewArchiver(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

@@ -49,7 +49,7 @@ func main() {
 			return cfg.Validate()
 		},
 		func(ctx context.Context, env command.Env) error {
-			cfg.Logger = env.Log
+			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
 			w, err := consumer.NewWorker(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

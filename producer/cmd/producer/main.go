@@ -20,7 +20,7 @@ func main() {
 		func(fs *flag.FlagSet, f *command.Flags) { flags = f; cfg.RegisterFlags(fs) },
 		func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
 		func(ctx context.Context, env command.Env) error {
-			cfg.Logger = env.Log
+			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
 			p, err := producer.New(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

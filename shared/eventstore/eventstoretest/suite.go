@@ -67,6 +67,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"RetireDeletesOldSuccessesInBatches", testRetire, false, false},
 		{"Checkpoints", testCheckpoints, false, false},
 		{"IndexesTwice", testIndexes, false, false},
+		{"ListAndCount", testListAndCount, false, false},
+		{"CountByType", testCountByType, false, true},
+		{"OldestDue", testOldestDue, false, false},
+		{"Retry", testRetry, false, false},
+		{"Cancel", testCancel, false, false},
+		{"Redrive", testRedrive, false, false},
+		{"Purge", testPurge, false, false},
+		{"FindIDsOfAnyType", testFindIDs, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -294,3 +294,34 @@ func (c *collection) EnsureIndexes(ctx context.Context, indexes []store.Index) e
 	}
 	return nil
 }
+
+func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) ([]store.Group, error) {
+	list, err := c.find(ctx, filter, nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("counting in %s: %w", c.handle[1], err)
+	}
+	var (
+		out   []store.Group
+		index = map[string]int{}
+		key   []byte
+	)
+	for _, doc := range list {
+		values := make([]bson.RawValue, len(paths))
+		key = key[:0]
+		for i, p := range paths {
+			v, err := rawValue(bsonkit.Get(doc, p))
+			if err != nil {
+				return nil, fmt.Errorf("counting in %s: %w", c.handle[1], err)
+			}
+			values[i] = v
+			key = groupKey(key, v)
+		}
+		if i, ok := index[string(key)]; ok {
+			out[i].Count++
+			continue
+		}
+		index[string(key)] = len(out)
+		out = append(out, store.Group{Values: values, Count: 1})
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/256dpi/lungo"
 	"github.com/256dpi/lungo/bsonkit"
@@ -62,4 +63,34 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrDuplicate, err)
 	}
 	return err
+}
+
+// rawValue converts a value of a lungo document to a raw BSON value of the
+// port; a missing value is null.
+func rawValue(v any) (bson.RawValue, error) {
+	if v == bsonkit.Missing {
+		return bson.RawValue{Type: bson.TypeNull}, nil
+	}
+	b, err := bsonv1.Marshal(bsonv1.D{{Key: "v", Value: v}})
+	if err != nil {
+		return bson.RawValue{}, err
+	}
+	return bson.Raw(b).Lookup("v"), nil
+}
+
+// groupKey appends to key what identifies v in a group: numbers by their
+// value, as MongoDB groups them, anything else by its BSON type and bytes.
+func groupKey(key []byte, v bson.RawValue) []byte {
+	switch v.Type {
+	case bson.TypeInt32, bson.TypeInt64, bson.TypeDouble:
+		if f, ok := v.AsFloat64OK(); ok {
+			key = append(key, 'n')
+			key = strconv.AppendFloat(key, f, 'g', -1, 64)
+			return append(key, 0)
+		}
+	}
+	key = append(key, byte(v.Type))
+	key = strconv.AppendInt(key, int64(len(v.Value)), 10)
+	key = append(key, ':')
+	return append(key, v.Value...)
 }

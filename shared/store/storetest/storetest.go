@@ -73,6 +73,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"Delete", testDelete},
 		{"FindSortLimit", testFindSortLimit},
 		{"Count", testCount},
+		{"CountBy", testCountBy},
 		{"EnsureIndexesTwice", func(t *testing.T, db store.Database) { testEnsureIndexesTwice(t, db, f.NoRepeatedIndexes) }},
 		{"TypesAndDueQuery", testTypesAndDueQuery},
 		{"ChangeStreamOrder", testChangeStreamOrder},

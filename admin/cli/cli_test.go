@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.uber.org/goleak"
+
+	"github.com/retrigger/retrigger/admin"
+	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/store/embedded"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// The command through -server, against an admin API on the embedded
+// engine, as a user of the local run calls it.
+func TestCommand(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := embedded.Open(ctx, embedded.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close(context.Background()) })
+	st := eventstore.New(db, eventstore.Options{})
+	srv := httptest.NewServer(admin.Handler(admin.New(st, nil, messaging.DefaultNames()), zerolog.Nop()))
+	t.Cleanup(srv.Close)
+	at := time.Now().UTC().Add(-2 * time.Hour)
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, db.Collection("errors").InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "type", Value: "partner"},
+			{Key: "state", Value: int32(3)}, {Key: "lastError", Value: bson.D{{Key: "message", Value: "partner: 503"}}},
+			{Key: "retrigger", Value: bson.D{{Key: "reason", Value: "exhausted"}, {Key: "archivedAt", Value: at},
+				{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: at}, {Key: "outcome", Value: "error"}, {Key: "attempt", Value: int64(3)}, {Key: "error", Value: "partner: 503"}}}}}}}))
+	}
+	run := func(in string, args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := Run(ctx, append([]string{"-server", srv.URL, "-log-format", "json"}, args...), IO{In: strings.NewReader(in), Out: &out, Err: &errOut})
+		return code, out.String(), errOut.String()
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		out, err string
+	}{
+		{"stats", []string{"stats"}, 0, "partner", ""},
+		{"ls", []string{"ls", "errors", "-type", "partner"}, 0, "partner: 503", ""},
+		{"show", []string{"show", "a"}, 0, "archived (exhausted)", ""},
+		{"show missing", []string{"show", "zzz"}, 1, "", "no event with id zzz"},
+		{"dry run", []string{"redrive", "-type", "partner", "-dry-run"}, 0, "redrive would change 2 events", ""},
+		{"no filter", []string{"redrive"}, 2, "", "give a filter"},
+		{"not a terminal", []string{"redrive", "-type", "partner"}, 2, "", "pass -yes"},
+		{"bad flag value", []string{"ls", "errors", "-since", "yesterday-ish"}, 2, "", "-since"},
+		{"unknown command", []string{"frobnicate"}, 2, "", "unknown command"},
+		{"help", []string{"-help"}, 0, "", "RETRIGGER_SERVER"},
+		{"redrive", []string{"redrive", "a", "-yes"}, 0, "redrive: 1 changed, 0 skipped", "changed events"},
+		{"redrive again", []string{"redrive", "a", "-yes"}, 0, "nothing selected", ""},
+	}
+	for _, tt := range tests {
+		code, out, errOut := run("", tt.args...)
+		require.Equal(t, tt.code, code, "%s: %s%s", tt.name, out, errOut)
+		require.Contains(t, out, tt.out, tt.name)
+		require.Contains(t, errOut, tt.err, tt.name)
+	}
+	code, out, _ := run("", "-o", "json", "show", "b")
+	require.Zero(t, code)
+	var s admin.Show
+	require.NoError(t, json.Unmarshal([]byte(out), &s))
+	require.Equal(t, "errors", s.Found[0].In)
+	n, err := db.Collection("events").Count(ctx, bson.D{{Key: "_id", Value: "a"}})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "redriven")
+}
+
+func TestParsing(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 6, 2, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"36h": now.Add(-36 * time.Hour), "2d": now.Add(-48 * time.Hour),
+		"2025-06-01": time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), "2025-06-01T08:00:00Z": time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseTime(in, now)
+		require.NoError(t, err, in)
+		require.True(t, got.Equal(want), "%s: %s", in, got)
+	}
+	for in, want := range map[string]float64{"100/s": 100, "60/m": 1, "5": 5} {
+		got, err := parseRate(in)
+		require.NoError(t, err, in)
+		require.InDelta(t, want, got, 1e-9, in)
+	}
+	_, err := parseRate("-1/s")
+	require.Error(t, err)
+}

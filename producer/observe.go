@@ -1,0 +1,47 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/retrigger/retrigger/shared/health"
+)
+
+// stuckAfter is how long past its own period a producer loop may go
+// without a heartbeat before /healthz calls it stuck: far longer than any
+// one query or publish takes, so that a slow database makes the producer
+// unready (its checks fail), not restarted.
+const stuckAfter = 2 * time.Minute
+
+// checkReady is the producer's readiness: it watches the events
+// collection (or runs, without change streams) and its streams exist.
+func (p *Producer) checkReady(ctx context.Context) error {
+	select {
+	case <-p.ready:
+	default:
+		return errors.New("not watching the events collection yet")
+	}
+	return health.JetStream(p.js, []string{p.cfg.Names.EventsStream(), p.cfg.Names.DLQStream()}, nil)(ctx)
+}
+
+// timedFuture is a publish's future with the time it was started, for the
+// publish latency metric.
+type timedFuture struct {
+	jetstream.PubAckFuture
+	start time.Time
+}
+
+func timed(f jetstream.PubAckFuture) jetstream.PubAckFuture {
+	return timedFuture{PubAckFuture: f, start: time.Now()}
+}
+
+// sincePublish is how long ago f was published (0: unknown).
+func sincePublish(f jetstream.PubAckFuture) time.Duration {
+	if t, ok := f.(timedFuture); ok {
+		return time.Since(t.start)
+	}
+	return 0
+}

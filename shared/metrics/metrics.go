@@ -1,0 +1,310 @@
+// Package metrics defines every Prometheus metric retrigger exports, on a
+// registry of its own per process (never the global one), and the
+// one-line calls the producer, the consumer replicas and the archiver make
+// to move them. A nil *Metrics is valid and records nothing, so a
+// component built without metrics needs no checks.
+//
+// Names follow client_golang's conventions: a retrigger_ prefix, _total
+// counters, _seconds durations, low-cardinality labels (an event type is a
+// label, an event id never is). deployments/ (the Grafana dashboard, the
+// PrometheusRule and their test) reads these names: rename one there too.
+package metrics
+
+import (
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/event"
+)
+
+// Outcomes of a handler run (retrigger_events_handled_total's outcome).
+const (
+	OutcomeSuccess = "success" // the event succeeded
+	OutcomeRetry   = "retry"   // it failed and will be retried
+	OutcomeError   = "error"   // it failed for good (exhausted, permanent, crashed)
+)
+
+// Reasons a consumer skips a message (retrigger_messages_skipped_total).
+const (
+	SkipStale  = "stale"   // the event moved on (ran, archived, changed)
+	SkipNotDue = "not_due" // a failed event not due yet
+	SkipBusy   = "busy"    // another replica runs it now
+)
+
+// Metrics holds retrigger's metrics on their registry.
+type Metrics struct {
+	reg *prometheus.Registry
+	now func() time.Time
+
+	handled       *prometheus.CounterVec
+	handlerTime   *prometheus.HistogramVec
+	inFlight      prometheus.Gauge
+	attempts      *prometheus.HistogramVec
+	transitions   *prometheus.CounterVec
+	skipped       *prometheus.CounterVec
+	changes       prometheus.Counter
+	published     *prometheus.CounterVec
+	duplicates    *prometheus.CounterVec
+	publishTime   prometheus.Histogram
+	lag           prometheus.Gauge
+	swept         prometheus.Counter
+	scheduled     prometheus.Counter
+	archived      *prometheus.CounterVec
+	storageErrors *prometheus.CounterVec
+	natsErrors    *prometheus.CounterVec
+	leader        prometheus.Gauge
+
+	defs []Definition
+
+	mu sync.Mutex
+	// the checkpoint: when it was last saved, and when the first change
+	// read since was read
+	savedAt, pendingSince time.Time
+}
+
+// New returns the metrics on a fresh registry that also holds the Go
+// runtime's and the process's collectors, and retrigger_build_info for
+// version.
+func New(version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), now: time.Now}
+	f := factory{m}
+	m.handled = f.counterVec("retrigger_events_handled_total", "Handler runs whose outcome was recorded, by event type and outcome (success, retry, error).", "type", "outcome")
+	m.handlerTime = f.histogramVec("retrigger_handler_duration_seconds", "How long handlers ran, by event type.", prometheus.ExponentialBuckets(0.005, 2.5, 12), "type")
+	m.inFlight = f.gauge("retrigger_handlers_in_flight", "Handlers running now.")
+	m.attempts = f.histogramVec("retrigger_attempts_at_success", "The attempt on which events succeeded (1: the first run), by event type.", []float64{1, 2, 3, 4, 5, 7, 10, 15, 20}, "type")
+	m.transitions = f.counterVec("retrigger_transitions_total", "State transitions written by consumer replicas, by the state left and the state entered.", "from", "to")
+	m.skipped = f.counterVec("retrigger_messages_skipped_total", "Messages a replica acknowledged or handed back without running them, by reason: stale (the event moved on), not_due, busy (another replica runs it).", "reason")
+	m.changes = f.counter("retrigger_changes_seen_total", "Changes of the events collection read from the change stream.")
+	m.published = f.counterVec("retrigger_published_total", "Messages JetStream acknowledged, duplicates included, by stream.", "stream")
+	m.duplicates = f.counterVec("retrigger_publish_duplicates_total", "Published messages JetStream dropped as duplicates (its duplicate window already held them), by stream.", "stream")
+	m.publishTime = f.histogram("retrigger_publish_duration_seconds", "Time from a publish to JetStream's acknowledgement.", prometheus.ExponentialBuckets(0.0005, 2.5, 12))
+	m.lag = f.gauge("retrigger_change_stream_lag_seconds", "Now minus the cluster time of the last change read from the change stream, when it was read.")
+	m.swept = f.counter("retrigger_swept_total", "Stalled events the sweeper published again (duplicates not counted).")
+	m.scheduled = f.counter("retrigger_scheduled_total", "Failed events the scheduler published when they came due.")
+	m.archived = f.counterVec("retrigger_archived_total", "Events moved into the errors collection, by reason (exhausted, permanent, rejected, crashed, cancelled, application).", "reason")
+	m.storageErrors = f.counterVec("retrigger_storage_errors_total", "Failed storage operations (not found and duplicate key are answers, not errors), by operation.", "op")
+	m.natsErrors = f.counterVec("retrigger_nats_errors_total", "NATS errors, by operation: publish, pull, disconnect, async.", "op")
+	m.leader = f.gauge("retrigger_producer_leader", "1 while this process runs the active producer.")
+	f.gaugeFunc("retrigger_checkpoint_age_seconds", "How long changes the producer read have waited to be covered by its saved resume token (0: the token is up to date): how much a restart would replay.", m.checkpointAge)
+	build := f.gaugeVec("retrigger_build_info", "Always 1, labelled with the version of the build.", "version")
+	build.WithLabelValues(version).Set(1)
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Definition describes one of retrigger's metrics.
+type Definition struct {
+	Name   string   // e.g. retrigger_events_handled_total
+	Type   string   // counter, gauge or histogram
+	Help   string   // what it counts
+	Labels []string // its labels
+}
+
+// Definitions lists retrigger's metrics, sorted by name: the README's
+// table and the deployments' tests read them from here.
+func (m *Metrics) Definitions() []Definition {
+	out := append([]Definition(nil), m.defs...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+type factory struct{ m *Metrics }
+
+func (f factory) register(c prometheus.Collector, typ, name, help string, labels []string) {
+	f.m.reg.MustRegister(c)
+	f.m.defs = append(f.m.defs, Definition{Name: name, Type: typ, Help: help, Labels: labels})
+}
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.register(c, "counter", name, help, nil)
+	return c
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.register(c, "counter", name, help, labels)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.register(g, "gauge", name, help, nil)
+	return g
+}
+
+func (f factory) gaugeFunc(name, help string, fn func() float64) {
+	f.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn), "gauge", name, help, nil)
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	f.register(g, "gauge", name, help, labels)
+	return g
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.register(h, "histogram", name, help, nil)
+	return h
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	f.register(h, "histogram", name, help, labels)
+	return h
+}
+
+// Registry is the registry holding the metrics, for a test or an
+// application that adds its own.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Transition records a run whose outcome a consumer replica wrote: the
+// handled outcome, the transition, the handler's duration (took 0: the
+// handler did not run, as for a run that crashed too often) and, on
+// success, the attempt it took.
+func (m *Metrics) Transition(typ string, from, to event.State, attempt int64, took time.Duration) {
+	if m == nil {
+		return
+	}
+	outcome := OutcomeError
+	switch to {
+	case event.StateSuccess:
+		outcome = OutcomeSuccess
+		m.attempts.WithLabelValues(typ).Observe(float64(attempt))
+	case event.StateFailed:
+		outcome = OutcomeRetry
+	}
+	m.handled.WithLabelValues(typ, outcome).Inc()
+	m.transitions.WithLabelValues(from.String(), to.String()).Inc()
+	if took > 0 {
+		m.handlerTime.WithLabelValues(typ).Observe(took.Seconds())
+	}
+}
+
+// InFlight adds delta to the handlers running now.
+func (m *Metrics) InFlight(delta int) {
+	if m != nil {
+		m.inFlight.Add(float64(delta))
+	}
+}
+
+// Skipped counts a message not run, for reason (SkipStale, ...).
+func (m *Metrics) Skipped(reason string) {
+	if m != nil {
+		m.skipped.WithLabelValues(reason).Inc()
+	}
+}
+
+// ChangeSeen records a change read from the change stream, committed at
+// clusterTime.
+func (m *Metrics) ChangeSeen(clusterTime bson.Timestamp) {
+	if m == nil {
+		return
+	}
+	m.changes.Inc()
+	now := m.now()
+	if clusterTime.T > 0 {
+		m.lag.Set(max(now.Sub(time.Unix(int64(clusterTime.T), 0)).Seconds(), 0))
+	}
+	m.mu.Lock()
+	if m.pendingSince.IsZero() {
+		m.pendingSince = now
+	}
+	m.mu.Unlock()
+}
+
+// Checkpointed records that the relay saved its resume token.
+func (m *Metrics) Checkpointed() {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.savedAt, m.pendingSince = m.now(), time.Time{}
+	m.mu.Unlock()
+}
+
+// checkpointAge is 0 while no change was read since the last save, and
+// otherwise how long the first of them has waited.
+func (m *Metrics) checkpointAge() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pendingSince.IsZero() {
+		return 0
+	}
+	return m.now().Sub(m.pendingSince).Seconds()
+}
+
+// Published records a message JetStream acknowledged on stream, took after
+// its publish.
+func (m *Metrics) Published(stream string, took time.Duration, duplicate bool) {
+	if m == nil {
+		return
+	}
+	m.published.WithLabelValues(stream).Inc()
+	if duplicate {
+		m.duplicates.WithLabelValues(stream).Inc()
+	}
+	if took > 0 {
+		m.publishTime.Observe(took.Seconds())
+	}
+}
+
+// Swept counts an event the sweeper published again.
+func (m *Metrics) Swept() {
+	if m != nil {
+		m.swept.Inc()
+	}
+}
+
+// Scheduled counts a failed event the scheduler published when due.
+func (m *Metrics) Scheduled() {
+	if m != nil {
+		m.scheduled.Inc()
+	}
+}
+
+// Archived counts an event moved into errors for reason.
+func (m *Metrics) Archived(reason event.Reason) {
+	if m != nil {
+		m.archived.WithLabelValues(string(reason)).Inc()
+	}
+}
+
+// StorageError counts a failed storage operation.
+func (m *Metrics) StorageError(op string) {
+	if m != nil {
+		m.storageErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// NATSError counts a NATS error of op (publish, pull, disconnect, async).
+func (m *Metrics) NATSError(op string) {
+	if m != nil {
+		m.natsErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// Leader sets whether this process runs the active producer.
+func (m *Metrics) Leader(active bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if active {
+		v = 1
+	}
+	m.leader.Set(v)
+}

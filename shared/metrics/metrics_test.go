@@ -1,0 +1,124 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/embedded"
+)
+
+// Every method moves its metric, and the exposition lints clean.
+func TestMetricsMoveAndLint(t *testing.T) {
+	t.Parallel()
+	m := New("v1.2.3")
+	clock := time.Unix(2000, 0)
+	m.now = func() time.Time { return clock }
+	m.Transition("mail", event.StateNew, event.StateSuccess, 1, 20*time.Millisecond)
+	m.Transition("mail", event.StateNew, event.StateFailed, 1, 20*time.Millisecond)
+	m.InFlight(1)
+	m.Skipped(SkipStale)
+	m.ChangeSeen(bson.Timestamp{T: 1990})
+	m.Published("RETRIGGER_EVENTS", time.Millisecond, true)
+	m.Swept()
+	m.Scheduled()
+	m.Archived(event.ReasonExhausted)
+	m.StorageError("find")
+	m.NATSError("publish")
+	m.Leader(true)
+	if got := testutil.ToFloat64(m.lag); got != 10 {
+		t.Errorf("lag %v, want 10", got)
+	}
+	clock = clock.Add(3 * time.Second)
+	if got := m.checkpointAge(); got != 3 {
+		t.Errorf("checkpoint age %v, want 3 (a change waits since 3s)", got)
+	}
+	m.Checkpointed()
+	if got := m.checkpointAge(); got != 0 {
+		t.Errorf("checkpoint age %v after a save, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.handled.WithLabelValues("mail", OutcomeRetry)); got != 1 {
+		t.Errorf("handled retry %v", got)
+	}
+	problems, err := promlint.NewWithMetricFamilies(gather(t, m)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func gather(t *testing.T, m *Metrics) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
+
+func TestNilRecordsNothing(t *testing.T) {
+	t.Parallel()
+	var m *Metrics
+	m.Transition("x", 0, 1, 1, time.Second)
+	m.InFlight(1)
+	m.ChangeSeen(bson.Timestamp{})
+	m.Checkpointed()
+	m.Leader(true)
+	db, err := embedded.Open(context.Background(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	if m.WrapDatabase(db) != store.Database(db) {
+		t.Error("a nil Metrics wraps nothing")
+	}
+}
+
+// The wrapped database counts failures, not answers.
+func TestWrapDatabaseCountsErrors(t *testing.T) {
+	t.Parallel()
+	m := New("dev")
+	db, err := embedded.Open(context.Background(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	c := m.WrapDatabase(db).Collection("events")
+	ctx := context.Background()
+	if err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); !errors.Is(err, store.ErrDuplicate) {
+		t.Fatal(err)
+	}
+	if _, err := c.FindOne(ctx, bson.D{{Key: "_id", Value: 2}}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if _, err := c.FindOne(ctx, bson.D{{Key: "$bogus", Value: 1}}); err == nil {
+		t.Fatal("a bad filter fails")
+	}
+	out, _ := testutil.CollectAndLint(m.storageErrors)
+	if len(out) > 0 {
+		t.Errorf("lint: %v", out)
+	}
+	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 1 {
+		t.Errorf("find errors %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(m.storageErrors); n != 1 {
+		t.Errorf("%d series: a duplicate and a not found are not errors", n)
+	}
+	if !strings.HasPrefix(m.storageErrors.WithLabelValues("find").Desc().String(), "Desc{fqName: \"retrigger_storage_errors_total\"") {
+		t.Error(m.storageErrors.WithLabelValues("find").Desc().String())
+	}
+}
