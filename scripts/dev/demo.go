@@ -17,6 +17,7 @@ import (
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 )
@@ -153,7 +154,7 @@ func (f *feed) recent() []consumer.Transition {
 func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o options) {
 	t := time.NewTicker(o.summaryEvery)
 	defer t.Stop()
-	events, errs := db.Collection("events"), db.Collection("errors")
+	st := eventstore.New(db, eventstore.Options{})
 	prevTotal, prevAt := f.total.Load(), time.Now()
 	for {
 		select {
@@ -161,25 +162,22 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 			return
 		case <-t.C:
 		}
-		count := func(c store.Collection, filter bson.D) int64 {
-			n, err := c.Count(ctx, filter)
+		count := func(w eventstore.Where, f eventstore.Filter) int64 {
+			n, err := st.Count(ctx, w, f)
 			if err != nil {
 				return -1
 			}
 			return n
 		}
-		st := func(s event.State) bson.D {
-			if s == event.StateNew {
-				return bson.D{{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{s, nil}}}}}
-			}
-			return bson.D{{Key: "state", Value: s}}
+		in := func(s event.State) int64 {
+			return count(eventstore.InEvents, eventstore.Filter{States: []event.State{s}})
 		}
 		total, now := f.total.Load(), time.Now()
 		rate := float64(total-prevTotal) / now.Sub(prevAt).Seconds()
 		prevTotal, prevAt = total, now
 		fmt.Fprintf(w, "%s  new %d · retrying %d · success %d · error %d │ archived in errors %d │ %.1f transitions/s\n",
-			now.Format(time.TimeOnly), count(events, st(event.StateNew)), count(events, st(event.StateFailed)),
-			count(events, st(event.StateSuccess)), count(events, st(event.StateError)), count(errs, bson.D{}), rate)
+			now.Format(time.TimeOnly), in(event.StateNew), in(event.StateFailed),
+			in(event.StateSuccess), in(event.StateError), count(eventstore.InErrors, eventstore.Filter{}), rate)
 		for _, tr := range f.recent() {
 			fmt.Fprintf(w, "    %s  %s\n", tr.At.Format(time.TimeOnly), describe(tr))
 		}
