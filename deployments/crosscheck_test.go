@@ -2,19 +2,18 @@ package deployments
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/retrigger/retrigger/shared/messaging"
 )
 
 // pendingFlags are flags the manifests already use but the commands do not
 // have yet (announced in issue 12 and the commands issue). A variable of a
 // pending flag that a command lacks makes its check skip, naming it; any
 // other unknown variable fails. Remove an entry once every command has it.
-var pendingFlags = map[string]string{
-	"drain-timeout": "the producer's drain on SIGTERM (commands issue)",
-}
+var pendingFlags = map[string]string{}
 
 // missing collects pending flags that commands lack, for one t.Skip.
 type missing map[string][]string // flag -> commands
@@ -72,19 +71,10 @@ func setting(c *command, env map[string]string, flagName string) (string, bool) 
 	return f.def, ok
 }
 
-// plainType is an event type whose durable consumer name is
-// RETRIGGER_WORKERS_<type> as is.
-var plainType = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// workersConsumer is the durable consumer of an event type's workers:
-// <prefix>_WORKERS_<type> for a type of [A-Za-z0-9_-]. Other types get a
-// sanitized name plus a hash, which this test does not reproduce.
-// TODO: call the naming function of shared/messaging once it exists.
+// workersConsumer is the durable consumer of an event type's workers, as
+// the code names it.
 func workersConsumer(prefix, typ string) (string, error) {
-	if !plainType.MatchString(typ) {
-		return "", fmt.Errorf("type %q is not made of [A-Za-z0-9_-]: its consumer name needs the real naming function", typ)
-	}
-	return prefix + "_WORKERS_" + typ, nil
+	return messaging.Names{StreamPrefix: prefix}.WorkersConsumer(typ), nil
 }
 
 // handlerTypes returns the event types of a -handlers value

@@ -475,20 +475,21 @@ func TestPodSecurity(t *testing.T) {
 	}
 }
 
-// TestProducerRunsAlone: until the producer's leader lease exists, at most
-// one producer may run, also during a rollout.
-// TODO(issue 12 item 4): two replicas and a RollingUpdate once the lease lands.
-func TestProducerRunsAlone(t *testing.T) {
+// TestProducerStandsBy: two producers, one leading and one standing by,
+// replaced one at a time in a rollout (the leadership lease makes two at
+// once safe).
+func TestProducerStandsBy(t *testing.T) {
 	for _, dir := range kustomizations(t) {
 		d := find[*appsv1.Deployment](kustomizeBuild(t, dir))["retrigger-producer"]
 		if d == nil {
 			continue
 		}
-		if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
-			t.Errorf("%s: producer replicas %v, want 1", dir, d.Spec.Replicas)
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+			t.Errorf("%s: producer replicas %v, want 2 (a leader and a standby)", dir, d.Spec.Replicas)
 		}
-		if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-			t.Errorf("%s: producer strategy %q, want Recreate (a rolling update runs two producers)", dir, d.Spec.Strategy.Type)
+		if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate == nil ||
+			d.Spec.Strategy.RollingUpdate.MaxUnavailable == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("%s: producer strategy %+v, want a RollingUpdate with maxUnavailable 0 (a standby always runs)", dir, d.Spec.Strategy)
 		}
 	}
 }

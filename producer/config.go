@@ -1,6 +1,9 @@
 package producer
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +27,7 @@ const (
 	DefaultRetentionInterval  = 10 * time.Second
 	DefaultRetentionBatch     = 1000
 	DefaultDrainTimeout       = 10 * time.Second
+	DefaultLeaderTTL          = 15 * time.Second
 )
 
 // Config of a producer. The zero value of each field means its default.
@@ -40,6 +44,7 @@ type Config struct {
 	// to show in a message travels as a reference).
 	MaxEventSize int
 
+	Leader    LeaderConfig
 	Relay     RelayConfig
 	Scheduler SchedulerConfig
 	Sweeper   SweeperConfig
@@ -56,6 +61,20 @@ type Config struct {
 	// readiness. nil: none.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+}
+
+// LeaderConfig tunes the leadership that lets several producers run, one
+// active and the others standing by.
+type LeaderConfig struct {
+	// TTL is how long a leadership holds without renewal: a standby takes
+	// over this long after the leader stopped renewing (it crashed, or
+	// lost MongoDB). The leader renews every TTL/3, and stops its work if
+	// it could not renew for TTL minus a clock-skew margin of TTL/5.
+	// Default 15s.
+	TTL time.Duration
+	// Owner names this producer in the leadership document. Default: the
+	// host name, the process id and a random suffix.
+	Owner string
 }
 
 // RelayConfig tunes the change stream relay.
@@ -147,6 +166,12 @@ func (c Config) withDefaults() Config {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	if c.Leader.TTL == 0 {
+		c.Leader.TTL = DefaultLeaderTTL
+	}
+	if c.Leader.Owner == "" {
+		c.Leader.Owner = defaultOwner()
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -190,8 +215,19 @@ func (c Config) validate() error {
 		return f("Retention.Batch", "retention-batch", "must be at least 1, got %d", c.Retention.Batch)
 	case c.MaxEventSize < 0:
 		return f("MaxEventSize", "max-event-size", "must not be negative, got %d", c.MaxEventSize)
+	case c.Leader.TTL < time.Second:
+		return f("Leader.TTL", "leader-ttl", "must be at least 1s, got %s", c.Leader.TTL)
 	case c.DrainTimeout < 0:
 		return f("DrainTimeout", "drain-timeout", "must not be negative, got %s", c.DrainTimeout)
 	}
 	return c.Store.Validate()
+}
+
+// defaultOwner names a producer by its host, process and a random suffix.
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "producer"
+	}
+	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
 }

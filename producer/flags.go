@@ -22,6 +22,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Retention.Interval, "retention-interval", DefaultRetentionInterval, "time between deletions of succeeded events")
 	fs.IntVar(&c.Retention.Batch, "retention-batch", DefaultRetentionBatch, "most succeeded events deleted at once")
 	fs.IntVar(&c.MaxEventSize, "max-event-size", 0, "largest event document in bytes; larger ones go to errors (0: no bound)")
+	fs.DurationVar(&c.Leader.TTL, "leader-ttl", DefaultLeaderTTL, "how long the active producer's leadership holds without renewal: a standby producer takes over after it")
+	fs.StringVar(&c.Leader.Owner, "leader-name", "", "name of this producer in the leadership document (default: host name, process id and a random suffix)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "how long a stopping producer waits for publishes in flight")
 	fs.DurationVar(&c.Streams.DuplicateWindow, "duplicate-window", messaging.DefaultDuplicateWindow, "JetStream duplicate window of both streams")
 	fs.DurationVar(&c.Streams.DLQMaxAge, "dlq-max-age", messaging.DefaultDLQMaxAge, "how long dead letters stay in the DLQ stream for inspection")

@@ -16,13 +16,16 @@ import (
 // unready (its checks fail), not restarted.
 const stuckAfter = 2 * time.Minute
 
-// checkReady is the producer's readiness: it watches the events
-// collection (or runs, without change streams) and its streams exist.
+// checkReady is the producer's readiness: as leader it watches the
+// events collection (or runs, without change streams); leading or
+// standing by, its streams exist. /readyz also shows which it is.
 func (p *Producer) checkReady(ctx context.Context) error {
-	select {
-	case <-p.ready:
-	default:
-		return errors.New("not watching the events collection yet")
+	if t := p.term.Load(); t != nil && !p.cfg.DisableChangeStreams {
+		select {
+		case <-t.relay.Ready():
+		default:
+			return errors.New("leading, but not watching the events collection yet")
+		}
 	}
 	return health.JetStream(p.js, []string{p.cfg.Names.EventsStream(), p.cfg.Names.DLQStream()}, nil)(ctx)
 }

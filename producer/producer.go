@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -19,23 +20,32 @@ import (
 )
 
 // Producer is retrigger's only publisher: it runs the relay, the
-// scheduler, the sweeper and retention on one events collection.
+// scheduler, the sweeper and retention on one events collection. Several
+// producers may run: one holds the collection's leadership and works, the
+// others stand by and take over when its lease runs out.
 type Producer struct {
 	cfg   Config
 	log   zerolog.Logger
 	store *eventstore.Store
 	js    jetstream.JetStream
+	pub   *publisher
 	stats Stats
 
-	Relay     *Relay
-	Scheduler *Scheduler
-	Sweeper   *Sweeper
-	Retention *Retention
+	term      atomic.Pointer[term] // the services of the leadership held now; nil: standing by
+	ready     chan struct{}
+	readyOnce sync.Once
+	warnedMu  sync.Mutex
+	warned    map[string]time.Time // unserved types, when last warned of
+	unserved  map[string]time.Time // unserved types, since when
+}
 
-	ready    chan struct{}
-	warnedMu sync.Mutex
-	warned   map[string]time.Time // unserved types, when last warned of
-	unserved map[string]time.Time // unserved types, since when
+// term is one leadership of the producer and the services it runs.
+type term struct {
+	lead      eventstore.Leadership
+	relay     *Relay
+	scheduler *Scheduler
+	sweeper   *Sweeper
+	retention *Retention
 }
 
 // New builds a producer on db and the NATS connection nc.
@@ -56,21 +66,33 @@ func New(cfg Config, db store.Database, nc *nats.Conn) (*Producer, error) {
 	log := cfg.Logger.With().Str("component", "producer").Logger()
 	st := eventstore.New(db, cfg.Store)
 	p := &Producer{cfg: cfg, log: log, store: st, js: js, ready: make(chan struct{}), warned: map[string]time.Time{}, unserved: map[string]time.Time{}}
-	pub := &publisher{cfg: cfg, log: log, store: st, js: js, stats: &p.stats, maxPayload: int(nc.MaxPayload())}
-	pub.ensureStreams = func(ctx context.Context) error {
+	p.pub = &publisher{cfg: cfg, log: log, store: st, js: js, stats: &p.stats, maxPayload: int(nc.MaxPayload())}
+	p.pub.ensureStreams = func(ctx context.Context) error {
 		_, err := messaging.EnsureStreams(ctx, js, cfg.Names, cfg.Streams, true)
 		return err
 	}
-	p.Scheduler = newScheduler(cfg.Scheduler, log.With().Str("service", "scheduler").Logger(), st, pub, cfg.Now)
-	pub.schedule = p.Scheduler.Wake
-	p.Sweeper = newSweeper(cfg.Sweeper, log.With().Str("service", "sweeper").Logger(), st, pub, cfg.Now, cfg.DisableChangeStreams)
-	p.Sweeper.after = p.warnUnserved
-	p.Relay = &Relay{cfg: cfg.Relay, log: log.With().Str("service", "relay").Logger(), store: st, pub: pub, now: cfg.Now,
-		checkpoint: "producer:" + cfg.Store.Events, fullSweep: p.Sweeper.SweepAll, ready: make(chan struct{})}
-	p.Retention = &Retention{cfg: cfg.Retention, log: log.With().Str("service", "retention").Logger(), store: st, stats: &p.stats, now: cfg.Now, loops: cfg.Health}
 	cfg.Health.Check("producer", p.checkReady)
+	cfg.Health.Status("producer", p.role)
 	return p, nil
 }
+
+// newTerm builds the services of one leadership.
+func (p *Producer) newTerm(lead eventstore.Leadership, lost context.CancelCauseFunc) *term {
+	cfg, log := p.cfg, p.log
+	t := &term{lead: lead}
+	t.scheduler = newScheduler(cfg.Scheduler, log.With().Str("service", "scheduler").Logger(), p.store, p.pub, cfg.Now)
+	t.sweeper = newSweeper(cfg.Sweeper, log.With().Str("service", "sweeper").Logger(), p.store, p.pub, cfg.Now, cfg.DisableChangeStreams)
+	t.sweeper.after = p.warnUnserved
+	t.relay = &Relay{cfg: cfg.Relay, log: log.With().Str("service", "relay").Logger(), store: p.store, pub: p.pub, now: cfg.Now,
+		checkpoint: checkpointName(cfg), fullSweep: t.sweeper.SweepAll, ready: make(chan struct{}),
+		fence: &t.lead, lost: lost, drain: cfg.DrainTimeout}
+	t.retention = &Retention{cfg: cfg.Retention, log: log.With().Str("service", "retention").Logger(), store: p.store, stats: &p.stats, now: cfg.Now, loops: cfg.Health}
+	return t
+}
+
+// checkpointName names the checkpoint document of the events collection,
+// which also holds its leadership.
+func checkpointName(cfg Config) string { return "producer:" + cfg.Store.Events }
 
 // Stats returns the producer's counters.
 func (p *Producer) Stats() *Stats { return &p.stats }
@@ -78,10 +100,30 @@ func (p *Producer) Stats() *Stats { return &p.stats }
 // Store is the event store the producer works on.
 func (p *Producer) Store() *eventstore.Store { return p.store }
 
-// Ready is closed once the producer watches the collection (or, without
-// change streams, once it runs): a change committed after that is relayed
-// rather than found by a sweep.
+// Leader reports whether this producer holds the leadership now.
+func (p *Producer) Leader() bool { return p.term.Load() != nil }
+
+// role is "leader" or "standby", as /readyz shows it.
+func (p *Producer) role() string {
+	if p.Leader() {
+		return "leader"
+	}
+	return "standby"
+}
+
+// Ready is closed once the producer, as leader, watches the collection
+// (or, without change streams, runs): a change committed after that is
+// relayed rather than found by a sweep. A standby is not ready so.
 func (p *Producer) Ready() <-chan struct{} { return p.ready }
+
+// Sweep runs one sweep now (see Sweeper.Sweep); only the leader sweeps.
+func (p *Producer) Sweep(ctx context.Context, stall time.Duration) (int, error) {
+	t := p.term.Load()
+	if t == nil {
+		return 0, errors.New("sweeping: this producer stands by")
+	}
+	return t.sweeper.Sweep(ctx, stall)
+}
 
 // Setup creates the streams, or brings them to this configuration, and
 // the indexes. Run calls it; it is exported for tools that need the
@@ -97,26 +139,85 @@ func (p *Producer) Setup(ctx context.Context) error {
 	return p.store.EnsureIndexes(ctx)
 }
 
-// Run sets up, then relays, schedules, sweeps and retires until ctx ends,
-// and then waits for the publishes in flight and saves the last
-// acknowledged resume token. While NATS or MongoDB cannot be reached at
-// start it waits, saying so.
+// Run sets up, then, while it holds the collection's leadership, relays,
+// schedules, sweeps and retires, until ctx ends; then it waits for the
+// publishes in flight (at most DrainTimeout), saves the last acknowledged
+// resume token and hands the leadership over. While another producer leads
+// it stands by; while NATS or MongoDB cannot be reached at start it waits,
+// saying so.
 func (p *Producer) Run(ctx context.Context) error {
 	if err := p.setupWithRetry(ctx); err != nil {
 		return err
 	}
-	p.cfg.Metrics.Leader(true) // one producer per deployment, until the leader lease
-	defer p.cfg.Metrics.Leader(false)
-	services := []interface{ Run(context.Context) error }{p.Scheduler, p.Sweeper, p.Retention}
+	for ctx.Err() == nil {
+		lead, ok := p.awaitLeadership(ctx)
+		if !ok {
+			return nil
+		}
+		p.lead(ctx, lead)
+	}
+	return nil
+}
+
+// errLeadershipLost ends a term.
+var errLeadershipLost = errors.New("lost the leadership")
+
+// awaitLeadership tries to take the leadership every TTL/3 until it does
+// or ctx ends.
+func (p *Producer) awaitLeadership(ctx context.Context) (eventstore.Leadership, bool) {
+	ttl, name := p.cfg.Leader.TTL, checkpointName(p.cfg)
+	var announced string
+	for {
+		lead, ok, err := p.store.AcquireLeadership(ctx, name, p.cfg.Leader.Owner, p.cfg.Now(), ttl)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.log.Warn().Err(err).Msg("taking the leadership failed; trying again")
+		case ok:
+			p.log.Info().Int64("epoch", lead.Epoch).Msg("leading: relaying, scheduling and sweeping")
+			return lead, true
+		case lead.Owner != announced:
+			announced = lead.Owner
+			p.log.Info().Str("leader", lead.Owner).Time("until", lead.Until).Msg("another producer leads; standing by")
+		}
+		select {
+		case <-ctx.Done():
+			return eventstore.Leadership{}, false
+		case <-time.After(ttl / 3):
+		}
+	}
+}
+
+// lead runs the services of one leadership until ctx ends or the
+// leadership is lost, renewing it every TTL/3. It stops working when it
+// could not renew for TTL minus a margin for clock differences (TTL/5),
+// before a standby may take over.
+func (p *Producer) lead(ctx context.Context, lead eventstore.Leadership) {
+	tctx, lost := context.WithCancelCause(ctx)
+	defer lost(nil)
+	t := p.newTerm(lead, lost)
+	p.pub.schedule = t.scheduler.Wake
+	p.term.Store(t)
+	p.cfg.Metrics.Leader(true)
+	defer func() {
+		p.term.Store(nil)
+		p.cfg.Metrics.Leader(false)
+	}()
+
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		p.renew(tctx, lead, lost)
+	}()
+	services := []interface{ Run(context.Context) error }{t.scheduler, t.sweeper, t.retention}
 	if p.cfg.DisableChangeStreams {
-		close(p.ready)
+		p.readyOnce.Do(func() { close(p.ready) })
 	} else {
-		services = append(services, p.Relay)
+		services = append(services, t.relay)
 		go func() {
 			select {
-			case <-p.Relay.Ready():
-				close(p.ready)
-			case <-ctx.Done():
+			case <-t.relay.Ready():
+				p.readyOnce.Do(func() { close(p.ready) })
+			case <-tctx.Done():
 			}
 		}()
 	}
@@ -125,11 +226,56 @@ func (p *Producer) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.Run(ctx)
+			_ = s.Run(tctx)
 		}()
 	}
 	wg.Wait()
-	return nil
+	lost(nil)
+	<-renewed
+	if ctx.Err() != nil {
+		// A clean stop: hand over at once.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := p.store.ReleaseLeadership(rctx, &lead, p.cfg.Now()); err != nil {
+			p.log.Warn().Err(err).Msg("handing the leadership over")
+		}
+		return
+	}
+	p.log.Warn().Err(context.Cause(tctx)).Msg("lost the leadership; standing by")
+}
+
+// renew renews the leadership every TTL/3 until ctx ends, and calls lost
+// when it was taken over or could not be renewed in time.
+func (p *Producer) renew(ctx context.Context, lead eventstore.Leadership, lost context.CancelCauseFunc) {
+	ttl := p.cfg.Leader.TTL
+	tick := time.NewTicker(ttl / 3)
+	defer tick.Stop()
+	last := p.cfg.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, ttl/3)
+		now := p.cfg.Now()
+		err := p.store.RenewLeadership(rctx, &lead, now, ttl)
+		cancel()
+		switch {
+		case err == nil:
+			last = now
+		case errors.Is(err, eventstore.ErrLeaseLost):
+			lost(fmt.Errorf("%w: another producer took it over", errLeadershipLost))
+			return
+		case ctx.Err() != nil:
+			return
+		case p.cfg.Now().Sub(last) >= ttl-ttl/5:
+			lost(fmt.Errorf("%w: could not renew it for %s: %w", errLeadershipLost, p.cfg.Now().Sub(last).Round(time.Millisecond), err))
+			return
+		default:
+			p.log.Warn().Err(err).Msg("renewing the leadership failed; trying again")
+		}
+	}
 }
 
 // setupWithRetry runs Setup until it succeeds or ctx ends, with backoff.

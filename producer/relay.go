@@ -39,6 +39,13 @@ type Relay struct {
 	// lost, collection dropped).
 	fullSweep func(before time.Time)
 
+	// fence is the leadership whose epoch the checkpoints are written
+	// under; lost ends the leadership's term when the fence fails.
+	fence *eventstore.Leadership
+	lost  context.CancelCauseFunc
+	// drain bounds the wait for publishes in flight at shutdown.
+	drain time.Duration
+
 	ready     chan struct{}
 	readyOnce sync.Once
 	beat      *health.Loop
@@ -65,10 +72,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, eventstore.ErrLeaseLost) {
+			r.lost(fmt.Errorf("%w: its checkpoint was fenced off", errLeadershipLost))
+			return nil
+		}
 		r.pub.stats.Restarts.Add(1)
 		if errors.Is(err, store.ErrHistoryLost) || errors.Is(err, errInvalidated) {
 			r.log.Warn().Err(err).Msg("restarting the change stream from the present and sweeping every event that needs work")
-			if err := r.store.SaveToken(context.WithoutCancel(ctx), r.checkpoint, nil, r.now()); err != nil {
+			if err := r.saveToken(context.WithoutCancel(ctx), nil); err != nil {
 				r.log.Warn().Err(err).Msg("clearing the resume token")
 			}
 			continue // relay sweeps once its new stream is open
@@ -85,6 +96,22 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// saveToken saves the resume token, fenced by the leadership.
+func (r *Relay) saveToken(ctx context.Context, token bson.Raw) error {
+	if r.fence == nil {
+		return r.store.SaveToken(ctx, r.checkpoint, token, r.now())
+	}
+	return r.store.SaveTokenAsLeader(ctx, r.fence, token, r.now())
+}
+
+// drainContext is a context that ends drain after ctx ends: the work in
+// flight when a component stops gets that long to finish.
+func drainContext(ctx context.Context, drain time.Duration) context.Context {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { time.AfterFunc(drain, cancel) })
+	return dctx
 }
 
 // errInvalidated: the stream ended because the collection was dropped or
@@ -192,12 +219,12 @@ func (r *Relay) collectAcks(ctx context.Context, queue <-chan pending, cancel co
 		saved    bson.Raw
 		lastSave = time.Now()
 		failed   error
-		saveCtx  = context.WithoutCancel(ctx)
+		saveCtx  = drainContext(ctx, r.drain)
 		flush    = func() error {
 			if last == nil || string(last) == string(saved) {
 				return nil
 			}
-			if err := r.store.SaveToken(saveCtx, r.checkpoint, last, r.now()); err != nil {
+			if err := r.saveToken(saveCtx, last); err != nil {
 				return err
 			}
 			r.pub.stats.Checkpoint.Add(1)

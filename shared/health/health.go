@@ -31,9 +31,42 @@ const DefaultCheckTimeout = 2 * time.Second
 type Health struct {
 	now func() time.Time
 
-	mu     sync.Mutex
-	loops  map[*Loop]struct{}
-	checks []check
+	mu       sync.Mutex
+	loops    map[*Loop]struct{}
+	checks   []check
+	statuses []status
+}
+
+// status is a line /readyz shows, such as a producer's role.
+type status struct {
+	name string
+	fn   func() string
+}
+
+// Status adds a line "name: fn()" to what /readyz shows, such as whether a
+// producer leads or stands by.
+func (h *Health) Status(name string, fn func() string) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.statuses = append(h.statuses, status{name, fn})
+}
+
+// Statuses are the status lines, in the order they were added.
+func (h *Health) Statuses() []string {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	st := append([]status(nil), h.statuses...)
+	h.mu.Unlock()
+	out := make([]string, len(st))
+	for i, s := range st {
+		out[i] = s.name + ": " + s.fn()
+	}
+	return out
 }
 
 type check struct {
@@ -213,9 +246,12 @@ func (h *Health) ReadyHandler() http.Handler {
 		if err := h.Ready(r.Context()); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready:\n%v\n", err)
-			return
+		} else {
+			fmt.Fprintln(w, "ok")
 		}
-		fmt.Fprintln(w, "ok")
+		for _, s := range h.Statuses() {
+			fmt.Fprintln(w, s)
+		}
 	})
 }
 

@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"SweepPagesThroughMixedIDTypes", testSweepPaging, false, false},
 		{"RetireDeletesOldSuccessesInBatches", testRetire, false, false},
 		{"Checkpoints", testCheckpoints, false, false},
+		{"LeadershipIsExclusiveAndFencesCheckpoints", testLeadership, false, false},
 		{"IndexesTwice", testIndexes, false, false},
 		{"ListAndCount", testListAndCount, false, false},
 		{"CountByType", testCountByType, false, true},

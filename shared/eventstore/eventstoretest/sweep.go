@@ -213,3 +213,44 @@ func testFailedAfterMovedLater(t *testing.T, b *bundle) {
 	require.NoError(t, err)
 	require.Len(t, docs, 1, "found again at its new due time")
 }
+
+// Leadership: one holder at a time; a new holder only after the lease ran
+// out; each holder's epoch fences its checkpoint writes.
+func testLeadership(t *testing.T, b *bundle) {
+	const name = "producer:events"
+	a, ok, err := b.store.AcquireLeadership(b.ctx, name, "a", b.now, 15*time.Second)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.EqualValues(t, 1, a.Epoch)
+	held, ok, err := b.store.AcquireLeadership(b.ctx, name, "b", b.now.Add(10*time.Second), 15*time.Second)
+	require.NoError(t, err)
+	require.False(t, ok, "held by a")
+	require.Equal(t, "a", held.Owner)
+	require.NoError(t, b.store.RenewLeadership(b.ctx, &a, b.now.Add(10*time.Second), 15*time.Second))
+	require.NoError(t, b.store.SaveTokenAsLeader(b.ctx, &a, bson.Raw{5, 0, 0, 0, 0}, b.now))
+	_, ok, err = b.store.AcquireLeadership(b.ctx, name, "b", b.now.Add(20*time.Second), 15*time.Second)
+	require.NoError(t, err)
+	require.False(t, ok, "the renewal holds until now+25s")
+
+	// a pauses past its lease; b takes over; a, awake, is fenced.
+	later := b.now.Add(26 * time.Second)
+	bl, ok, err := b.store.AcquireLeadership(b.ctx, name, "b", later, 15*time.Second)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.EqualValues(t, 2, bl.Epoch)
+	require.ErrorIs(t, b.store.SaveTokenAsLeader(b.ctx, &a, bson.Raw{5, 0, 0, 0, 0}, later), eventstore.ErrLeaseLost)
+	require.ErrorIs(t, b.store.RenewLeadership(b.ctx, &a, later, 15*time.Second), eventstore.ErrLeaseLost)
+	token, err := bson.Marshal(bson.D{{Key: "ts", Value: bson.Timestamp{T: 7}}})
+	require.NoError(t, err)
+	require.NoError(t, b.store.SaveTokenAsLeader(b.ctx, &bl, token, later))
+	got, err := b.store.LoadToken(b.ctx, name)
+	require.NoError(t, err)
+	require.Equal(t, bson.Raw(token), got)
+
+	// A release hands over at once.
+	require.NoError(t, b.store.ReleaseLeadership(b.ctx, &bl, later))
+	cl, ok, err := b.store.AcquireLeadership(b.ctx, name, "c", later, 15*time.Second)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.EqualValues(t, 3, cl.Epoch)
+}
