@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 )
@@ -20,9 +21,17 @@ func EnvName(flagName string) string {
 
 // Parse parses args into fs, then sets every flag not given on the command
 // line from its environment variable, if set. A flag beats its variable.
-// getenv is os.Getenv outside tests. flag.ErrHelp is returned as is.
+// A float flag must hold a finite number: NaN and ±Inf are errors that
+// name the flag and its variable. getenv is os.Getenv outside tests.
+// flag.ErrHelp is returned as is.
 func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	fs.Usage = func() { Usage(fs.Output(), fs) }
+	return ParseCommand(fs, "", args, getenv)
+}
+
+// ParseCommand is Parse for a command whose -help starts with summary: one
+// line saying what the command is for and which other components it needs.
+func ParseCommand(fs *flag.FlagSet, summary string, args []string, getenv func(string) string) error {
+	fs.Usage = func() { usage(fs.Output(), fs, summary) }
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,7 +54,27 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("invalid value %q for %s: %w", v, env, err))
 		}
 	})
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return finiteFloats(fs)
+}
+
+// finiteFloats rejects NaN and ±Inf in every float flag: strconv accepts
+// them, and no setting means anything with them (a NaN failure rate or
+// retry multiplier compares false with every bound).
+func finiteFloats(fs *flag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if !ok || err != nil {
+			return
+		}
+		if v, ok := g.Get().(float64); ok && (math.IsNaN(v) || math.IsInf(v, 0)) {
+			err = Invalid(f.Name, "must be a finite number, got %v", v)
+		}
+	})
+	return err
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {
@@ -57,7 +86,12 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 }
 
 // Usage prints every flag with its variable and default.
-func Usage(w io.Writer, fs *flag.FlagSet) {
+func Usage(w io.Writer, fs *flag.FlagSet) { usage(w, fs, "") }
+
+func usage(w io.Writer, fs *flag.FlagSet, summary string) {
+	if summary != "" {
+		fmt.Fprintf(w, "%s: %s\n\n", fs.Name(), summary)
+	}
 	fmt.Fprintf(w, "Usage of %s (every flag can also be set by its environment variable):\n", fs.Name())
 	fs.VisitAll(func(f *flag.Flag) {
 		def := ""
