@@ -3,6 +3,7 @@ package retry
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -81,7 +82,7 @@ func (p *Policy) set(knob, value string) error {
 		p.MaxInterval, err = time.ParseDuration(value)
 	case "randomization":
 		p.RandomizationFactor, err = strconv.ParseFloat(value, 64)
-		if err == nil && p.RandomizationFactor < 0 {
+		if err == nil && p.RandomizationFactor < 0 && !math.IsInf(p.RandomizationFactor, -1) {
 			p.RandomizationFactor = 0 // negative: no jitter, as for the default policy
 		}
 	case "max-attempts":
@@ -92,5 +93,19 @@ func (p *Policy) set(knob, value string) error {
 	if err != nil {
 		return fmt.Errorf("%s=%s: %w", knob, value, err)
 	}
+	if f, ok := floatKnob(p, knob); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		return fmt.Errorf("%s=%s: must be a finite number", knob, value)
+	}
 	return nil
+}
+
+// floatKnob returns the value of a float knob as set.
+func floatKnob(p *Policy, knob string) (float64, bool) {
+	switch knob {
+	case "multiplier":
+		return p.Multiplier, true
+	case "randomization":
+		return p.RandomizationFactor, true
+	}
+	return 0, false
 }

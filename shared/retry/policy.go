@@ -66,8 +66,8 @@ func (p Policy) withBase(base Policy) Policy {
 	if p.RandomizationFactor == 0 {
 		p.RandomizationFactor = base.RandomizationFactor
 	}
-	if p.RandomizationFactor < 0 {
-		p.RandomizationFactor = 0
+	if p.RandomizationFactor < 0 && !math.IsInf(p.RandomizationFactor, -1) {
+		p.RandomizationFactor = 0 // -Inf is no number: validate rejects it
 	}
 	if p.MaxAttempts == 0 {
 		p.MaxAttempts = base.MaxAttempts
@@ -94,7 +94,7 @@ func (p Policy) validate(prefix string, flag func(knob string) string) error {
 	case p.MaxInterval < p.InitialInterval:
 		return f("MaxInterval", "max-interval", "%s is shorter than the initial interval %s", p.MaxInterval, p.InitialInterval)
 	case math.IsNaN(p.RandomizationFactor) || math.IsInf(p.RandomizationFactor, 0) || p.RandomizationFactor < 0 || p.RandomizationFactor >= 1:
-		return f("RandomizationFactor", "randomization", "must be in [0, 1), got %g", p.RandomizationFactor)
+		return f("RandomizationFactor", "randomization", "must be a number in [0, 1) (negative: none), got %g", p.RandomizationFactor)
 	case p.MaxAttempts < 1:
 		return f("MaxAttempts", "max-attempts", "must be at least 1, got %d", p.MaxAttempts)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/event"
 )
 
 func TestBackoffGrowsAndCaps(t *testing.T) {
@@ -141,5 +142,87 @@ func TestPoliciesDefaults(t *testing.T) {
 	require.EqualError(t, err, `invalid consumer.Config.Policies.ByType["email"].Multiplier: type email: must be a number of at least 1, got NaN`)
 	require.EqualError(t, config.ForFlags(err), "invalid -retry-overrides (RETRIGGER_RETRY_OVERRIDES): type email: must be a number of at least 1, got NaN")
 	nan := Policies{Default: Policy{RandomizationFactor: math.NaN()}}.WithDefaults()
-	require.EqualError(t, config.ForFlags(nan.Validate("x")), "invalid -retry-randomization (RETRIGGER_RETRY_RANDOMIZATION): must be in [0, 1), got NaN")
+	require.EqualError(t, config.ForFlags(nan.Validate("x")), "invalid -retry-randomization (RETRIGGER_RETRY_RANDOMIZATION): must be a number in [0, 1) (negative: none), got NaN")
+}
+
+// Every float of a policy must be a number: NaN compares false with every
+// bound, and -Inf would pass for "negative: no jitter".
+func TestNonFiniteFloatsAreRejected(t *testing.T) {
+	t.Parallel()
+	nan, inf := math.NaN(), math.Inf(1)
+	tests := []struct {
+		name      string
+		policy    Policy
+		overrides string
+		wantErr   string
+	}{
+		{"multiplier NaN", Policy{Multiplier: nan}, "", "invalid -retry-multiplier (RETRIGGER_RETRY_MULTIPLIER)"},
+		{"multiplier +Inf", Policy{Multiplier: inf}, "", "invalid -retry-multiplier"},
+		{"multiplier -Inf", Policy{Multiplier: -inf}, "", "invalid -retry-multiplier"},
+		{"randomization NaN", Policy{RandomizationFactor: nan}, "", "invalid -retry-randomization (RETRIGGER_RETRY_RANDOMIZATION)"},
+		{"randomization +Inf", Policy{RandomizationFactor: inf}, "", "invalid -retry-randomization"},
+		{"randomization -Inf", Policy{RandomizationFactor: -inf}, "", "invalid -retry-randomization"},
+		{"override multiplier NaN", Policy{}, "email:multiplier=NaN", "multiplier=NaN: must be a finite number"},
+		{"override multiplier -Inf", Policy{}, "email:multiplier=-Inf", "must be a finite number"},
+		{"override randomization -Inf", Policy{}, "email:randomization=-Inf", "randomization=-Inf: must be a finite number"},
+		{"override randomization -inf", Policy{}, "email:randomization=-inf", "must be a finite number"},
+		{"override randomization +Inf", Policy{}, "email:randomization=+Inf", "must be a finite number"},
+		{"negative randomization is none", Policy{RandomizationFactor: -1}, "email:randomization=-0.5", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ps := Policies{Default: tt.policy}
+			var err error
+			if tt.overrides != "" {
+				ps.ByType, err = ParseOverrides(tt.overrides, ps.Default.WithDefaults())
+			}
+			if err == nil {
+				err = config.ForFlags(ps.WithDefaults().Validate("consumer.Config.Policies"))
+			}
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+		})
+	}
+}
+
+// FuzzParseOverrides: any input gives policies that validate, or an
+// error; never a panic, and never a policy whose delays are not numbers.
+func FuzzParseOverrides(f *testing.F) {
+	for _, seed := range []string{
+		"email:max-attempts=10,initial=5s;partner:max-interval=1h",
+		"email:multiplier=NaN", "email:randomization=-Inf", "email:randomization=-0.5",
+		"email:initial=1s;email:initial=2s", "em.ail:initial=1s", ":", ";;", "a:b=c=d",
+		"email:initial=9223372036854775807ns,max-interval=9223372036854775807ns,multiplier=1e308",
+		"email:max-attempts=9223372036854775807,multiplier=1.0000001",
+	} {
+		f.Add(seed)
+	}
+	base := DefaultPolicy()
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseOverrides(s, base)
+		if err != nil {
+			if got != nil {
+				t.Fatalf("ParseOverrides(%q) returned policies with an error", s)
+			}
+			return
+		}
+		ps := Policies{Default: base, ByType: got}
+		if err := ps.WithDefaults().Validate("p"); err != nil {
+			t.Fatalf("ParseOverrides(%q) = %+v, which does not validate: %v", s, got, err)
+		}
+		for typ, p := range got {
+			if err := event.ValidateType(typ); err != nil {
+				t.Fatalf("ParseOverrides(%q) accepted the type %q: %v", s, typ, err)
+			}
+			for _, n := range []int64{1, 2, 64, math.MaxInt64} {
+				if d := p.Backoff(n, Rand(1)); d < 0 || float64(d) > float64(p.MaxInterval)*(1+p.RandomizationFactor)+1 {
+					t.Fatalf("ParseOverrides(%q): type %s: Backoff(%d) = %s, outside [0, max interval + jitter]", s, typ, n, d)
+				}
+			}
+		}
+	})
 }
