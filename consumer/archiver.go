@@ -79,6 +79,9 @@ func (c ArchiverConfig) validate() error {
 	f := func(field, flag, format string, args ...any) error {
 		return config.Field("consumer.ArchiverConfig."+field, flag, format, args...)
 	}
+	if err := c.Names.Validate(); err != nil {
+		return err
+	}
 	switch {
 	case c.Concurrency < 1:
 		return f("Concurrency", "concurrency", "must be at least 1, got %d", c.Concurrency)

@@ -143,6 +143,9 @@ func (c Config) validate() error {
 	f := func(field, flag, format string, args ...any) error {
 		return config.Field("consumer.Config."+field, flag, format, args...)
 	}
+	if err := c.Names.Validate(); err != nil {
+		return err
+	}
 	if len(c.Handlers) == 0 {
 		return f("Handlers", "handlers", "no handlers registered: a worker needs at least one event type to run")
 	}

@@ -186,6 +186,9 @@ func (c Config) validate() error {
 	f := func(field, flag, format string, args ...any) error {
 		return config.Field("producer.Config."+field, flag, format, args...)
 	}
+	if err := c.Names.Validate(); err != nil {
+		return err
+	}
 	switch {
 	case c.Streams.Replicas < 1 || c.Streams.Replicas > 5:
 		return f("Streams.Replicas", "stream-replicas", "must be 1 to 5 (JetStream's range; 3 in production), got %d", c.Streams.Replicas)

@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 )
 
@@ -51,4 +53,44 @@ func TestNames(t *testing.T) {
 	a, b := n.WorkersConsumer("orders/new"), n.WorkersConsumer("orders\\new")
 	require.NotEqual(t, a, b)
 	require.Regexp(t, `^ACME_WORKERS_orders_new_[0-9a-f]{8}$`, a)
+}
+
+func TestNamesValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, stream, subject, wantErr string
+	}{
+		{"defaults", "RETRIGGER", "retrigger", ""},
+		{"subject with tokens", "ACME", "acme.retrigger", ""},
+		{"empty token", "ACME", "a..b", `invalid messaging.Names.SubjectPrefix: "a..b" has an empty token`},
+		{"leading dot", "ACME", ".a", "has an empty token"},
+		{"trailing dot", "ACME", "a.", "has an empty token"},
+		{"only a dot", "ACME", ".", "has an empty token"},
+		{"subject wildcard", "ACME", "a.*", "must not contain '*'"},
+		{"subject space", "ACME", "a b", "must not contain"},
+		{"subject tab", "ACME", "a\tb", "must not contain"},
+		{"subject control", "ACME", "a\x01b", "must not contain"},
+		{"subject empty", "ACME", "", "SubjectPrefix: must not be empty"},
+		{"stream dot", "A.B", "a", "StreamPrefix"},
+		{"stream slash", "A/B", "a", "StreamPrefix"},
+		{"stream backslash", `A\B`, "a", "StreamPrefix"},
+		{"stream wildcard", "A>", "a", "StreamPrefix"},
+		{"stream empty", "", "a", "StreamPrefix: must not be empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := Names{StreamPrefix: tt.stream, SubjectPrefix: tt.subject}.Validate()
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+			flag := "-subject-prefix (RETRIGGER_SUBJECT_PREFIX)"
+			if strings.Contains(tt.wantErr, "StreamPrefix") {
+				flag = "-stream-prefix (RETRIGGER_STREAM_PREFIX)"
+			}
+			require.ErrorContains(t, config.ForFlags(err), "invalid "+flag)
+		})
+	}
 }

@@ -9,8 +9,12 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/retrigger/retrigger/shared/config"
 )
 
 // Defaults of the streams and consumers.
@@ -29,6 +33,41 @@ const (
 type Names struct {
 	StreamPrefix  string // default "RETRIGGER": streams RETRIGGER_EVENTS, RETRIGGER_DLQ
 	SubjectPrefix string // default "retrigger": subjects retrigger.events.<type>, retrigger.dlq.<type>
+}
+
+// Validate reports the first prefix that cannot make a valid stream,
+// consumer or subject name: the stream prefix is a name (no '.', '*',
+// '>', '/', '\\', white space or control characters), the subject prefix
+// one or more '.'-separated tokens, none empty (not "a..b", ".a" or
+// "a."), without '*', '>', white space or control characters. Both are
+// required. The errors name the field and its flag (config.ForFlags).
+func (n Names) Validate() error {
+	f := func(field, flag, format string, args ...any) error {
+		return config.Field("messaging.Names."+field, flag, format, args...)
+	}
+	if n.StreamPrefix == "" {
+		return f("StreamPrefix", "stream-prefix", "must not be empty")
+	}
+	if strings.IndexFunc(n.StreamPrefix, badNameRune) >= 0 || strings.ContainsAny(n.StreamPrefix, "./\\") {
+		return f("StreamPrefix", "stream-prefix", "%q must be a name without '.', '*', '>', '/', '\\', spaces or control characters", n.StreamPrefix)
+	}
+	if n.SubjectPrefix == "" {
+		return f("SubjectPrefix", "subject-prefix", "must not be empty")
+	}
+	if strings.IndexFunc(n.SubjectPrefix, badNameRune) >= 0 {
+		return f("SubjectPrefix", "subject-prefix", "%q must not contain '*', '>', spaces or control characters", n.SubjectPrefix)
+	}
+	for _, tok := range strings.Split(n.SubjectPrefix, ".") {
+		if tok == "" {
+			return f("SubjectPrefix", "subject-prefix", "%q has an empty token: write '.'-separated tokens, like retrigger or acme.retrigger", n.SubjectPrefix)
+		}
+	}
+	return nil
+}
+
+// badNameRune: NATS wildcards, white space and control characters.
+func badNameRune(r rune) bool {
+	return r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError
 }
 
 // DefaultNames are the names of docs/DESIGN.md.
