@@ -27,6 +27,7 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/logging"
+	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
 	"github.com/retrigger/retrigger/shared/version"
 )
@@ -237,13 +238,13 @@ func (r *runner) connect(ctx context.Context) (admin.Operations, func(), error) 
 	defer cancel()
 	db, err := mongostore.Open(cctx, r.o.conn.MongoURI, r.o.conn.Database)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to MongoDB %s: %w", mongostore.Redact(r.o.conn.MongoURI), err)
+		return nil, nil, fmt.Errorf("connecting to MongoDB %s: %w", redact.URL(r.o.conn.MongoURI), err)
 	}
 	st := eventstore.New(db, r.o.conn.Store)
 	var js jetstream.JetStream
 	nc, err := nats.Connect(r.o.conn.NATSURL, nats.Name("retrigger-admin"), nats.Timeout(5*time.Second))
 	if err != nil {
-		r.log.Warn().Err(err).Msg("NATS does not answer: stats will lack the streams")
+		r.log.Warn().Err(redact.Error(err, r.o.conn.NATSURL)).Str("nats", redact.URL(r.o.conn.NATSURL)).Msg("NATS does not answer: stats will lack the streams")
 	} else if js, err = jetstream.New(nc); err != nil {
 		return nil, nil, err
 	}

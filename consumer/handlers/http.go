@@ -19,6 +19,7 @@ import (
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/redact"
 )
 
 // Headers the HTTP handler sets on every request.
@@ -46,7 +47,8 @@ const (
 // URL means its default.
 type HTTPConfig struct {
 	// URL is the endpoint each event is POSTed to: an absolute http or https
-	// URL. Userinfo is sent (as basic auth) but redacted in errors.
+	// URL. Userinfo is sent (as basic auth) but redacted in errors, as are
+	// the values of query options that hold secrets (token=, ...).
 	// Required.
 	URL string
 	// Timeout bounds one request, from connecting to reading the response
@@ -121,7 +123,7 @@ func parseEndpoint(raw string) (*url.URL, error) {
 		// url's errors quote the whole input, credentials included.
 		return nil, errors.New("http handler: URL is not a valid URL")
 	}
-	shown := redact(u)
+	shown := redact.URL(u.String())
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, fmt.Errorf("http handler: URL %q: scheme must be http or https", shown)
@@ -129,17 +131,6 @@ func parseEndpoint(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("http handler: URL %q: has no host", shown)
 	}
 	return u, nil
-}
-
-// redact renders u with any userinfo replaced: the user name alone is often
-// a token.
-func redact(u *url.URL) string {
-	if u.User == nil {
-		return u.String()
-	}
-	c := *u
-	c.User = url.User("xxxxx")
-	return c.String()
 }
 
 // HTTP returns a handler that POSTs each event as JSON to cfg.URL:
@@ -183,7 +174,7 @@ func newHTTP(cfg HTTPConfig) (*httpHandler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &httpHandler{cfg: cfg, url: u.String(), shown: redact(u), client: cfg.Client}
+	h := &httpHandler{cfg: cfg, url: u.String(), shown: redact.URL(u.String()), client: cfg.Client}
 	if h.client == nil {
 		h.client = defaultClient(cfg.Timeout)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
+	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
 )
@@ -65,7 +66,7 @@ func (f *Flags) Validate() error {
 	case f.MongoURI == "":
 		return config.Invalid("mongodb-uri", "is required: the MongoDB replica set holding the events collection")
 	case !strings.HasPrefix(f.MongoURI, "mongodb://") && !strings.HasPrefix(f.MongoURI, "mongodb+srv://"):
-		return config.Invalid("mongodb-uri", "%q must start with mongodb:// or mongodb+srv://", mongostore.Redact(f.MongoURI))
+		return config.Invalid("mongodb-uri", "%q must start with mongodb:// or mongodb+srv://", redact.URL(f.MongoURI))
 	case f.Database == "":
 		return config.Invalid("mongodb-database", "must not be empty")
 	case f.NATSURL == "":
@@ -77,7 +78,7 @@ func (f *Flags) Validate() error {
 	}
 	for _, u := range strings.Split(f.NATSURL, ",") {
 		if p, err := url.Parse(strings.TrimSpace(u)); err != nil || p.Host == "" {
-			return config.Invalid("nats-url", "%q is not a URL like nats://127.0.0.1:4222", redactURL(u))
+			return config.Invalid("nats-url", "%q is not a URL like nats://127.0.0.1:4222", redact.URL(u))
 		}
 	}
 	if _, err := logging.New(io.Discard, f.LogLevel, logging.FormatJSON); err != nil {
@@ -139,7 +140,7 @@ func Main(name string, args []string, bind func(*flag.FlagSet, *Flags), validate
 		return 1
 	}
 	defer closeAll()
-	log.Info().Str("mongodb", mongostore.Redact(f.MongoURI)).Str("nats", redactURL(f.NATSURL)).Msg("started")
+	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
 	if err := start(ctx, env); err != nil {
 		log.Error().Err(err).Msg("stopped with an error")
 		return 1
@@ -153,7 +154,7 @@ func (f *Flags) open(ctx context.Context, name string, log zerolog.Logger) (Env,
 	defer cancel()
 	db, err := mongostore.Open(octx, f.MongoURI, f.Database)
 	if err != nil {
-		return Env{}, nil, fmt.Errorf("connecting to MongoDB %s: %w", mongostore.Redact(f.MongoURI), err)
+		return Env{}, nil, fmt.Errorf("connecting to MongoDB %s: %w", redact.URL(f.MongoURI), err)
 	}
 	nc, err := nats.Connect(f.NATSURL,
 		nats.Name("retrigger-"+name),
@@ -165,7 +166,7 @@ func (f *Flags) open(ctx context.Context, name string, log zerolog.Logger) (Env,
 	)
 	if err != nil {
 		_ = db.Close(context.Background())
-		return Env{}, nil, fmt.Errorf("connecting to NATS %s: %w", redactURL(f.NATSURL), err)
+		return Env{}, nil, fmt.Errorf("connecting to NATS %s: %w", redact.URL(f.NATSURL), redact.Error(err, f.NATSURL))
 	}
 	closeAll := func() {
 		_ = nc.FlushTimeout(5 * time.Second) // acks still buffered
@@ -173,15 +174,4 @@ func (f *Flags) open(ctx context.Context, name string, log zerolog.Logger) (Env,
 		_ = db.Close(context.Background())
 	}
 	return f.observe(Env{DB: db, NATS: nc, Log: log}, closeAll)
-}
-
-// redactURL hides the password of every URL in a comma-separated list.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
 }

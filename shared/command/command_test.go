@@ -23,6 +23,7 @@ func TestFlagsValidate(t *testing.T) {
 		{"uri missing", nil, nil, "invalid -mongodb-uri (RETRIGGER_MONGODB_URI): is required"},
 		{"uri scheme, password redacted", map[string]string{"RETRIGGER_MONGODB_URI": "http://u:secret@h"}, nil, "must start with mongodb://"},
 		{"nats url", map[string]string{"RETRIGGER_MONGODB_URI": "mongodb://h", "RETRIGGER_NATS_URL": "::"}, nil, "invalid -nats-url (RETRIGGER_NATS_URL)"},
+		{"nats url unparsable", map[string]string{"RETRIGGER_MONGODB_URI": "mongodb://h", "RETRIGGER_NATS_URL": "nats://user:secret@[bad"}, nil, "invalid -nats-url (RETRIGGER_NATS_URL)"},
 		{"log level", map[string]string{"RETRIGGER_MONGODB_URI": "mongodb://h", "RETRIGGER_LOG_LEVEL": "loud"}, nil, "invalid -log-level"},
 		{"stream prefix", map[string]string{"RETRIGGER_MONGODB_URI": "mongodb://h", "RETRIGGER_STREAM_PREFIX": "A.B"}, nil, "invalid -stream-prefix"},
 	}
@@ -43,9 +44,4 @@ func TestFlagsValidate(t *testing.T) {
 			require.NotContains(t, err.Error(), "secret", "credentials never reach an error message")
 		})
 	}
-}
-
-func TestRedactURL(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, "nats://u:xxxxx@h:4222,nats://h2:4222", redactURL("nats://u:pw@h:4222,nats://h2:4222"))
 }

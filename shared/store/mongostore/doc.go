@@ -6,6 +6,6 @@
 // is when the server reads it (its state after that update or a later one).
 //
 // Driver errors are mapped to the port's sentinels in one place, classify,
-// so callers test them with errors.Is. Redact strips credentials from a
-// connection string before it is logged.
+// so callers test them with errors.Is. Its errors never carry the
+// connection string's credentials (shared/redact).
 package mongostore

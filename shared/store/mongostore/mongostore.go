@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -13,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
+	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
@@ -51,12 +51,13 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*DB, error
 	}
 	client, err := mongo.Connect(co)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", Redact(uri), err)
+		// A parse error may quote the connection string, or a piece of it.
+		return nil, fmt.Errorf("connecting to %s: %w", redact.URL(uri), redact.Error(err, uri))
 	}
 	var hello bson.M
 	if err := client.Database("admin").RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("pinging %s: %w", Redact(uri), err)
+		return nil, fmt.Errorf("pinging %s: %w", redact.URL(uri), redact.Error(err, uri))
 	}
 	_, replicaSet := hello["setName"]
 	sharded := hello["msg"] == "isdbgrid"
@@ -138,38 +139,4 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", store.ErrHistoryLost, err)
 	}
 	return err
-}
-
-// secretParams are connection-string options whose values are secrets.
-var secretParams = []string{"tlsCertificateKeyFilePassword", "authMechanismProperties"}
-
-// Redact returns uri with the password replaced by **** (user:****@) and
-// the values of options that hold secrets masked, for logs and errors.
-func Redact(uri string) string {
-	scheme, rest, ok := strings.Cut(uri, "://")
-	if ok {
-		scheme += "://"
-	} else {
-		scheme, rest = "", uri
-	}
-	rest, query, hasQuery := strings.Cut(rest, "?")
-	// the user information ends at the last @ before the host list
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		if user, _, hasPassword := strings.Cut(rest[:at], ":"); hasPassword {
-			rest = user + ":****" + rest[at:]
-		}
-	}
-	if !hasQuery {
-		return scheme + rest
-	}
-	params := strings.Split(query, "&")
-	for i, param := range params {
-		key, _, _ := strings.Cut(param, "=")
-		for _, secret := range secretParams {
-			if strings.EqualFold(key, secret) {
-				params[i] = key + "=****"
-			}
-		}
-	}
-	return scheme + rest + "?" + strings.Join(params, "&")
 }
