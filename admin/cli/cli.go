@@ -234,7 +234,7 @@ func (r *runner) connect(ctx context.Context) (admin.Operations, func(), error) 
 	if err := r.o.conn.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v (or ask a server with -server)", errUsage, err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, r.o.conn.ConnectTimeout)
 	defer cancel()
 	db, err := mongostore.Open(cctx, r.o.conn.MongoURI, r.o.conn.Database)
 	if err != nil {

@@ -11,15 +11,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/eventstore"
@@ -32,6 +35,9 @@ import (
 	"github.com/retrigger/retrigger/shared/store/mongostore"
 )
 
+// DefaultConnectTimeout bounds the wait for MongoDB and NATS at start.
+const DefaultConnectTimeout = 30 * time.Second
+
 // Flags are the connection and logging settings every command shares.
 type Flags struct {
 	MongoURI      string
@@ -42,6 +48,8 @@ type Flags struct {
 	LogLevel      string
 	LogFormat     string
 	HTTPAddr      string // /metrics, /healthz, /readyz; "" serves none (observe.go)
+	// ConnectTimeout bounds the wait for MongoDB and NATS at start.
+	ConnectTimeout time.Duration
 	// Store names the collections and how events are read; every command
 	// takes the same flags for them.
 	Store eventstore.Options
@@ -49,36 +57,56 @@ type Flags struct {
 
 // Register binds the flags to fs.
 func (f *Flags) Register(fs *flag.FlagSet) {
-	fs.StringVar(&f.MongoURI, "mongodb-uri", "", "MongoDB connection string of a replica set or sharded cluster (required), e.g. mongodb://host1,host2/?replicaSet=rs0")
-	fs.StringVar(&f.Database, "mongodb-database", "retrigger", "database holding the events and errors collections")
-	fs.StringVar(&f.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
-	fs.StringVar(&f.StreamPrefix, "stream-prefix", "RETRIGGER", "prefix of the JetStream stream and consumer names")
-	fs.StringVar(&f.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects")
+	fs.StringVar(&f.MongoURI, "mongodb-uri", "", "MongoDB connection string of a replica set or sharded cluster (required): mongodb:// or mongodb+srv://, e.g. mongodb://host1,host2/?replicaSet=rs0; logs show it with its credentials masked")
+	fs.StringVar(&f.Database, "mongodb-database", "retrigger", "database holding the events and errors collections (a MongoDB database name: no '/', '\\', '.', '\"', '$', spaces)")
+	fs.StringVar(&f.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated, each nats://, tls://, ws:// or wss:// with a host")
+	fs.StringVar(&f.StreamPrefix, "stream-prefix", messaging.DefaultStreamPrefix, "prefix of the JetStream stream and consumer names (no '.', '*', '>', '/', '\\' or spaces)")
+	fs.StringVar(&f.SubjectPrefix, "subject-prefix", messaging.DefaultSubjectPrefix, "prefix of the NATS subjects: '.'-separated tokens, none empty, without '*', '>' or spaces")
+	fs.DurationVar(&f.ConnectTimeout, "connect-timeout", DefaultConnectTimeout, "how long to wait for MongoDB and NATS at start, saying so every few seconds, before exiting with the cause (positive)")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.StringVar(&f.LogFormat, "log-format", logging.FormatAuto, "log format: auto (console on a terminal), json, console")
 	fs.StringVar(&f.HTTPAddr, "http-addr", "", "address serving /metrics, /healthz and /readyz, e.g. :8080 (empty: none)")
 	f.Store.RegisterFlags(fs)
 }
 
-// Validate names the first flag to fix.
+// Validate names the first flag to fix. Its errors never show a
+// credential of the connection strings.
 func (f *Flags) Validate() error {
 	switch {
 	case f.MongoURI == "":
 		return config.Invalid("mongodb-uri", "is required: the MongoDB replica set holding the events collection")
 	case !strings.HasPrefix(f.MongoURI, "mongodb://") && !strings.HasPrefix(f.MongoURI, "mongodb+srv://"):
 		return config.Invalid("mongodb-uri", "%q must start with mongodb:// or mongodb+srv://", redact.URL(f.MongoURI))
-	case f.Database == "":
-		return config.Invalid("mongodb-database", "must not be empty")
+	case f.Database == "" || strings.ContainsAny(f.Database, "/\\. \"$*<>:|?\x00") || len(f.Database) > 63:
+		return config.Invalid("mongodb-database", "%q is not a database name: non-empty, at most 63 bytes, without '/', '\\', '.', '\"', '$', '*', '<', '>', ':', '|', '?' or spaces", f.Database)
 	case f.NATSURL == "":
 		return config.Invalid("nats-url", "must not be empty")
-	case f.StreamPrefix == "" || strings.ContainsAny(f.StreamPrefix, ". *>"):
-		return config.Invalid("stream-prefix", "%q must be non-empty without '.', '*', '>' or spaces", f.StreamPrefix)
-	case f.SubjectPrefix == "" || strings.ContainsAny(f.SubjectPrefix, " *>"):
-		return config.Invalid("subject-prefix", "%q must be non-empty without '*', '>' or spaces", f.SubjectPrefix)
+	case f.ConnectTimeout <= 0:
+		return config.Invalid("connect-timeout", "must be positive, got %s", f.ConnectTimeout)
+	}
+	if strings.HasPrefix(f.MongoURI, "mongodb://") {
+		// A mongodb+srv:// string is only parsed when connecting: that
+		// looks its hosts up in DNS.
+		if _, err := connstring.ParseAndValidate(f.MongoURI); err != nil {
+			return config.Invalid("mongodb-uri", "%q is not a valid connection string: %v (percent-escape '@', ':', '/', '?', '#' and '%%' in the user name and password)",
+				redact.URL(f.MongoURI), redact.Error(err, f.MongoURI))
+		}
 	}
 	for _, u := range strings.Split(f.NATSURL, ",") {
-		if p, err := url.Parse(strings.TrimSpace(u)); err != nil || p.Host == "" {
-			return config.Invalid("nats-url", "%q is not a URL like nats://127.0.0.1:4222", redact.URL(u))
+		if err := natsURL(strings.TrimSpace(u)); err != nil {
+			return config.Invalid("nats-url", "%q %v", redact.URL(strings.TrimSpace(u)), err)
+		}
+	}
+	if err := f.Names().Validate(); err != nil {
+		return config.ForFlags(err)
+	}
+	for _, c := range []struct{ flag, name string }{
+		{"events-collection", f.Store.Events}, {"errors-collection", f.Store.Errors}, {"checkpoints-collection", f.Store.Checkpoints},
+	} {
+		if c.name == "" {
+			// The library takes "" for its default; a command line that
+			// says "" means something else, or nothing.
+			return config.Invalid(c.flag, "must not be empty")
 		}
 	}
 	if _, err := logging.New(io.Discard, f.LogLevel, logging.FormatJSON); err != nil {
@@ -88,6 +116,21 @@ func (f *Flags) Validate() error {
 		return config.Invalid("log-format", "%v", err)
 	}
 	return config.ForFlags(f.Store.Validate())
+}
+
+// natsURL checks one URL of -nats-url, without quoting it (url's errors
+// quote the whole input, credentials included).
+func natsURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return errors.New("is not a URL like nats://127.0.0.1:4222")
+	case u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss":
+		return errors.New("is not a URL like nats://127.0.0.1:4222: the scheme must be nats, tls, ws or wss")
+	case u.Host == "" || u.Hostname() == "":
+		return errors.New("is not a URL like nats://127.0.0.1:4222: it has no host")
+	}
+	return nil
 }
 
 // Names are the stream and subject names the prefixes give.
@@ -105,43 +148,66 @@ type Env struct {
 	Health  *health.Health
 }
 
-// Main parses args (flags, then RETRIGGER_* variables), validates them with
-// the command's own validate, connects, and calls start under a context that
-// ends on SIGINT or SIGTERM. start must return once its component drained.
-// Main returns the process exit code.
-func Main(name string, args []string, bind func(*flag.FlagSet, *Flags), validate func() error, start func(context.Context, Env) error) int {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	var f Flags
-	f.Register(fs)
-	bind(fs, &f)
-	if err := config.Parse(fs, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		return 2
-	}
-	err := f.Validate()
-	if err == nil && validate != nil {
-		err = config.ForFlags(validate())
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		return 2
-	}
-	log, _ := logging.New(os.Stderr, f.LogLevel, f.LogFormat)
-	log = log.With().Str("component", name).Logger()
+// Command is one stock command.
+type Command struct {
+	// Name names the command in its messages and logs.
+	Name string
+	// Summary is the first line of -help: what the command is for and which
+	// other components it needs.
+	Summary string
+	// Bind registers the command's own flags; f holds the shared ones.
+	Bind func(fs *flag.FlagSet, f *Flags)
+	// Validate checks the command's own settings, after the shared ones.
+	// Its errors may name Go fields (config.Field): they are shown as flags.
+	Validate func() error
+	// Start runs the component; it returns once ctx ended and the
+	// component drained.
+	Start func(ctx context.Context, env Env) error
 
+	// For tests: openStore replaces mongostore.Open; waitEvery is how often
+	// a start that waits says so (default 5s).
+	openStore func(ctx context.Context, uri, database string) (store.Database, error)
+	waitEvery time.Duration
+}
+
+// Main runs c with the process's arguments and environment, under a
+// context that ends on SIGINT or SIGTERM, and returns the exit code: 0
+// after a drain, 1 when it could not start or stopped with an error, 2 for
+// a bad flag.
+func Main(c Command) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	env, closeAll, err := f.open(ctx, name, log)
+	return c.Run(ctx, os.Args[1:], nil, os.Stderr)
+}
+
+// Run parses args (flags, then RETRIGGER_* variables read with getenv; nil
+// reads the process's environment), validates them, connects, and calls
+// Start until ctx ends. Messages and logs go to stderr. It returns the exit
+// code, as Main.
+func (c Command) Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	f, err := c.parse(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return 2
+	}
+	log, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
+	log = log.With().Str("component", c.Name).Logger()
+
+	env, closeAll, err := c.open(ctx, f, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info().Msg("stopped before it started")
+			return 0
+		}
 		log.Error().Err(err).Msg("start failed")
 		return 1
 	}
 	defer closeAll()
 	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
-	if err := start(ctx, env); err != nil {
+	if err := c.Start(ctx, env); err != nil {
 		log.Error().Err(err).Msg("stopped with an error")
 		return 1
 	}
@@ -149,24 +215,78 @@ func Main(name string, args []string, bind func(*flag.FlagSet, *Flags), validate
 	return 0
 }
 
-func (f *Flags) open(ctx context.Context, name string, log zerolog.Logger) (Env, func(), error) {
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	db, err := mongostore.Open(octx, f.MongoURI, f.Database)
-	if err != nil {
-		return Env{}, nil, fmt.Errorf("connecting to MongoDB %s: %w", redact.URL(f.MongoURI), err)
+// Check parses and validates args as Run does, without connecting, and
+// returns the error Run would print (flag.ErrHelp for -help).
+func (c Command) Check(args []string, getenv func(string) string) error {
+	_, err := c.parse(args, getenv, io.Discard)
+	return err
+}
+
+func (c Command) parse(args []string, getenv func(string) string, out io.Writer) (*Flags, error) {
+	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	f := &Flags{}
+	f.Register(fs)
+	if c.Bind != nil {
+		c.Bind(fs, f)
 	}
-	nc, err := nats.Connect(f.NATSURL,
-		nats.Name("retrigger-"+name),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("reconnected to NATS") }),
+	if err := config.ParseCommand(fs, c.Summary, args, getenv); err != nil {
+		return nil, err
+	}
+	err := f.Validate()
+	if err == nil && c.Validate != nil {
+		err = config.ForFlags(c.Validate())
+	}
+	return f, err
+}
+
+// open connects to NATS and MongoDB at once, each waiting until
+// f.ConnectTimeout and saying every few seconds what it waits for.
+func (c Command) open(ctx context.Context, f *Flags, log zerolog.Logger) (Env, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, f.ConnectTimeout)
+	defer cancel()
+	every := c.waitEvery
+	if every <= 0 {
+		every = waitEvery
+	}
+	openStore := c.openStore
+	if openStore == nil {
+		openStore = func(ctx context.Context, uri, database string) (store.Database, error) {
+			db, err := mongostore.Open(ctx, uri, database)
+			if err != nil {
+				return nil, err // not a nil *DB in an interface
+			}
+			return db, nil
+		}
+	}
+	var (
+		db store.Database
+		nc *nats.Conn
 	)
-	if err != nil {
-		_ = db.Close(context.Background())
-		return Env{}, nil, fmt.Errorf("connecting to NATS %s: %w", redact.URL(f.NATSURL), redact.Error(err, f.NATSURL))
+	dbErr := make(chan error, 1)
+	go func() {
+		dbErr <- wait(ctx, log, every, "MongoDB", "mongodb", redact.URL(f.MongoURI), f.ConnectTimeout, func(ctx context.Context) error {
+			var err error
+			db, err = openStore(ctx, f.MongoURI, f.Database)
+			return err
+		})
+	}()
+	natsErr := wait(ctx, log, every, "NATS", "nats", redact.URL(f.NATSURL), f.ConnectTimeout, func(ctx context.Context) error {
+		var err error
+		nc, err = nats.Connect(f.NATSURL, natsOptions(ctx, c.Name, log)...)
+		if errors.Is(err, nats.ErrNoServers) {
+			err = fmt.Errorf("%w: %w", err, dialError(f.NATSURL))
+		}
+		return redact.Error(err, f.NATSURL)
+	})
+	if err := errors.Join(<-dbErr, natsErr); err != nil {
+		if db != nil {
+			_ = db.Close(context.Background())
+		}
+		if nc != nil {
+			nc.Close()
+		}
+		return Env{}, nil, err
 	}
 	closeAll := func() {
 		_ = nc.FlushTimeout(5 * time.Second) // acks still buffered
@@ -174,4 +294,111 @@ func (f *Flags) open(ctx context.Context, name string, log zerolog.Logger) (Env,
 		_ = db.Close(context.Background())
 	}
 	return f.observe(Env{DB: db, NATS: nc, Log: log}, closeAll)
+}
+
+// dialError says why no server of a -nats-url list could be reached,
+// which nats.ErrNoServers does not: the first server's TCP error.
+func dialError(urls string) error {
+	for _, s := range strings.Split(urls, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			continue
+		}
+		host := u.Host
+		if u.Port() == "" {
+			port := "4222"
+			switch u.Scheme {
+			case "ws":
+				port = "80"
+			case "wss":
+				port = "443"
+			}
+			host = net.JoinHostPort(u.Hostname(), port)
+		}
+		c, err := net.DialTimeout("tcp", host, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		_ = c.Close()
+	}
+	return errors.New("the servers accept TCP connections but not as NATS servers")
+}
+
+// waitEvery is how often a command says what it still waits for at start.
+const waitEvery = 5 * time.Second
+
+// wait calls connect until it succeeds or ctx ends, retrying with a short
+// backoff (connect may also block until ctx ends, as a MongoDB ping
+// does), and logs every `every` what it waits for, at its redacted address
+// at, with the last error. Its error names what and at, and wraps the
+// cause.
+func wait(ctx context.Context, log zerolog.Logger, every time.Duration, what, field, at string, timeout time.Duration, connect func(context.Context) error) error {
+	var (
+		mu      sync.Mutex
+		lastErr error // of the newest attempt that failed by itself
+	)
+	done := make(chan error, 1)
+	go func() {
+		delay := 100 * time.Millisecond
+		for {
+			err := connect(ctx)
+			if err == nil || ctx.Err() != nil {
+				done <- err
+				return
+			}
+			mu.Lock()
+			lastErr = err
+			mu.Unlock()
+			select {
+			case <-ctx.Done():
+				done <- err
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 2*time.Second)
+		}
+	}()
+	start := time.Now()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err == nil {
+				return nil
+			}
+			return fmt.Errorf("connecting to %s at %s (gave up after %s, -connect-timeout %s): %w", what, at, time.Since(start).Round(time.Millisecond), timeout, err)
+		case <-tick.C:
+			ev := log.Warn().Str(field, at).Str("waited", time.Since(start).Round(time.Second).String()).Str("connect_timeout", timeout.String())
+			mu.Lock()
+			if lastErr != nil {
+				ev = ev.AnErr("last_error", lastErr)
+			}
+			mu.Unlock()
+			ev.Msg("waiting for " + what)
+		}
+	}
+}
+
+// natsOptions are the connection's options: its name, endless reconnects,
+// and logs of disconnections that a reconnect follows; a connection that
+// closes (a clean shutdown) is not one.
+func natsOptions(ctx context.Context, name string, log zerolog.Logger) []nats.Option {
+	opts := []nats.Option{
+		nats.Name("retrigger-" + name),
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed by us: nothing reconnects
+			}
+			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info().Msg("reconnected to NATS") }),
+	}
+	if d, ok := ctx.Deadline(); ok {
+		if left := time.Until(d); left > 0 && left < nats.DefaultTimeout {
+			opts = append(opts, nats.Timeout(left))
+		}
+	}
+	return opts
 }
