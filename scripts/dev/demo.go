@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -55,10 +58,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 
 	p, err := pipeline.Start(ctx, po)
 	if err != nil {
-		if strings.Contains(err.Error(), "address already in use") {
-			return fmt.Errorf("%w\n(is another retrigger or nats-server running? stop it, or pass -nats-port)", err)
-		}
-		return err
+		return startError(err)
 	}
 	url, stopHTTP, err := serve(p, o.httpAddr, log)
 	if err != nil {
@@ -66,16 +66,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 		return err
 	}
 	defer stopHTTP()
-	where := o.dataDir
-	if o.memory {
-		where = "memory (NATS store in " + o.dataDir + ")"
-	}
-	fmt.Printf("retrigger local pipeline: NATS %s, events in %s, %d consumer replicas, 1 producer, 1 archiver\n", p.NATS.ClientURL(), where, o.replicas)
-	if url != "" {
-		fmt.Printf("metrics, health and the admin API on %s (/metrics, /healthz, /readyz; retrigger -server %s stats)\n", url, url)
-	}
-	fmt.Printf("demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then errors. Ctrl-C to stop.\n\n",
-		demoType, o.interval, o.failureRate*100, o.maxAttempts)
+	fmt.Print(banner(o, p.NATS.ClientURL(), url))
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -88,8 +79,52 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	if err := p.Close(); err != nil {
 		return err
 	}
-	fmt.Printf("stopped cleanly in %s; start again to resume from %s\n", time.Since(start).Round(time.Millisecond), o.dataDir)
+	fmt.Print(farewell(o, time.Since(start)))
 	return nil
+}
+
+// startError adds to a failed start what the operator can do about it.
+func startError(err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("%w\n(is another retrigger or nats-server running? stop it, or pass -nats-port)", err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("%w\n(-nats-host must be an address of this machine, such as 127.0.0.1)", err)
+	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EEXIST):
+		return fmt.Errorf("%w\n(-data-dir must be a directory, or a path where one can be made)", err)
+	}
+	return err
+}
+
+// banner is what the local run prints once it runs; httpURL is where its
+// metrics, health and admin API are served ("": nowhere).
+func banner(o options, natsURL, httpURL string) string {
+	var b strings.Builder
+	where := o.dataDir
+	if o.memory {
+		where = "memory (NATS store in " + o.dataDir + ")"
+	}
+	fmt.Fprintf(&b, "retrigger local pipeline: NATS %s, events in %s, %d consumer replicas, 1 producer, 1 archiver\n", natsURL, where, o.replicas)
+	if httpURL != "" {
+		fmt.Fprintf(&b, "metrics, health and the admin API on %s (/metrics, /healthz, /readyz; retrigger -server %s stats)\n", httpURL, httpURL)
+	}
+	if o.memory {
+		b.WriteString("-memory: the events live in this process only; stopping it, or a crash, loses every one of them, retries included. Drop -memory to keep them in -data-dir.\n")
+	}
+	if ip := net.ParseIP(o.natsHost); (ip == nil && o.natsHost != "localhost") || (ip != nil && !ip.IsLoopback()) {
+		fmt.Fprintf(&b, "warning: -nats-host %s: the embedded NATS server has no authentication, and listens beyond this machine.\n", o.natsHost)
+	}
+	fmt.Fprintf(&b, "demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then errors. Ctrl-C to stop.\n\n",
+		demoType, o.interval, o.failureRate*100, o.maxAttempts)
+	return b.String()
+}
+
+// farewell is the last line of a clean stop.
+func farewell(o options, took time.Duration) string {
+	if o.memory {
+		return fmt.Sprintf("stopped cleanly in %s; -memory kept nothing: the events are gone, and a new start begins empty\n", took.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("stopped cleanly in %s; start again to resume from %s\n", took.Round(time.Millisecond), o.dataDir)
 }
 
 // generate inserts a demo event every interval until ctx ends.

@@ -31,11 +31,15 @@ func main() {
 	}
 }
 
+// summary is the first line of -help.
+const summary = "runs the whole retrigger pipeline in this process for a local try: an embedded NATS server, the embedded storage engine, " +
+	"the producer, consumer replicas, the archiver and a demo event generator. Needs nothing else."
+
 func run(args []string) error {
 	var o options
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	o.register(fs)
-	if err := config.Parse(fs, args, nil); err != nil {
+	if err := config.ParseCommand(fs, summary, args, nil); err != nil {
 		return err
 	}
 	if err := o.validate(); err != nil {
@@ -51,19 +55,19 @@ func run(args []string) error {
 }
 
 func (o *options) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.dataDir, "data-dir", "./data", "where the events (unless -memory) and the NATS store live; a restart resumes from it")
-	fs.BoolVar(&o.memory, "memory", false, "keep the events in memory instead of -data-dir")
-	fs.StringVar(&o.natsHost, "nats-host", "127.0.0.1", "address of the embedded nats-server")
-	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded nats-server")
-	fs.IntVar(&o.replicas, "replicas", 2, "consumer replicas")
-	fs.DurationVar(&o.interval, "interval", 2*time.Second, "how often the demo inserts an event (0: never)")
+	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory of the events (unless -memory) and the NATS store; a restart resumes from it (created if missing; not a file)")
+	fs.BoolVar(&o.memory, "memory", false, "keep the events in memory instead of -data-dir: nothing survives a stop or a crash")
+	fs.StringVar(&o.natsHost, "nats-host", "127.0.0.1", "address of the embedded nats-server: an address of this machine (it has no authentication: keep it on loopback)")
+	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded nats-server, 1 to 65535")
+	fs.IntVar(&o.replicas, "replicas", 2, "consumer replicas (at least 1)")
+	fs.DurationVar(&o.interval, "interval", 2*time.Second, "how often the demo inserts an event (0: never; not negative)")
 	fs.Float64Var(&o.failureRate, "failure-rate", 0.5, "share of handler runs that fail, 0 to 1")
-	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "how long the demo handler works")
-	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors")
-	fs.DurationVar(&o.retryInitial, "retry-initial", 2*time.Second, "delay after the first failure; doubles after each further one")
-	fs.DurationVar(&o.summaryEvery, "summary-every", 5*time.Second, "how often the live summary prints")
-	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them)")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug shows every transition")
+	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "how long the demo handler works (not negative)")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors (at least 1)")
+	fs.DurationVar(&o.retryInitial, "retry-initial", 2*time.Second, "delay after the first failure; doubles after each further one (positive)")
+	fs.DurationVar(&o.summaryEvery, "summary-every", 5*time.Second, "how often the live summary prints (positive)")
+	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them; not negative)")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug (every transition), info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", logging.FormatAuto, "log format: auto, json, console")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API of `retrigger -server` (empty: none)")
 }
@@ -88,7 +92,7 @@ func (o *options) validate() error {
 		return config.Invalid("replicas", "must be at least 1, got %d", o.replicas)
 	case o.interval < 0:
 		return config.Invalid("interval", "must not be negative, got %s", o.interval)
-	case o.failureRate < 0 || o.failureRate > 1:
+	case !(o.failureRate >= 0 && o.failureRate <= 1): // NaN too
 		return config.Invalid("failure-rate", "must be between 0 and 1, got %g", o.failureRate)
 	case o.latency < 0:
 		return config.Invalid("latency", "must not be negative, got %s", o.latency)
@@ -100,6 +104,11 @@ func (o *options) validate() error {
 		return config.Invalid("summary-every", "must be positive, got %s", o.summaryEvery)
 	case o.retention < 0:
 		return config.Invalid("retention", "must not be negative, got %s", o.retention)
+	case o.natsHost == "":
+		return config.Invalid("nats-host", "must not be empty")
+	}
+	if st, err := os.Stat(o.dataDir); err == nil && !st.IsDir() {
+		return config.Invalid("data-dir", "%s is a file: name a directory (it is created if missing)", o.dataDir)
 	}
 	return nil
 }
