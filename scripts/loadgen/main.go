@@ -28,11 +28,20 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
+// helpSummary is the first line of -help.
+const helpSummary = "floods retrigger with events, waits until each is terminal, and reports throughput, latency and whether any was lost or double-counted. " +
+	"Needs nothing else (it runs the pipeline in this process), or an external deployment with -mongodb-uri and -nats-url."
+
+// stopSignals end a run early: the first drains and reports, a second one
+// quits at once. Both remove the run's files.
+var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+
 type settings struct {
 	o                                       loadtest.Options
 	json, quiet                             bool
 	cpuProfile, ceilingProfile, heapProfile string
 	logLevel                                string
+	tmpBase                                 string // where the run's temporary directory goes; "" is os.TempDir
 }
 
 func (s *settings) register(fs *flag.FlagSet) {
@@ -76,11 +85,17 @@ var loadtestDefault = loadtest.Defaults()
 // run runs the command with args and the environment getenv, and returns
 // its exit code.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	var s settings
+	return runIn(context.Background(), "", args, getenv, stdout, stderr)
+}
+
+// runIn is run under ctx, with the run's temporary directory in tmpBase
+// ("": os.TempDir).
+func runIn(ctx context.Context, tmpBase string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	s := settings{tmpBase: tmpBase}
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	s.register(fs)
-	if err := config.Parse(fs, args, getenv); err != nil {
+	if err := config.ParseCommand(fs, helpSummary, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -122,8 +137,43 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		s.o.Progress = progressPrinter(stderr)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	return s.load(ctx, stop, stdout, stderr)
+}
+
+// load runs the load test, with the in-process pipeline's files in a
+// temporary directory that it removes on every way out it controls: a
+// return, a panic in this goroutine, a first stop signal (which drains and
+// reports) and a second one (which quits at once).
+func (s *settings) load(ctx context.Context, stop context.CancelFunc, stdout, stderr io.Writer) int {
+	dir, err := os.MkdirTemp(s.tmpBase, "retrigger-loadgen-")
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: creating a temporary directory: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	s.o.Dir = dir
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, stopSignals...)
+	done := make(chan struct{})
+	defer func() { signal.Stop(sigs); close(done) }()
+	go func() {
+		select {
+		case <-sigs:
+			stop()
+		case <-done:
+			return
+		}
+		fmt.Fprintln(stderr, "loadgen: stopping and checking what ran; interrupt again to quit at once")
+		select {
+		case <-sigs:
+			_ = os.RemoveAll(dir)
+			fmt.Fprintln(stderr, "loadgen: interrupted twice; quitting without a report")
+			os.Exit(130)
+		case <-done:
+		}
+	}()
 	if !s.json {
 		printHeader(stdout, s.o)
 	}

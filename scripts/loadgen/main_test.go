@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/retrigger/retrigger/scripts/loadtest"
 )
 
 func TestMain(m *testing.M) {
@@ -65,4 +73,94 @@ func TestBadFlags(t *testing.T) {
 		require.Equal(t, 2, run(args, noEnv, &stdout, &stderr), "%v", args)
 		require.Contains(t, stderr.String(), "loadgen: ")
 	}
+}
+
+// The run's files (the in-process NATS store) are removed however it ends:
+// done, interrupted mid-load, or failed.
+func TestRemovesItsFilesOnEveryExit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		args      []string
+		interrupt bool
+		wantCode  int
+	}{
+		{"finished", []string{"-count", "20"}, false, 0},
+		{"finished with the ceiling", []string{"-count", "20", "-ceiling"}, false, 0},
+		{"interrupted", []string{"-count", "2000000", "-rate", "200", "-progress-every", "10ms"}, true, -1},
+		{"failed", []string{"-count", "20", "-cpuprofile", "/nonexistent/dir/cpu"}, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base := t.TempDir()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			stderr := &progressWatch{inserted: make(chan struct{})}
+			var stdout bytes.Buffer
+			code := make(chan int, 1)
+			go func() { code <- runIn(ctx, base, append(tt.args, "-json"), noEnv, &stdout, stderr) }()
+			if tt.interrupt {
+				select {
+				case <-stderr.inserted: // the load runs: its files exist
+				case c := <-code:
+					t.Fatalf("exited with %d before the load ran: %s", c, stderr.String())
+				}
+				entries, err := os.ReadDir(base)
+				require.NoError(t, err)
+				require.Len(t, entries, 1, "the run's directory")
+				cancel()
+			}
+			if c := <-code; tt.wantCode >= 0 {
+				require.Equal(t, tt.wantCode, c, stderr.String())
+			}
+			entries, err := os.ReadDir(base)
+			require.NoError(t, err)
+			require.Empty(t, entries, "nothing left behind")
+		})
+	}
+}
+
+// A hang-up (the terminal closed) stops a run as an interrupt does, so its
+// files are removed.
+func TestStopSignals(t *testing.T) {
+	t.Parallel()
+	require.ElementsMatch(t, []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}, stopSignals)
+}
+
+func TestBadFloats(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ args []string }{
+		{[]string{"-rate", "NaN"}}, {[]string{"-rate", "+Inf"}}, {[]string{"-failure-rate", "NaN"}}, {[]string{"-failure-rate", "-Inf"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, 2, run(tt.args, noEnv, &stdout, &stderr), "%v", tt.args)
+		require.Contains(t, stderr.String(), "invalid "+tt.args[0]+" (RETRIGGER_"+strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(tt.args[0], "-"), "-", "_"))+")")
+	}
+	for _, o := range []loadtest.Options{{Rate: math.NaN()}, {Rate: math.Inf(1)}, {FailureRate: math.NaN()}} {
+		require.ErrorContains(t, o.Validate(), "invalid -", "%+v", o)
+	}
+}
+
+// progressWatch is stderr that notices the first progress line.
+type progressWatch struct {
+	mu       sync.Mutex
+	b        bytes.Buffer
+	inserted chan struct{}
+	once     sync.Once
+}
+
+func (w *progressWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if bytes.Contains(p, []byte("inserted ")) && !bytes.Contains(p, []byte("inserted 0/")) {
+		w.once.Do(func() { close(w.inserted) })
+	}
+	return w.b.Write(p)
+}
+
+func (w *progressWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -50,6 +50,10 @@ func Ceiling(ctx context.Context, o Options) (CeilingResult, error) {
 	}
 	res := CeilingResult{Updaters: o.CeilingUpdaters}
 	po := pipelineOptions(o, nil)
+	var err error
+	if po.DataDir, err = runDir(o, "ceiling-"); err != nil {
+		return res, err
+	}
 	p, err := pipeline.Open(ctx, po)
 	if err != nil {
 		return res, err

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"errors"
 	"io"
+	"math"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -77,6 +78,11 @@ type Options struct {
 	// CeilingUpdaters apply the transitions in the ceiling run
 	// [-ceiling-updaters]. Default 2.
 	CeilingUpdaters int
+	// Dir, when set, holds the files of the in-process pipeline and of the
+	// ceiling run (the NATS store; the events with StorageFile), each in a
+	// directory of its own made inside it; the caller removes Dir. Empty:
+	// each takes a temporary directory that it removes when it closes.
+	Dir string
 
 	// External mode: set MongoURI and NATSURL.
 
@@ -178,11 +184,11 @@ func (o Options) validate() error {
 	case o.Count > 2_000_000:
 		// The tracker keeps about 100 bytes per event in this process.
 		return config.Invalid("count", "must be at most 2000000, got %d", o.Count)
-	case o.Rate < 0:
-		return config.Invalid("rate", "must not be negative, got %g", o.Rate)
+	case !(o.Rate >= 0) || math.IsInf(o.Rate, 1): // NaN too
+		return config.Invalid("rate", "must be a finite number, not negative, got %g", o.Rate)
 	case o.Inserters < 1 || o.Inserters > 64:
 		return config.Invalid("inserters", "must be between 1 and 64, got %d", o.Inserters)
-	case o.FailureRate < 0 || o.FailureRate > 1:
+	case !(o.FailureRate >= 0 && o.FailureRate <= 1): // NaN too
 		return config.Invalid("failure-rate", "must be between 0 and 1, got %g", o.FailureRate)
 	case o.BackoffFlood < 0:
 		return config.Invalid("backoff-flood", "must not be negative, got %d", o.BackoffFlood)
@@ -213,6 +219,9 @@ func (o Options) validate() error {
 	}
 	if err := event.ValidateType(o.Type); err != nil {
 		return config.Invalid("type", "%v", err)
+	}
+	if err := o.Names.Validate(); err != nil {
+		return config.ForFlags(err)
 	}
 	if o.External() {
 		switch {

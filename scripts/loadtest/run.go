@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/retrigger/retrigger/shared/redact"
 )
 
 // Progress is the state of a run, reported while it goes.
@@ -122,7 +124,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	external := o.External()
 	if external {
 		res.Mode = "external"
-		res.Target = fmt.Sprintf("external deployment: NATS %s, MongoDB database %q; %d consumer replicas in this process, the deployment's producer and archiver", o.NATSURL, o.Database, o.Replicas)
+		res.Target = fmt.Sprintf("external deployment: NATS %s, MongoDB database %q; %d consumer replicas in this process, the deployment's producer and archiver", redact.URL(o.NATSURL), o.Database, o.Replicas)
 		res.Notes = append(res.Notes,
 			"external mode: the deployment's producer and archiver must run on this database and these stream names, with no other consumer replicas on them; succeeded events its retention deleted cannot be told from lost ones and are counted as unverified",
 			"external mode has not been run against a real MongoDB by the retrigger test suite")

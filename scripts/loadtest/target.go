@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/retrigger/retrigger/producer"
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
@@ -98,6 +100,19 @@ func pipelineOptions(o Options, tr *tracker) pipeline.Options {
 	return po
 }
 
+// runDir makes a directory of its own in o.Dir for one in-process
+// pipeline, or returns "" (a temporary directory the pipeline removes).
+func runDir(o Options, prefix string) (string, error) {
+	if o.Dir == "" {
+		return "", nil
+	}
+	dir, err := os.MkdirTemp(o.Dir, prefix)
+	if err != nil {
+		return "", fmt.Errorf("creating the pipeline's directory: %w", err)
+	}
+	return dir, nil
+}
+
 // openEmbedded starts the pipeline as pipeline.Start does, each component
 // under a pprof label ("component": nats-server, producer, consumer,
 // archiver) that the goroutines it starts inherit, so a CPU profile of the
@@ -110,7 +125,11 @@ func openEmbedded(ctx context.Context, o Options, tr *tracker) (*target, error) 
 		p   *pipeline.Pipeline
 		err error
 	)
-	labelled("nats-server", func() { p, err = pipeline.Open(ctx, pipelineOptions(o, tr)) })
+	po := pipelineOptions(o, tr)
+	if po.DataDir, err = runDir(o, "load-"); err != nil {
+		return nil, err
+	}
+	labelled("nats-server", func() { p, err = pipeline.Open(ctx, po) })
 	if err != nil {
 		return nil, fmt.Errorf("starting the in-process pipeline: %w", err)
 	}
@@ -144,7 +163,7 @@ func openExternal(ctx context.Context, o Options, tr *tracker) (*target, error) 
 	nc, err := nats.Connect(o.NATSURL, nats.Name("retrigger-loadgen"), nats.MaxReconnects(-1))
 	if err != nil {
 		_ = db.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("connecting to NATS: %w", err)
+		return nil, fmt.Errorf("connecting to NATS %s: %w", redact.URL(o.NATSURL), redact.Error(err, o.NATSURL))
 	}
 	t := &target{
 		events: db.Collection("events"),
