@@ -136,7 +136,31 @@ func (p *Producer) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, name := range []string{p.cfg.Names.EventsStream(), p.cfg.Names.DLQStream()} {
+		s, err := p.js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("looking up stream %s: %w", name, err)
+		}
+		if clustered, replicas := streamReplicas(s.CachedInfo()); clustered && replicas < RecommendedReplicas {
+			p.log.Warn().Str("stream", name).Int("replicas", replicas).Str("cluster", s.CachedInfo().Cluster.Name).
+				Msg("this stream has fewer than 3 replicas on a JetStream cluster: losing one server can lose its messages; run the producer with -stream-replicas 3 (and sync_interval: always on the servers)")
+		}
+	}
 	return p.store.EnsureIndexes(ctx)
+}
+
+// RecommendedReplicas is the replica count of the streams in production:
+// Jepsen's 2025 analysis of NATS 2.12 lost acknowledged messages with a
+// single replica (and with lazy fsync).
+const RecommendedReplicas = 3
+
+// streamReplicas reports whether a stream lives on a JetStream cluster, and
+// its replicas.
+func streamReplicas(info *jetstream.StreamInfo) (clustered bool, replicas int) {
+	if info == nil {
+		return false, 0
+	}
+	return info.Cluster != nil && info.Cluster.Name != "", info.Config.Replicas
 }
 
 // Run sets up, then, while it holds the collection's leadership, relays,
@@ -144,7 +168,8 @@ func (p *Producer) Setup(ctx context.Context) error {
 // publishes in flight (at most DrainTimeout), saves the last acknowledged
 // resume token and hands the leadership over. While another producer leads
 // it stands by; while NATS or MongoDB cannot be reached at start it waits,
-// saying so.
+// saying so. On a server without change streams it stops and returns
+// ErrNoChangeStreams (see Config.DisableChangeStreams).
 func (p *Producer) Run(ctx context.Context) error {
 	if err := p.setupWithRetry(ctx); err != nil {
 		return err
@@ -154,7 +179,9 @@ func (p *Producer) Run(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		p.lead(ctx, lead)
+		if err := p.lead(ctx, lead); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -190,8 +217,10 @@ func (p *Producer) awaitLeadership(ctx context.Context) (eventstore.Leadership, 
 // lead runs the services of one leadership until ctx ends or the
 // leadership is lost, renewing it every TTL/3. It stops working when it
 // could not renew for TTL minus a margin for clock differences (TTL/5),
-// before a standby may take over.
-func (p *Producer) lead(ctx context.Context, lead eventstore.Leadership) {
+// before a standby may take over. A service that cannot go on (a server
+// without change streams) ends the term and the producer: lead hands the
+// leadership over and returns its error.
+func (p *Producer) lead(ctx context.Context, lead eventstore.Leadership) error {
 	tctx, lost := context.WithCancelCause(ctx)
 	defer lost(nil)
 	t := p.newTerm(lead, lost)
@@ -221,27 +250,34 @@ func (p *Producer) lead(ctx context.Context, lead eventstore.Leadership) {
 			}
 		}()
 	}
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		failOnce sync.Once
+		failed   error
+	)
 	for _, s := range services {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.Run(tctx)
+			if err := s.Run(tctx); err != nil {
+				failOnce.Do(func() { failed = err; lost(err) })
+			}
 		}()
 	}
 	wg.Wait()
 	lost(nil)
 	<-renewed
-	if ctx.Err() != nil {
-		// A clean stop: hand over at once.
+	if ctx.Err() != nil || failed != nil {
+		// A clean stop, or one no retry helps: hand over at once.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := p.store.ReleaseLeadership(rctx, &lead, p.cfg.Now()); err != nil {
 			p.log.Warn().Err(err).Msg("handing the leadership over")
 		}
-		return
+		return failed
 	}
 	p.log.Warn().Err(context.Cause(tctx)).Msg("lost the leadership; standing by")
+	return nil
 }
 
 // renew renews the leadership every TTL/3 until ctx ends, and calls lost

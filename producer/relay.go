@@ -59,7 +59,8 @@ func (r *Relay) markReady() { r.readyOnce.Do(func() { close(r.ready) }) }
 
 // Run relays until ctx ends, restarting with backoff after errors: from
 // the last checkpoint, or from the present (with a full sweep) when the
-// history holding the checkpoint is lost or the collection was dropped.
+// history holding the checkpoint is lost or the collection was dropped. On
+// a server without change streams it returns ErrNoChangeStreams.
 func (r *Relay) Run(ctx context.Context) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, 10*time.Second, 0
@@ -75,6 +76,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		if errors.Is(err, eventstore.ErrLeaseLost) {
 			r.lost(fmt.Errorf("%w: its checkpoint was fenced off", errLeadershipLost))
 			return nil
+		}
+		if errors.Is(err, store.ErrNoChangeStreams) {
+			return fmt.Errorf("%w: %w", ErrNoChangeStreams, err)
 		}
 		r.pub.stats.Restarts.Add(1)
 		if errors.Is(err, store.ErrHistoryLost) || errors.Is(err, errInvalidated) {
@@ -113,6 +117,12 @@ func drainContext(ctx context.Context, drain time.Duration) context.Context {
 	context.AfterFunc(ctx, func() { time.AfterFunc(drain, cancel) })
 	return dctx
 }
+
+// ErrNoChangeStreams: the server has no change streams, so the relay
+// cannot run. Run the producer with Config.DisableChangeStreams
+// (-disable-change-streams): its sweeper then publishes new events.
+var ErrNoChangeStreams = errors.New("the MongoDB server does not support change streams (a standalone mongod, or a server without $changeStream): " +
+	"run the producer with -disable-change-streams (producer.Config.DisableChangeStreams), and its sweeper publishes new events instead")
 
 // errInvalidated: the stream ended because the collection was dropped or
 // renamed; it cannot resume.

@@ -32,6 +32,10 @@ var (
 	// transactions (a standalone server); the caller falls back to an
 	// ordered sequence of idempotent writes.
 	ErrNoTransactions = errors.New("store: transactions are not supported by this deployment")
+	// ErrNoChangeStreams: the server cannot open a change stream at all (a
+	// standalone mongod, or a server that does not implement
+	// $changeStream). Trying again does not help.
+	ErrNoChangeStreams = errors.New("store: the server does not support change streams")
 )
 
 // Database opens collections. It is safe for concurrent use.

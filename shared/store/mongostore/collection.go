@@ -164,7 +164,7 @@ func (c *collection) Watch(ctx context.Context, opts store.WatchOptions) (store.
 	}
 	cs, err := c.coll.Watch(ctx, pipeline, watch)
 	if err != nil {
-		return nil, fmt.Errorf("watching %s: %w", c.coll.Name(), classify(err))
+		return nil, fmt.Errorf("watching %s: %w", c.coll.Name(), classifyWatch(err))
 	}
 	return &stream{cs: cs}, nil
 }

@@ -118,7 +118,29 @@ const (
 	// another collection, or the stream was invalidated, as by a drop).
 	// Not resumable: start from the present and sweep.
 	codeInvalidResumeToken = 260
+	// Location40573: "The $changeStream stage is only supported on replica
+	// sets": a standalone mongod.
+	codeChangeStreamReplicaSetOnly = 40573
+	// Location40324: "Unrecognized pipeline stage name": a server (or an
+	// emulation of one) without the $changeStream stage.
+	codeUnrecognizedStage = 40324
+	// NotImplemented and CommandNotSupported, as servers that emulate
+	// MongoDB answer a $changeStream they lack.
+	codeNotImplemented      = 238
+	codeCommandNotSupported = 115
 )
+
+// classifyWatch is classify for opening a change stream: the codes of a
+// server without change streams mean no retry will help.
+func classifyWatch(err error) error {
+	var server mongo.ServerError
+	if errors.As(err, &server) && (server.HasErrorCode(codeChangeStreamReplicaSetOnly) ||
+		server.HasErrorCode(codeUnrecognizedStage) || server.HasErrorCode(codeNotImplemented) ||
+		server.HasErrorCode(codeCommandNotSupported)) {
+		return fmt.Errorf("%w: %w", store.ErrNoChangeStreams, err)
+	}
+	return classify(err)
+}
 
 // classify maps driver errors to the port's sentinels, keeping the driver's
 // error in the chain. The driver itself retries the errors that are
