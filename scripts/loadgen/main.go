@@ -46,37 +46,37 @@ type settings struct {
 
 func (s *settings) register(fs *flag.FlagSet) {
 	o := &s.o
-	fs.IntVar(&o.Count, "count", 10000, "events to insert")
-	fs.Float64Var(&o.Rate, "rate", 0, "events inserted per second (0: as fast as possible)")
-	fs.IntVar(&o.Inserters, "inserters", 1, "goroutines inserting at once when -rate is 0")
+	fs.IntVar(&o.Count, "count", 10000, "events to insert (1 to 2000000)")
+	fs.Float64Var(&o.Rate, "rate", 0, "events inserted per second (a finite number, not negative; 0: as fast as possible)")
+	fs.IntVar(&o.Inserters, "inserters", 1, "goroutines inserting at once when -rate is 0 (1 to 64)")
 	fs.Float64Var(&o.FailureRate, "failure-rate", 0, "share of handler runs that fail, 0 to 1")
-	fs.Int64Var(&o.MaxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors")
-	fs.IntVar(&o.PayloadSize, "payload-size", 256, "bytes of filler in each event's payload")
-	fs.DurationVar(&o.HandlerLatency, "handler-latency", 0, "how long each handler run works")
-	fs.IntVar(&o.Replicas, "replicas", 2, "consumer replicas")
-	fs.IntVar(&o.Concurrency, "concurrency", 16, "handlers running at once in each replica")
-	fs.DurationVar(&o.RetryInitial, "retry-initial", loadtestDefault.RetryInitial, "delay after the first failure; doubles after each further one")
-	fs.DurationVar(&o.RetryMax, "retry-max", loadtestDefault.RetryMax, "longest delay between attempts")
-	fs.DurationVar(&o.Timeout, "timeout", loadtestDefault.Timeout, "bound on inserting and waiting for every event to be terminal")
-	fs.StringVar(&o.Type, "type", "loadtest", "event type inserted and handled")
-	fs.IntVar(&o.BackoffFlood, "backoff-flood", 0, "keep this many events of another type (TYPE-backoff) in a one-hour backoff during the load, and report how soon the others start")
+	fs.Int64Var(&o.MaxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors (at least 1)")
+	fs.IntVar(&o.PayloadSize, "payload-size", 256, "bytes of filler in each event's payload (not negative)")
+	fs.DurationVar(&o.HandlerLatency, "handler-latency", 0, "how long each handler run works (not negative)")
+	fs.IntVar(&o.Replicas, "replicas", 2, "consumer replicas (1 to 64)")
+	fs.IntVar(&o.Concurrency, "concurrency", 16, "handlers running at once in each replica (at least 1)")
+	fs.DurationVar(&o.RetryInitial, "retry-initial", loadtestDefault.RetryInitial, "delay after the first failure; doubles after each further one (positive)")
+	fs.DurationVar(&o.RetryMax, "retry-max", loadtestDefault.RetryMax, "longest delay between attempts (at least -retry-initial)")
+	fs.DurationVar(&o.Timeout, "timeout", loadtestDefault.Timeout, "bound on inserting and waiting for every event to be terminal (positive)")
+	fs.StringVar(&o.Type, "type", "loadtest", "event type inserted and handled (an event type: printable ASCII without '.', '*', '>' or spaces)")
+	fs.IntVar(&o.BackoffFlood, "backoff-flood", 0, "keep this many events of another type (TYPE-backoff) in a one-hour backoff during the load, and report how soon the others start (not negative)")
 	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (rewritten on every write, as scripts/dev uses)")
-	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (0 keeps them)")
-	fs.DurationVar(&o.SweepInterval, "sweep-interval", loadtestDefault.SweepInterval, "embedded: time between the producer's sweeps, which apply the retention")
+	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (not negative; 0 keeps them)")
+	fs.DurationVar(&o.SweepInterval, "sweep-interval", loadtestDefault.SweepInterval, "embedded: time between the producer's sweeps, which apply the retention (not negative)")
 	fs.BoolVar(&o.Ceiling, "ceiling", false, "embedded: afterwards, measure the engine alone on the same writes, for the ratio")
-	fs.IntVar(&o.CeilingUpdaters, "ceiling-updaters", 2, "goroutines writing transitions in the ceiling run")
-	fs.StringVar(&o.MongoURI, "mongodb-uri", "", "external mode: MongoDB replica set of the deployment (with -nats-url)")
+	fs.IntVar(&o.CeilingUpdaters, "ceiling-updaters", 2, "goroutines writing transitions in the ceiling run (at least 1)")
+	fs.StringVar(&o.MongoURI, "mongodb-uri", "", "external mode: MongoDB replica set of the deployment (with -nats-url); shown with its credentials masked")
 	fs.StringVar(&o.Database, "mongodb-database", "retrigger_loadtest", "external mode: database of the events and errors collections")
-	fs.StringVar(&o.NATSURL, "nats-url", "", "external mode: NATS of the deployment (with -mongodb-uri)")
-	fs.StringVar(&o.Names.StreamPrefix, "stream-prefix", "RETRIGGER", "prefix of the JetStream stream and consumer names")
-	fs.StringVar(&o.Names.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects")
-	fs.DurationVar(&o.ProgressEvery, "progress-every", loadtestDefault.ProgressEvery, "how often the progress line updates")
+	fs.StringVar(&o.NATSURL, "nats-url", "", "external mode: NATS of the deployment (with -mongodb-uri); shown with its credentials masked")
+	fs.StringVar(&o.Names.StreamPrefix, "stream-prefix", "RETRIGGER", "prefix of the JetStream stream and consumer names (no '.', '*', '>', '/', '\\' or spaces)")
+	fs.StringVar(&o.Names.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects: '.'-separated tokens, none empty, without '*', '>' or spaces")
+	fs.DurationVar(&o.ProgressEvery, "progress-every", loadtestDefault.ProgressEvery, "how often the progress line updates (not negative)")
 	fs.BoolVar(&s.json, "json", false, "print the results as one JSON object")
 	fs.BoolVar(&s.quiet, "quiet", false, "no progress line")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
 	fs.StringVar(&s.ceilingProfile, "ceiling-cpuprofile", "", "write a CPU profile of the ceiling run to this file")
 	fs.StringVar(&s.heapProfile, "memprofile", "", "write a heap profile taken at the end of the load phase to this file")
-	fs.StringVar(&s.logLevel, "log-level", "warn", "level of the components' logs on stderr")
+	fs.StringVar(&s.logLevel, "log-level", "warn", "level of the components' logs on stderr: trace, debug, info, warn, error")
 }
 
 // loadtestDefault holds the library defaults the flags show.
@@ -100,6 +100,10 @@ func runIn(ctx context.Context, tmpBase string, args []string, getenv func(strin
 			return 0
 		}
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 2
+	}
+	if s.o.Retention < 0 {
+		fmt.Fprintf(stderr, "loadgen: %v\n", config.Invalid("retention", "must not be negative, got %s", s.o.Retention))
 		return 2
 	}
 	if s.o.Retention == 0 {

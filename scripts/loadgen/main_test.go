@@ -67,6 +67,8 @@ func TestBadFlags(t *testing.T) {
 		{"-failure-rate", "2"},
 		{"-mongodb-uri", "mongodb://127.0.0.1"},
 		{"-storage", "disk"},
+		{"-retention", "-1s"},
+		{"-subject-prefix", "a..b"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -11,12 +11,12 @@ import (
 // RegisterFlags binds the collections and the schema to fs. Every command
 // takes them, so each reads the same collections the same way.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Events, "events-collection", DefaultEvents, "collection of event documents")
-	fs.StringVar(&o.Errors, "errors-collection", DefaultErrors, "collection of archived events")
-	fs.StringVar(&o.Checkpoints, "checkpoints-collection", DefaultCheckpoints, "collection of the producer's resume token")
-	fs.StringVar(&o.Schema.AttemptsField, "attempts-field", "attempts", "the field counting an event's failed executions (a plain field name)")
-	fs.StringVar(&o.Schema.DefaultType, "default-type", "", "the handler of documents without a type (empty: such documents go to errors)")
-	fs.IntVar(&o.History, "history", DefaultHistory, "attempts kept in an event's history (negative: none)")
+	fs.StringVar(&o.Events, "events-collection", DefaultEvents, "collection of event documents (a collection name: not empty, no '$', not system.*, at most 120 bytes)")
+	fs.StringVar(&o.Errors, "errors-collection", DefaultErrors, "collection of archived events (a collection name, not the events collection)")
+	fs.StringVar(&o.Checkpoints, "checkpoints-collection", DefaultCheckpoints, "collection of the producer's resume token (a collection name, not the events or errors collection)")
+	fs.StringVar(&o.Schema.AttemptsField, "attempts-field", "attempts", "the field counting an event's failed executions (a plain field name: letters, digits and '_', not starting with a digit, not one of retrigger's fields)")
+	fs.StringVar(&o.Schema.DefaultType, "default-type", "", "the handler of documents without a type (an event type; empty: such documents go to errors)")
+	fs.IntVar(&o.History, "history", DefaultHistory, "attempts kept in an event's history (negative: none; 0: 20)")
 }
 
 // Validate reports the first option to fix.
