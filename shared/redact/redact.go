@@ -28,7 +28,9 @@ const Mask = "xxxxx"
 //     tlsCertificateKeyFilePassword, its legacy alias
 //     sslClientCertificateKeyPassword, authMechanismProperties, ...), and
 //     options without a value;
-//   - a port that is not a number (nats://user:secret, the '@' missing).
+//   - a port that is not a number (nats://user:secret, the '@' missing);
+//   - all of a string that holds a "://" but does not start with a scheme
+//     ("=nats://user:secret"): nothing in it can be told apart.
 //
 // Schemes, hosts, numeric ports, paths and other options are kept, so the
 // result still says where a command connects.
@@ -156,6 +158,11 @@ func Secrets(s string) []string {
 		}
 	}
 	for _, seg := range segments(s) {
+		if body, _, ok := seg.opaque(); ok {
+			_, after, _ := strings.Cut(body, "://")
+			add(after)
+			continue
+		}
 		p := seg.parse()
 		add(p.userinfo)
 		if user, pass, ok := strings.Cut(p.userinfo, ":"); ok {
@@ -165,9 +172,13 @@ func Secrets(s string) []string {
 		for _, h := range p.badPorts {
 			add(h)
 		}
+		add(p.opaque)
 		for _, q := range p.params {
-			if q.secret {
+			switch {
+			case q.secret:
 				add(q.value)
+			case nested(q.value) != "":
+				out = append(out, Secrets(nested(q.value))...)
 			}
 		}
 	}
@@ -217,12 +228,26 @@ func schemeAt(s string) int {
 	return 0
 }
 
+// opaque reports whether the segment holds a "://" without starting with a
+// scheme ("=nats://user:pw", "x https://..."): no part of it can be told
+// apart, so all of it is hidden. It returns the segment without its list
+// separator, and the separator.
+func (seg segment) opaque() (body, tail string, ok bool) {
+	s := string(seg)
+	if schemeAt(s) > 0 || !strings.Contains(s, "://") {
+		return "", "", false
+	}
+	body = strings.TrimRight(s, ", \t")
+	return body, s[len(body):], true
+}
+
 // parsed is a segment cut into its parts, each kept as raw text.
 type parsed struct {
 	scheme   string // "nats://", or "" when there is none
 	userinfo string // before the last '@', "" when there is no '@'
 	hasAt    bool
 	hosts    string // the host list, up to the first '/', '?' or '#'
+	opaque   string // hosts and path when they hold another "://"
 	badPorts []string
 	rest     string // path and fragment, between hosts and the query
 	hasQuery bool
@@ -250,11 +275,18 @@ func (seg segment) parse() parsed {
 	if at := strings.LastIndexByte(s, '@'); at >= 0 {
 		p.userinfo, p.hasAt, s = s[:at], true, s[at+1:]
 	}
-	end := strings.IndexAny(s, "/?#")
-	if end < 0 {
-		end = len(s)
+	if pre, _, _ := strings.Cut(s, "?"); strings.Contains(pre, "://") {
+		// Another URL where the host and path should be (a list without
+		// its comma, an operator's typo): none of it can be told apart.
+		p.opaque = pre
+		s = s[len(pre):]
+	} else {
+		end := strings.IndexAny(s, "/?#")
+		if end < 0 {
+			end = len(s)
+		}
+		p.hosts, s = s[:end], s[end:]
 	}
-	p.hosts, s = s[:end], s[end:]
 	for _, h := range strings.Split(p.hosts, ",") {
 		if port, ok := portOf(strings.TrimSpace(h)); ok && !numeric(port) {
 			p.badPorts = append(p.badPorts, port)
@@ -284,13 +316,25 @@ func (seg segment) parse() parsed {
 }
 
 func (seg segment) redacted() string {
+	if body, tail, ok := seg.opaque(); ok {
+		if body == "" {
+			return tail
+		}
+		return Mask + tail
+	}
 	p := seg.parse()
 	var b strings.Builder
 	b.WriteString(p.scheme)
 	if p.hasAt {
 		b.WriteString(Mask + "@")
 	}
+	if p.opaque != "" {
+		b.WriteString(Mask)
+	}
 	hosts := strings.Split(p.hosts, ",")
+	if p.opaque != "" {
+		hosts = nil
+	}
 	for i, h := range hosts {
 		if i > 0 {
 			b.WriteByte(',')
@@ -310,6 +354,10 @@ func (seg segment) redacted() string {
 				b.WriteString(Mask)
 			case q.secret:
 				b.WriteString(q.key + "=" + Mask)
+			case nested(q.value) != "":
+				// A URL in an option (a redirect, a callback) has its own
+				// credentials.
+				b.WriteString(q.key + "=" + URL(nested(q.value)))
 			default:
 				b.WriteString(q.key + "=" + q.value)
 			}
@@ -317,6 +365,18 @@ func (seg segment) redacted() string {
 	}
 	b.WriteString(p.tail)
 	return b.String()
+}
+
+// nested returns an option's value, unescaped, when it holds a URL or
+// user information of its own; "" otherwise.
+func nested(v string) string {
+	if u, err := url.QueryUnescape(v); err == nil {
+		v = u
+	}
+	if strings.Contains(v, "://") || strings.Contains(v, "@") {
+		return v
+	}
+	return ""
 }
 
 // portOf returns what follows the host's last ':', outside an IPv6

@@ -55,6 +55,10 @@ func TestURL(t *testing.T) {
 		{"not a URL", "localhost", "localhost", nil},
 		{"no scheme", "alice:pw@db:27017", "xxxxx@db:27017", []string{"alice", "pw@"}},
 		{"empty", "", "", nil},
+		{"text before the scheme", "=nats://user:NatsS3cret", "xxxxx", []string{"NatsS3cret", "user"}},
+		{"a URL where the host should be", "nats://h1:4222,x nats://u:pw1234", "nats://xxxxx", []string{"pw1234"}},
+		{"a URL in an option", "https://hooks.example.com/x?next=https://u:pw1234@h2/&a=1", "https://xxxxx@h2/&a=1", []string{"pw1234"}}, // the last '@' wins
+		{"an escaped URL in an option", "https://hooks.example.com/x?next=https%3A%2F%2Fu%3Apw1234%40h2%2F", "https://hooks.example.com/x?next=https://xxxxx@h2/", []string{"pw1234"}},
 		{"at sign in a query", "https://example.com/x?to=a@b.example", "https://xxxxx@b.example", []string{"to=a"}},
 	}
 	for _, tt := range tests {
