@@ -96,7 +96,17 @@ func FuzzParseSpec(f *testing.F) {
 				t.Fatalf("ParseSpec(%q) returned handlers with an error", spec)
 			}
 			for _, s := range specSecrets(spec) {
-				if strings.Contains(err.Error(), s) {
+				if !strings.Contains(err.Error(), s) {
+					continue
+				}
+				// The secret's text may also arise from around it (a host
+				// after a masked '@', an escaped space): only a leak if a
+				// disguised secret in its place shows too.
+				d := disguise(s)
+				if d == s {
+					continue // too little of it to tell apart
+				}
+				if _, err := ParseSpec(strings.Replace(spec, s, d, 1), specOptions); err != nil && strings.Contains(err.Error(), d) {
 					t.Fatalf("ParseSpec(%q): the error %q quotes the secret %q", spec, err, s)
 				}
 			}
@@ -143,4 +153,21 @@ func specSecrets(spec string) []string {
 		}
 	}
 	return out
+}
+
+// disguise replaces the letters and digits of s with a pattern no input
+// holds by chance, keeping its punctuation, and so its place in a URL.
+func disguise(s string) string {
+	b := []byte(s)
+	n := 0
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b[i] = "Qz"[n%2]
+			n++
+		}
+	}
+	if n < 4 {
+		return s
+	}
+	return string(b)
 }
