@@ -160,6 +160,10 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 		fmt.Fprintf(stdio.Err, "retrigger: %v\n", err)
 		return 2
 	}
+	if o.conn.Version {
+		fmt.Fprintln(stdio.Out, "retrigger", version.Version)
+		return 0
+	}
 	if len(pos) == 0 {
 		fs.Usage()
 		return 2
@@ -236,13 +240,18 @@ func (r *runner) connect(ctx context.Context) (admin.Operations, func(), error) 
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.o.conn.ConnectTimeout)
 	defer cancel()
-	db, err := mongostore.Open(cctx, r.o.conn.MongoURI, r.o.conn.Database)
+	db, err := mongostore.Open(cctx, r.o.conn.MongoURI, r.o.conn.Database, mongostore.WithAppName("retrigger-admin"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to MongoDB %s: %w", redact.URL(r.o.conn.MongoURI), err)
 	}
 	st := eventstore.New(db, r.o.conn.Store)
 	var js jetstream.JetStream
-	nc, err := nats.Connect(r.o.conn.NATSURL, nats.Name("retrigger-admin"), nats.Timeout(5*time.Second))
+	opts, err := r.o.conn.NATSOptions(cctx, "admin", r.log)
+	if err != nil {
+		_ = db.Close(context.Background())
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(r.o.conn.NATSURL, append(opts, nats.Timeout(5*time.Second), nats.MaxReconnects(0))...)
 	if err != nil {
 		r.log.Warn().Err(redact.Error(err, r.o.conn.NATSURL)).Str("nats", redact.URL(r.o.conn.NATSURL)).Msg("NATS does not answer: stats will lack the streams")
 	} else if js, err = jetstream.New(nc); err != nil {

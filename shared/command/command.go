@@ -33,10 +33,17 @@ import (
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/version"
 )
 
 // DefaultConnectTimeout bounds the wait for MongoDB and NATS at start.
 const DefaultConnectTimeout = 30 * time.Second
+
+// DefaultNATSPingInterval is how often a command pings its NATS server;
+// after two unanswered pings the connection counts as lost and reconnects,
+// so a half-open connection is noticed within about 30 s (the client's
+// default, 2 minutes, took 4 to 6).
+const DefaultNATSPingInterval = 15 * time.Second
 
 // Flags are the connection and logging settings every command shares.
 type Flags struct {
@@ -48,6 +55,16 @@ type Flags struct {
 	LogLevel      string
 	LogFormat     string
 	HTTPAddr      string // /metrics, /healthz, /readyz; "" serves none (observe.go)
+	// NATS connection options: how often to ping the server (a half-open
+	// connection is noticed after two unanswered pings), and credentials.
+	NATSPingInterval time.Duration
+	NATSCreds        string // a .creds file (user JWT and nkey seed)
+	NATSNKey         string // an nkey seed file
+	NATSTLSCA        string // CA certificates to trust
+	NATSTLSCert      string // client certificate, with NATSTLSKey
+	NATSTLSKey       string
+	// Version asks for the version only.
+	Version bool
 	// ConnectTimeout bounds the wait for MongoDB and NATS at start.
 	ConnectTimeout time.Duration
 	// Store names the collections and how events are read; every command
@@ -66,6 +83,13 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.StringVar(&f.LogFormat, "log-format", logging.FormatAuto, "log format: auto (console on a terminal), json, console")
 	fs.StringVar(&f.HTTPAddr, "http-addr", "", "address serving /metrics, /healthz and /readyz, e.g. :8080 (empty: none)")
+	fs.DurationVar(&f.NATSPingInterval, "nats-ping-interval", DefaultNATSPingInterval, "how often to ping the NATS server: a half-open connection is noticed after two unanswered pings (1s to 5m)")
+	fs.StringVar(&f.NATSCreds, "nats-creds", "", "NATS credentials file (.creds: a user JWT and its nkey seed)")
+	fs.StringVar(&f.NATSNKey, "nats-nkey", "", "NATS nkey seed file (not with -nats-creds)")
+	fs.StringVar(&f.NATSTLSCA, "nats-tls-ca", "", "CA certificates (PEM) to trust for NATS TLS")
+	fs.StringVar(&f.NATSTLSCert, "nats-tls-cert", "", "client certificate (PEM) for NATS TLS, with -nats-tls-key")
+	fs.StringVar(&f.NATSTLSKey, "nats-tls-key", "", "client key (PEM) for NATS TLS, with -nats-tls-cert")
+	fs.BoolVar(&f.Version, "version", false, "print the version and exit")
 	f.Store.RegisterFlags(fs)
 }
 
@@ -83,6 +107,24 @@ func (f *Flags) Validate() error {
 		return config.Invalid("nats-url", "must not be empty")
 	case f.ConnectTimeout <= 0:
 		return config.Invalid("connect-timeout", "must be positive, got %s", f.ConnectTimeout)
+	case f.NATSPingInterval < time.Second || f.NATSPingInterval > 5*time.Minute:
+		return config.Invalid("nats-ping-interval", "must be 1s to 5m, got %s", f.NATSPingInterval)
+	case f.NATSCreds != "" && f.NATSNKey != "":
+		return config.Invalid("nats-nkey", "cannot be used with -nats-creds: choose one")
+	case (f.NATSTLSCert == "") != (f.NATSTLSKey == ""):
+		return config.Invalid("nats-tls-cert", "needs -nats-tls-key, and the other way round")
+	}
+	for _, file := range []struct{ flag, path string }{
+		{"nats-creds", f.NATSCreds}, {"nats-nkey", f.NATSNKey}, {"nats-tls-ca", f.NATSTLSCA}, {"nats-tls-cert", f.NATSTLSCert}, {"nats-tls-key", f.NATSTLSKey},
+	} {
+		if file.path == "" {
+			continue
+		}
+		fh, err := os.Open(file.path)
+		if err != nil {
+			return config.Invalid(file.flag, "cannot read %q: %v", file.path, errors.Unwrap(err))
+		}
+		_ = fh.Close()
 	}
 	if strings.HasPrefix(f.MongoURI, "mongodb://") {
 		// A mongodb+srv:// string is only parsed when connecting: that
@@ -186,7 +228,7 @@ func Main(c Command) int {
 // code, as Main.
 func (c Command) Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	f, err := c.parse(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, errVersion) {
 		return 0
 	}
 	if err != nil {
@@ -215,6 +257,9 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 	return 0
 }
 
+// errVersion: -version was asked for, and printed.
+var errVersion = errors.New("the version was asked for")
+
 // Check parses and validates args as Run does, without connecting, and
 // returns the error Run would print (flag.ErrHelp for -help).
 func (c Command) Check(args []string, getenv func(string) string) error {
@@ -232,6 +277,10 @@ func (c Command) parse(args []string, getenv func(string) string, out io.Writer)
 	}
 	if err := config.ParseCommand(fs, c.Summary, args, getenv); err != nil {
 		return nil, err
+	}
+	if f.Version {
+		fmt.Fprintf(out, "%s %s\n", c.Name, version.Version)
+		return nil, errVersion
 	}
 	err := f.Validate()
 	if err == nil && c.Validate != nil {
@@ -252,7 +301,7 @@ func (c Command) open(ctx context.Context, f *Flags, log zerolog.Logger) (Env, f
 	openStore := c.openStore
 	if openStore == nil {
 		openStore = func(ctx context.Context, uri, database string) (store.Database, error) {
-			db, err := mongostore.Open(ctx, uri, database)
+			db, err := mongostore.Open(ctx, uri, database, mongostore.WithAppName("retrigger-"+c.Name))
 			if err != nil {
 				return nil, err // not a nil *DB in an interface
 			}
@@ -273,7 +322,11 @@ func (c Command) open(ctx context.Context, f *Flags, log zerolog.Logger) (Env, f
 	}()
 	natsErr := wait(ctx, log, every, "NATS", "nats", redact.URL(f.NATSURL), f.ConnectTimeout, func(ctx context.Context) error {
 		var err error
-		nc, err = nats.Connect(f.NATSURL, natsOptions(ctx, c.Name, log)...)
+		opts, err := f.NATSOptions(ctx, c.Name, log)
+		if err != nil {
+			return err
+		}
+		nc, err = nats.Connect(f.NATSURL, opts...)
 		if errors.Is(err, nats.ErrNoServers) {
 			err = fmt.Errorf("%w: %w", err, dialError(f.NATSURL))
 		}
@@ -380,13 +433,15 @@ func wait(ctx context.Context, log zerolog.Logger, every time.Duration, what, fi
 	}
 }
 
-// natsOptions are the connection's options: its name, endless reconnects,
-// and logs of disconnections that a reconnect follows; a connection that
-// closes (a clean shutdown) is not one.
-func natsOptions(ctx context.Context, name string, log zerolog.Logger) []nats.Option {
+// NATSOptions are the connection's options: its name, endless reconnects,
+// pings, credentials and TLS, and logs of disconnections that a reconnect
+// follows; a connection that closes (a clean shutdown) is not one.
+func (f *Flags) NATSOptions(ctx context.Context, name string, log zerolog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name("retrigger-" + name),
 		nats.MaxReconnects(-1),
+		nats.PingInterval(f.NATSPingInterval),
+		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if nc.IsClosed() {
 				return // closed by us: nothing reconnects
@@ -400,5 +455,21 @@ func natsOptions(ctx context.Context, name string, log zerolog.Logger) []nats.Op
 			opts = append(opts, nats.Timeout(left))
 		}
 	}
-	return opts
+	if f.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(f.NATSCreds))
+	}
+	if f.NATSNKey != "" {
+		o, err := nats.NkeyOptionFromSeed(f.NATSNKey)
+		if err != nil {
+			return nil, fmt.Errorf("reading -nats-nkey %s: %w", f.NATSNKey, err)
+		}
+		opts = append(opts, o)
+	}
+	if f.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(f.NATSTLSCA))
+	}
+	if f.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(f.NATSTLSCert, f.NATSTLSKey))
+	}
+	return opts, nil
 }

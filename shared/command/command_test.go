@@ -72,6 +72,12 @@ func TestFlagsValidate(t *testing.T) {
 		{"checkpoints collection empty", nil, []string{"-mongodb-uri", mongo, "-checkpoints-collection", ""}, "invalid -checkpoints-collection"},
 		{"collections equal", nil, []string{"-mongodb-uri", mongo, "-errors-collection", "events"}, "invalid -errors-collection"},
 		{"connect timeout", nil, []string{"-mongodb-uri", mongo, "-connect-timeout", "0s"}, "invalid -connect-timeout (RETRIGGER_CONNECT_TIMEOUT): must be positive"},
+		{"ping interval too short", nil, []string{"-mongodb-uri", mongo, "-nats-ping-interval", "100ms"}, "invalid -nats-ping-interval (RETRIGGER_NATS_PING_INTERVAL): must be 1s to 5m, got 100ms"},
+		{"ping interval too long", map[string]string{"RETRIGGER_MONGODB_URI": mongo, "RETRIGGER_NATS_PING_INTERVAL": "1h"}, nil, "invalid -nats-ping-interval"},
+		{"creds and nkey", nil, []string{"-mongodb-uri", mongo, "-nats-creds", "a", "-nats-nkey", "b"}, "invalid -nats-nkey (RETRIGGER_NATS_NKEY): cannot be used with -nats-creds"},
+		{"cert without key", nil, []string{"-mongodb-uri", mongo, "-nats-tls-cert", "c.pem"}, "invalid -nats-tls-cert (RETRIGGER_NATS_TLS_CERT): needs -nats-tls-key"},
+		{"creds missing", nil, []string{"-mongodb-uri", mongo, "-nats-creds", "/nonexistent/user.creds"}, `invalid -nats-creds (RETRIGGER_NATS_CREDS): cannot read "/nonexistent/user.creds": no such file or directory`},
+		{"ca missing", map[string]string{"RETRIGGER_MONGODB_URI": mongo, "RETRIGGER_NATS_TLS_CA": "/nonexistent/ca.pem"}, nil, "invalid -nats-tls-ca"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,6 +91,33 @@ func TestFlagsValidate(t *testing.T) {
 			requireNoSecret(t, err.Error())
 		})
 	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out syncBuffer
+	// -version needs no other setting and connects to nothing.
+	code := testCommand().Run(t.Context(), []string{"-version"}, func(string) string { return "" }, &out)
+	require.Equal(t, 0, code)
+	require.Regexp(t, `^test \S+\n$`, out.String())
+}
+
+// The connection pings at the interval asked and gives up on a server
+// after two unanswered pings.
+func TestNATSOptions(t *testing.T) {
+	t.Parallel()
+	opts, err := (&Flags{NATSPingInterval: 3 * time.Second}).NATSOptions(t.Context(), "test", zerolog.Nop())
+	require.NoError(t, err)
+	var o nats.Options
+	for _, opt := range opts {
+		require.NoError(t, opt(&o))
+	}
+	require.Equal(t, 3*time.Second, o.PingInterval)
+	require.Equal(t, 2, o.MaxPingsOut)
+	require.Equal(t, "retrigger-test", o.Name)
+
+	_, err = (&Flags{NATSPingInterval: time.Second, NATSNKey: "/nonexistent/seed.nk"}).NATSOptions(t.Context(), "test", zerolog.Nop())
+	require.ErrorContains(t, err, "-nats-nkey /nonexistent/seed.nk")
 }
 
 func TestHelp(t *testing.T) {
@@ -196,7 +229,9 @@ func TestCleanCloseIsNotADisconnection(t *testing.T) {
 	var out syncBuffer
 	log := zerolog.New(&out)
 	closed := make(chan struct{})
-	opts := append(natsOptions(t.Context(), "test", log), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	opts, err := (&Flags{NATSPingInterval: DefaultNATSPingInterval}).NATSOptions(t.Context(), "test", log)
+	require.NoError(t, err)
+	opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	nc, err := nats.Connect("nats://"+srv, opts...)
 	require.NoError(t, err)
 	nc.Close()
