@@ -86,3 +86,22 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// EvenNumber is the demo function of the hand-built trigger mechanism's
+// example project: it waits latency, draws an integer from 1 to 10 and
+// succeeds when it is even, so half of the runs fail. draw returns that
+// integer; nil draws from math/rand/v2. It must be safe for concurrent use.
+func EvenNumber(latency time.Duration, draw func() int) consumer.Handler {
+	if draw == nil {
+		draw = func() int { return rand.IntN(10) + 1 }
+	}
+	return func(ctx context.Context, _ *consumer.Event) error {
+		if err := sleep(ctx, latency); err != nil {
+			return err
+		}
+		if n := draw(); n%2 != 0 {
+			return fmt.Errorf("demo: drew %d, an odd number", n)
+		}
+		return nil
+	}
+}

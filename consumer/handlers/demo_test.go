@@ -2,12 +2,14 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/retry"
 )
 
@@ -111,3 +113,28 @@ func TestDemoConfigValidate(t *testing.T) {
 }
 
 func fixed(v float64) func() float64 { return func() float64 { return v } }
+
+// The example project's function succeeds on even draws only.
+func TestEvenNumber(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= 10; n++ {
+		err := EvenNumber(0, func() int { return n })(t.Context(), &consumer.Event{})
+		if n%2 == 0 {
+			require.NoError(t, err, n)
+		} else {
+			require.ErrorContains(t, err, fmt.Sprintf("drew %d, an odd number", n))
+		}
+	}
+	// The default draw stays within 1 to 10, and both outcomes occur.
+	h := EvenNumber(0, nil)
+	var ok, failed int
+	for range 200 {
+		if h(t.Context(), &consumer.Event{}) == nil {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	require.Positive(t, ok)
+	require.Positive(t, failed)
+}

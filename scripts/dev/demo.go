@@ -25,38 +25,16 @@ import (
 	"github.com/retrigger/retrigger/shared/store"
 )
 
-// demoType is the event type the generator inserts.
-const demoType = "demo"
+// demoType is the event type the generator inserts; seedType runs the
+// seed layout's documents, which have none.
+const (
+	demoType = "demo"
+	seedType = "seed"
+)
 
 func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	feed := newFeed(5)
-	po := pipeline.Options{
-		DataDir:  o.dataDir,
-		Memory:   o.memory,
-		NATSHost: o.natsHost,
-		NATSPort: o.natsPort,
-		Replicas: o.replicas,
-	}
-	// A small history keeps each write of the file-backed engine cheap.
-	po.Store.OplogMinSize, po.Store.OplogMaxSize = 200, 2000
-	po.Producer.Logger = log
-	po.Producer.Retention.After = o.retention
-	po.Producer.Sweeper.Interval = 5 * time.Second
-	po.Producer.Sweeper.Stall = 30 * time.Second
-	po.Worker.Logger = log
-	po.Worker.Handlers = map[string]consumer.Handler{
-		demoType: handlers.Demo(handlers.DemoConfig{FailureRate: o.failureRate, Latency: o.latency}),
-	}
-	po.Worker.Policies = retry.Policies{Default: retry.Policy{
-		InitialInterval: o.retryInitial, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: 0.2, MaxAttempts: int64(o.maxAttempts),
-	}}
-	po.Worker.DrainTimeout = 3 * time.Second
-	po.Worker.OnTransition = feed.add
-	po.Archiver.Logger = log
-	po.Archiver.DrainTimeout = 3 * time.Second
-	po.Archiver.OnTransition = feed.add
-
-	p, err := pipeline.Start(ctx, po)
+	p, err := pipeline.Start(ctx, o.pipeline(feed, log))
 	if err != nil {
 		return startError(err)
 	}
@@ -70,7 +48,10 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); generate(ctx, p.DB.Collection("events"), o.interval, log) }()
+	go func() {
+		defer wg.Done()
+		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, log)
+	}()
 	go func() { defer wg.Done(); summarize(ctx, os.Stdout, p.DB, feed, o) }()
 	<-ctx.Done()
 	wg.Wait()
@@ -81,6 +62,36 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	}
 	fmt.Print(farewell(o, time.Since(start)))
 	return nil
+}
+
+// pipeline is the in-process deployment the local run starts.
+func (o options) pipeline(feed *feed, log zerolog.Logger) pipeline.Options {
+	po := pipeline.Options{
+		DataDir:  o.dataDir,
+		Memory:   o.memory,
+		NATSHost: o.natsHost,
+		NATSPort: o.natsPort,
+		Replicas: o.replicas,
+	}
+	po.Store.Database = o.database
+	// A small history keeps each write of the file-backed engine cheap.
+	po.Store.OplogMinSize, po.Store.OplogMaxSize = 200, 2000
+	po.Producer.Store, po.Worker.Store, po.Archiver.Store = o.store, o.store, o.store
+	po.Producer.Logger = log
+	po.Producer.Retention.After = o.retention
+	po.Producer.Sweeper.Interval = 5 * time.Second
+	po.Producer.Sweeper.Stall = 30 * time.Second
+	po.Worker.Logger = log
+	po.Worker.Handlers = o.handlers()
+	po.Worker.Policies = retry.Policies{Default: retry.Policy{
+		InitialInterval: o.retryInitial, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: 0.2, MaxAttempts: int64(o.maxAttempts),
+	}}
+	po.Worker.DrainTimeout = 3 * time.Second
+	po.Worker.OnTransition = feed.add
+	po.Archiver.Logger = log
+	po.Archiver.DrainTimeout = 3 * time.Second
+	po.Archiver.OnTransition = feed.add
+	return po
 }
 
 // startError adds to a failed start what the operator can do about it.
@@ -114,9 +125,44 @@ func banner(o options, natsURL, httpURL string) string {
 	if ip := net.ParseIP(o.natsHost); (ip == nil && o.natsHost != "localhost") || (ip != nil && !ip.IsLoopback()) {
 		fmt.Fprintf(&b, "warning: -nats-host %s: the embedded NATS server has no authentication, and listens beyond this machine.\n", o.natsHost)
 	}
-	fmt.Fprintf(&b, "demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then errors. Ctrl-C to stop.\n\n",
-		demoType, o.interval, o.failureRate*100, o.maxAttempts)
+	so := o.store.WithDefaults()
+	if o.layout == layoutSeed {
+		fmt.Fprintf(&b, "layout seed: the hand-built trigger example's %s.%s and %s.%s, its counter %q, no type (documents run as %q)\n",
+			o.database, so.Events, o.database, so.Errors, so.Schema.Attempts(), so.Schema.DefaultType)
+		fmt.Fprintf(&b, "demo: {state: 0, %s: 0, timestamp} every %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
+			so.Schema.Attempts(), o.interval, o.maxAttempts, o.maxAttempts-1, so.Errors)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
+		demoType, o.interval, o.failureRate*100, o.maxAttempts, so.Errors)
 	return b.String()
+}
+
+// handlers are the demo's handlers: its type's, and the default type's
+// when one is set.
+func (o options) handlers() map[string]consumer.Handler {
+	h, typ := handlers.Demo(handlers.DemoConfig{FailureRate: o.failureRate, Latency: o.latency}), demoType
+	if o.layout == layoutSeed {
+		h, typ = handlers.EvenNumber(o.latency, nil), seedType
+	}
+	hs := map[string]consumer.Handler{typ: h}
+	if t := o.store.Schema.DefaultType; t != "" {
+		hs[t] = h
+	}
+	return hs
+}
+
+// newEvent is the document the generator inserts as the nth: a typed demo
+// event, or the example project's {state: 0, count: 0, timestamp}.
+func (o options) newEvent(n int, now time.Time) bson.D {
+	if o.layout == layoutSeed {
+		return bson.D{{Key: "state", Value: 0}, {Key: o.store.Schema.Attempts(), Value: 0}, {Key: "timestamp", Value: now}}
+	}
+	return bson.D{
+		{Key: "type", Value: demoType},
+		{Key: "payload", Value: bson.D{{Key: "order", Value: n}, {Key: "email", Value: fmt.Sprintf("customer%d@example.com", n)}}},
+		{Key: "createdAt", Value: now},
+	}
 }
 
 // farewell is the last line of a clean stop.
@@ -128,7 +174,7 @@ func farewell(o options, took time.Duration) string {
 }
 
 // generate inserts a demo event every interval until ctx ends.
-func generate(ctx context.Context, events store.Collection, every time.Duration, log zerolog.Logger) {
+func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, log zerolog.Logger) {
 	if every == 0 {
 		return
 	}
@@ -142,12 +188,7 @@ func generate(ctx context.Context, events store.Collection, every time.Duration,
 		case <-t.C:
 		}
 		n++
-		now := time.Now()
-		err := events.InsertOne(ctx, bson.D{
-			{Key: "type", Value: demoType},
-			{Key: "payload", Value: bson.D{{Key: "order", Value: n}, {Key: "email", Value: fmt.Sprintf("customer%d@example.com", n)}}},
-			{Key: "createdAt", Value: now},
-		})
+		err := events.InsertOne(ctx, doc(n, time.Now()))
 		if err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("demo generator: inserting an event")
 		}
@@ -189,7 +230,7 @@ func (f *feed) recent() []consumer.Transition {
 func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o options) {
 	t := time.NewTicker(o.summaryEvery)
 	defer t.Stop()
-	st := eventstore.New(db, eventstore.Options{})
+	st := eventstore.New(db, o.store)
 	prevTotal, prevAt := f.total.Load(), time.Now()
 	for {
 		select {
@@ -210,23 +251,23 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 		total, now := f.total.Load(), time.Now()
 		rate := float64(total-prevTotal) / now.Sub(prevAt).Seconds()
 		prevTotal, prevAt = total, now
-		fmt.Fprintf(w, "%s  new %d · retrying %d · success %d · error %d │ archived in errors %d │ %.1f transitions/s\n",
+		fmt.Fprintf(w, "%s  new %d · retrying %d · success %d · error %d │ archived in %s %d │ %.1f transitions/s\n",
 			now.Format(time.TimeOnly), in(event.StateNew), in(event.StateFailed),
-			in(event.StateSuccess), in(event.StateError), count(eventstore.InErrors, eventstore.Filter{}), rate)
+			in(event.StateSuccess), in(event.StateError), o.store.WithDefaults().Errors, count(eventstore.InErrors, eventstore.Filter{}), rate)
 		for _, tr := range f.recent() {
-			fmt.Fprintf(w, "    %s  %s\n", tr.At.Format(time.TimeOnly), describe(tr))
+			fmt.Fprintf(w, "    %s  %s\n", tr.At.Format(time.TimeOnly), describe(tr, o.store.WithDefaults().Errors))
 		}
 	}
 }
 
-func describe(tr consumer.Transition) string {
+func describe(tr consumer.Transition, errorsCollection string) string {
 	id := tr.ID
 	if len(id) > 8 {
 		id = "…" + id[len(id)-6:]
 	}
 	switch {
 	case tr.Archived:
-		return fmt.Sprintf("%s %s archived into errors after %d attempts", id, tr.Type, tr.Attempts)
+		return fmt.Sprintf("%s %s archived into %s after %d attempts", id, tr.Type, errorsCollection, tr.Attempts)
 	case tr.To == event.StateSuccess:
 		return fmt.Sprintf("%s %s attempt %d succeeded", id, tr.Type, tr.Attempts+1)
 	case tr.To == event.StateFailed:

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/logging"
 )
 
@@ -36,13 +37,8 @@ const summary = "runs the whole retrigger pipeline in this process for a local t
 	"the producer, consumer replicas, the archiver and a demo event generator. Needs nothing else."
 
 func run(args []string) error {
-	var o options
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	o.register(fs)
-	if err := config.ParseCommand(fs, summary, args, nil); err != nil {
-		return err
-	}
-	if err := o.validate(); err != nil {
+	o, err := parse(args, nil)
+	if err != nil {
 		return err
 	}
 	log, err := logging.New(os.Stderr, o.logLevel, o.logFormat)
@@ -54,16 +50,36 @@ func run(args []string) error {
 	return demo(ctx, o, log)
 }
 
+// parse reads the flags and RETRIGGER_* variables (getenv nil: the
+// process's), applies the layout and validates.
+func parse(args []string, getenv func(string) string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	o.register(fs)
+	if err := config.ParseCommand(fs, summary, args, getenv); err != nil {
+		return o, err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if err := o.applyLayout(given); err != nil {
+		return o, err
+	}
+	return o, o.validate()
+}
+
 func (o *options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.layout, "layout", layoutDefault, "data layout: default (typed events in retrigger.events), or seed: the hand-built trigger example's Retries.Events and Retries.Error, counter count, no type, an insert every 2m, its even-number function and Attempts = 3 (flags given still override)")
+	fs.StringVar(&o.database, "mongodb-database", "retrigger", "database of the events in the embedded engine (seed layout: Retries)")
+	o.store.RegisterFlags(fs)
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory of the events (unless -memory) and the NATS store; a restart resumes from it (created if missing; not a file)")
 	fs.BoolVar(&o.memory, "memory", false, "keep the events in memory instead of -data-dir: nothing survives a stop or a crash")
 	fs.StringVar(&o.natsHost, "nats-host", "127.0.0.1", "address of the embedded nats-server: an address of this machine (it has no authentication: keep it on loopback)")
 	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded nats-server, 1 to 65535")
 	fs.IntVar(&o.replicas, "replicas", 2, "consumer replicas (at least 1)")
-	fs.DurationVar(&o.interval, "interval", 2*time.Second, "how often the demo inserts an event (0: never; not negative)")
-	fs.Float64Var(&o.failureRate, "failure-rate", 0.5, "share of handler runs that fail, 0 to 1")
+	fs.DurationVar(&o.interval, "interval", 2*time.Second, "how often the demo inserts an event (0: never; not negative; seed layout: 2m)")
+	fs.Float64Var(&o.failureRate, "failure-rate", 0.5, "share of handler runs that fail, 0 to 1 (default layout: the seed layout runs the example's even-number function)")
 	fs.DurationVar(&o.latency, "latency", 20*time.Millisecond, "how long the demo handler works (not negative)")
-	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors (at least 1)")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors (at least 1; seed layout: 4, the example's Attempts = 3)")
 	fs.DurationVar(&o.retryInitial, "retry-initial", 2*time.Second, "delay after the first failure; doubles after each further one (positive)")
 	fs.DurationVar(&o.summaryEvery, "summary-every", 5*time.Second, "how often the live summary prints (positive)")
 	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them; not negative)")
@@ -73,6 +89,8 @@ func (o *options) register(fs *flag.FlagSet) {
 }
 
 type options struct {
+	layout, database                       string
+	store                                  eventstore.Options
 	dataDir, natsHost, logLevel, logFormat string
 	httpAddr                               string
 	memory                                 bool
@@ -82,7 +100,52 @@ type options struct {
 	failureRate                            float64
 }
 
+// The layouts: retrigger's own, and the hand-built trigger mechanism's
+// example project (see README, "Coming from a hand-built trigger").
+const (
+	layoutDefault = "default"
+	layoutSeed    = "seed"
+)
+
+// seedAttempts is the example's Attempts setting: it archives an event
+// once count exceeds it, after Attempts+1 failed runs.
+const seedAttempts = 3
+
+// applyLayout sets the seed layout's values of the flags not given.
+func (o *options) applyLayout(given map[string]bool) error {
+	switch o.layout {
+	case layoutDefault:
+		return nil
+	case layoutSeed:
+	default:
+		return config.Invalid("layout", "must be default or seed, got %q", o.layout)
+	}
+	if given["failure-rate"] {
+		return config.Invalid("failure-rate", "the seed layout runs the example's function (an even number from 1 to 10 succeeds): drop -failure-rate, or use -layout default")
+	}
+	for name, set := range map[string]func(){
+		"mongodb-database":  func() { o.database = "Retries" },
+		"events-collection": func() { o.store.Events = "Events" },
+		"errors-collection": func() { o.store.Errors = "Error" },
+		"attempts-field":    func() { o.store.Schema.AttemptsField = "count" },
+		"default-type":      func() { o.store.Schema.DefaultType = seedType },
+		"interval":          func() { o.interval = 2 * time.Minute },
+		"max-attempts":      func() { o.maxAttempts = seedAttempts + 1 },
+	} {
+		if !given[name] {
+			set()
+		}
+	}
+	return nil
+}
+
 func (o *options) validate() error {
+	if err := o.store.Validate(); err != nil {
+		return config.ForFlags(err)
+	}
+	if err := config.DatabaseName(o.database); err != nil {
+		return config.Invalid("mongodb-database", "%v", err)
+	}
 	switch {
 	case o.dataDir == "":
 		return config.Invalid("data-dir", "must not be empty")

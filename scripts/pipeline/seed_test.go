@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/retrigger/retrigger/admin"
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
@@ -155,4 +157,25 @@ func adopt(t *testing.T, so eventstore.Options) {
 	after, err := errs.FindOne(context.Background(), bson.D{{Key: "_id", Value: oldArchive[0].Value}})
 	require.NoError(t, err)
 	require.Equal(t, before, after, "the old archive is untouched")
+
+	// The retrigger command lists the old archive beside the new ones,
+	// and shows it, without failing on its shape.
+	ops := admin.New(eventstore.New(p.Database(), so), nil, p.Options().Producer.Names)
+	items, err := ops.List(context.Background(), admin.ListRequest{In: "errors"})
+	require.NoError(t, err)
+	require.Len(t, items, archived+1)
+	oldID := oldArchive[0].Value.(bson.ObjectID).Hex()
+	var listed bool
+	for _, it := range items {
+		if strings.Contains(it.IDText, oldID) {
+			listed = true
+			require.Equal(t, "error", it.State)
+			require.EqualValues(t, seedAttempts+1, it.Attempts, "its %s, read as the attempts", counter)
+		}
+	}
+	require.True(t, listed, "the old archive is listed: %+v", items)
+	shown, err := ops.Show(context.Background(), oldID)
+	require.NoError(t, err)
+	require.Len(t, shown.Found, 1)
+	require.Equal(t, "errors", shown.Found[0].In)
 }

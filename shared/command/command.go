@@ -101,8 +101,8 @@ func (f *Flags) Validate() error {
 		return config.Invalid("mongodb-uri", "is required: the MongoDB replica set holding the events collection")
 	case !strings.HasPrefix(f.MongoURI, "mongodb://") && !strings.HasPrefix(f.MongoURI, "mongodb+srv://"):
 		return config.Invalid("mongodb-uri", "%q must start with mongodb:// or mongodb+srv://", redact.URL(f.MongoURI))
-	case f.Database == "" || strings.ContainsAny(f.Database, "/\\. \"$*<>:|?\x00") || len(f.Database) > 63:
-		return config.Invalid("mongodb-database", "%q is not a database name: non-empty, at most 63 bytes, without '/', '\\', '.', '\"', '$', '*', '<', '>', ':', '|', '?' or spaces", f.Database)
+	case config.DatabaseName(f.Database) != nil:
+		return config.Invalid("mongodb-database", "%v", config.DatabaseName(f.Database))
 	case f.NATSURL == "":
 		return config.Invalid("nats-url", "must not be empty")
 	case f.ConnectTimeout <= 0:

@@ -133,3 +133,11 @@ func ForFlags(err error) error {
 	}
 	return err
 }
+
+// DatabaseName reports why name is not a MongoDB database name.
+func DatabaseName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\\. \"$*<>:|?\x00") || len(name) > 63 {
+		return fmt.Errorf("%q is not a database name: non-empty, at most 63 bytes, without '/', '\\', '.', '\"', '$', '*', '<', '>', ':', '|', '?' or spaces", name)
+	}
+	return nil
+}
