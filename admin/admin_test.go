@@ -85,6 +85,14 @@ func archived(id any, typ string, at time.Time) bson.D {
 type failNth struct {
 	store.Database
 	n, at int64
+	noTxn bool // a deployment without transactions (a standalone server)
+}
+
+func (f *failNth) Transact(ctx context.Context, fn func(context.Context) error) error {
+	if f.noTxn {
+		return store.ErrNoTransactions
+	}
+	return f.Database.Transact(ctx, fn)
 }
 
 func (f *failNth) Collection(name string) store.Collection {
@@ -110,10 +118,16 @@ func (c failNthColl) DeleteOne(ctx context.Context, filter any) (int64, error) {
 // A redrive of 1,000 archived events, interrupted part-way (once between
 // the events copy and the removal of the archive, once by the operator),
 // then run again: exactly 1,000 back in events, each once, none left in
-// errors.
+// errors; with transactions, and with the ordered writes of a deployment
+// without them.
 func TestRedriveInterruptedAndRerun(t *testing.T) {
 	t.Parallel()
-	fail := &failNth{at: 150}
+	t.Run("transactions", func(t *testing.T) { t.Parallel(); redriveInterrupted(t, false) })
+	t.Run("ordered writes", func(t *testing.T) { t.Parallel(); redriveInterrupted(t, true) })
+}
+
+func redriveInterrupted(t *testing.T, noTxn bool) {
+	fail := &failNth{at: 150, noTxn: noTxn}
 	b := setup(t, nil, func(db store.Database) store.Database { fail.Database = db; return fail })
 	const n = 1000
 	at := b.now.Add(-24 * time.Hour)
@@ -131,8 +145,12 @@ func TestRedriveInterruptedAndRerun(t *testing.T) {
 	// First run: dies between the two writes of the 150th event.
 	_, err = b.admin.Redrive(b.ctx, req, nil)
 	require.ErrorContains(t, err, "injected")
-	require.EqualValues(t, 150, b.count(t, b.events()))
-	require.EqualValues(t, n-149, b.count(t, b.errs()), "the 150th is in both places, never in neither")
+	if noTxn {
+		require.EqualValues(t, 150, b.count(t, b.events()))
+	} else {
+		require.EqualValues(t, 149, b.count(t, b.events()), "the 150th's transaction aborted: it is still archived")
+	}
+	require.EqualValues(t, n-149, b.count(t, b.errs()), "the 150th is never in neither place")
 
 	// Second run: the operator interrupts it (Ctrl-C).
 	ctx, cancel := context.WithCancel(b.ctx)

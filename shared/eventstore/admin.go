@@ -520,10 +520,12 @@ func (s *Store) Cancel(ctx context.Context, id bson.RawValue, op Operator) (Acti
 
 // Redrive moves an archived event back into events as new: its attempts
 // start again from 0, its history is kept with a "redriven" entry, and
-// retrigger.redrives and redrivenAt count and date it. The events copy is
-// written first and the archive removed after, pinned on the archive time,
-// so an interrupted redrive leaves the event in both places, never in
-// neither, and running it again finishes it: an events copy that came from
+// retrigger.redrives and redrivenAt count and date it. Where the
+// deployment has transactions, both writes are one, with a majority write
+// concern. Elsewhere the events copy is written first and the archive
+// removed after, pinned on the archive time, so an interrupted redrive
+// leaves the event in both places, never in neither, and running it again
+// finishes it: an events copy that came from
 // this very archive (same retrigger.archivedAt) counts as written. An
 // event of the same id already in events for another reason is left
 // alone (SkippedExists), and so is its archive. The producer sees the
@@ -541,7 +543,36 @@ func (s *Store) Redrive(ctx context.Context, id bson.RawValue, op Operator) (Act
 	if err != nil {
 		return 0, "", wrap("redriving an event", err)
 	}
-	err = s.events.InsertOne(ctx, back)
+	pin := bson.D{{Key: event.FieldID, Value: id}}
+	if hasArchivedAt {
+		pin = append(pin, bson.E{Key: event.FieldArchivedAt, Value: bson.DateTime(archivedAt)})
+	} else {
+		pin = append(pin, bson.E{Key: event.FieldArchivedAt, Value: bson.D{{Key: "$exists", Value: false}}})
+	}
+	// One transaction with a majority write concern where the deployment
+	// has them: a failover between the two writes cannot lose the event.
+	// An event of the same id in the way aborts it (a failed write ends a
+	// transaction); the ordered steps then tell why it is there.
+	err = s.db.Transact(ctx, func(ctx context.Context) error {
+		if err := s.events.InsertOne(ctx, back); err != nil {
+			return err
+		}
+		_, err := s.errs.DeleteOne(ctx, pin)
+		return err
+	})
+	switch {
+	case err == nil:
+		return Applied, "", nil
+	case errors.Is(err, store.ErrNoTransactions), errors.Is(err, store.ErrDuplicate):
+		return s.putBack(ctx, id, back, pin, archivedAt, hasArchivedAt)
+	}
+	return 0, "", wrap("redriving an event", err)
+}
+
+// putBack is a redrive as two ordered writes: the events copy, then the
+// removal of the archive pinned on its time.
+func (s *Store) putBack(ctx context.Context, id bson.RawValue, back, pin bson.D, archivedAt int64, hasArchivedAt bool) (Action, string, error) {
+	err := s.events.InsertOne(ctx, back)
 	if errors.Is(err, store.ErrDuplicate) {
 		cur, ferr := s.events.FindOne(ctx, byID(id))
 		switch {
@@ -558,12 +589,6 @@ func (s *Store) Redrive(ctx context.Context, id bson.RawValue, op Operator) (Act
 		// stopped: finish it.
 	} else if err != nil {
 		return 0, "", wrap("writing a redriven event", err)
-	}
-	pin := bson.D{{Key: event.FieldID, Value: id}}
-	if hasArchivedAt {
-		pin = append(pin, bson.E{Key: event.FieldArchivedAt, Value: bson.DateTime(archivedAt)})
-	} else {
-		pin = append(pin, bson.E{Key: event.FieldArchivedAt, Value: bson.D{{Key: "$exists", Value: false}}})
 	}
 	if _, err := s.errs.DeleteOne(ctx, pin); err != nil {
 		return 0, "", wrap("removing the archive of a redriven event (redrive it again to finish)", err)
