@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/retrigger/retrigger/shared/health"
 )
@@ -30,21 +29,3 @@ func (p *Producer) checkReady(ctx context.Context) error {
 	return health.JetStream(p.js, []string{p.cfg.Names.EventsStream(), p.cfg.Names.DLQStream()}, nil)(ctx)
 }
 
-// timedFuture is a publish's future with the time it was started, for the
-// publish latency metric.
-type timedFuture struct {
-	jetstream.PubAckFuture
-	start time.Time
-}
-
-func timed(f jetstream.PubAckFuture) jetstream.PubAckFuture {
-	return timedFuture{PubAckFuture: f, start: time.Now()}
-}
-
-// sincePublish is how long ago f was published (0: unknown).
-func sincePublish(f jetstream.PubAckFuture) time.Duration {
-	if t, ok := f.(timedFuture); ok {
-		return time.Since(t.start)
-	}
-	return 0
-}

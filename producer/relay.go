@@ -206,7 +206,7 @@ func (r *Relay) read(ctx context.Context, cs store.ChangeStream, queue chan<- pe
 		queued = ch.Token
 		if ch.Doc != nil {
 			pd.r = r.pub.route(ch.Doc, changeStamp(ch.ClusterTime), r.now())
-			pd.fut, err = r.pub.publishAsync(ctx, pd.r)
+			pd.fut, err = r.pub.publishAsync(ctx, &pd.r)
 			if err != nil {
 				return err
 			}

@@ -147,7 +147,7 @@ func (s *Scheduler) publish(ctx context.Context, docs []bson.Raw, now time.Time)
 	var out []inFlight
 	for _, doc := range docs {
 		r := s.pub.route(doc, "", now)
-		fut, err := s.pub.publishAsync(ctx, r)
+		fut, err := s.pub.publishAsync(ctx, &r)
 		if err != nil {
 			return err
 		}

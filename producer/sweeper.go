@@ -123,7 +123,7 @@ func (s *Sweeper) sweep(ctx context.Context, o eventstore.SweepOptions) (int, er
 		func(doc bson.Raw) error {
 			s.beat.Beat()
 			r := s.pub.route(doc, "", now)
-			fut, err := s.pub.publishAsync(ctx, r)
+			fut, err := s.pub.publishAsync(ctx, &r)
 			if err != nil {
 				s.log.Warn().Err(err).Msg("sweeping an event failed; the next sweep tries again")
 				return ctx.Err()

@@ -178,7 +178,8 @@ func (n *notify) InsertOne(ctx context.Context, doc any) error {
 
 // transitions writes what the workers and the archiver would for one
 // event, through the same event store: per run the claim of its lease and
-// the transition, failing each run with probability failureRate, and for
+// the transition, failing each run as the handler would (its first
+// Options.FailFirst, or with probability FailureRate), and for
 // an exhausted event the archiver's move into errors. It returns the
 // number of writes.
 func transitions(ctx context.Context, st *eventstore.Store, o Options, oid bson.ObjectID, policy retry.Policy) (int64, error) {
@@ -197,7 +198,7 @@ func transitions(ctx context.Context, st *eventstore.Store, o Options, oid bson.
 			return writes, fmt.Errorf("claim of %s: %s", oid.Hex(), c.Outcome)
 		}
 		t := eventstore.Transition{To: event.StateSuccess, At: now, Run: event.Attempt{At: now, Outcome: "success", Replica: "ceiling", Number: c.Event.Attempts + 1}}
-		if failureRate > 0 && rand.Float64() < failureRate {
+		if (o.FailFirst > 0 && c.Event.Attempts < o.FailFirst) || (failureRate > 0 && rand.Float64() < failureRate) {
 			d := policy.Decide(c.Event.Attempts+1, 0, errInjected, now, rand.Float64)
 			t.To, t.Attempts, t.NextAt, t.Reason = event.StateError, d.Attempts, d.NextAt, event.ReasonExhausted
 			t.LastError = event.LastError{Message: errInjected.Error(), Retryable: d.Retry, At: now}

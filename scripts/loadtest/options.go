@@ -32,6 +32,10 @@ type Options struct {
 	// FailureRate is the share of handler runs that fail, 0 to 1
 	// [-failure-rate].
 	FailureRate float64
+	// FailFirst fails every event's first FailFirst runs, and no other
+	// [-fail-first]: a deterministic load (1: each event is retried once;
+	// MaxAttempts or more: each is archived). Not with FailureRate.
+	FailFirst int64
 	// MaxAttempts is how many runs may fail before an event is archived
 	// into errors [-max-attempts]. Default 3.
 	MaxAttempts int64
@@ -102,8 +106,10 @@ type Options struct {
 	// the ceiling run.
 	CPUProfile, CeilingCPUProfile io.Writer
 	// HeapProfile, when set, receives a heap profile taken at the end of
-	// the load phase, before anything is stopped.
-	HeapProfile io.Writer
+	// the load phase, before anything is stopped; AllocsAtStart one taken
+	// when the load phase starts (its allocation counts, subtracted from
+	// the end's, are the load's).
+	HeapProfile, AllocsAtStart io.Writer
 	// Progress, when set, is called about every ProgressEvery (default 1s)
 	// while the load runs, and once at its end.
 	Progress      func(Progress)
@@ -190,6 +196,10 @@ func (o Options) validate() error {
 		return config.Invalid("inserters", "must be between 1 and 64, got %d", o.Inserters)
 	case !(o.FailureRate >= 0 && o.FailureRate <= 1): // NaN too
 		return config.Invalid("failure-rate", "must be between 0 and 1, got %g", o.FailureRate)
+	case o.FailFirst < 0:
+		return config.Invalid("fail-first", "must not be negative, got %d", o.FailFirst)
+	case o.FailFirst > 0 && o.FailureRate > 0:
+		return config.Invalid("fail-first", "cannot be used with -failure-rate: choose random or deterministic failures")
 	case o.BackoffFlood < 0:
 		return config.Invalid("backoff-flood", "must not be negative, got %d", o.BackoffFlood)
 	case o.MaxAttempts < 1:

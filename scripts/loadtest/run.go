@@ -30,6 +30,7 @@ type Settings struct {
 	Rate           float64 `json:"rate"` // 0: as fast as possible
 	Inserters      int     `json:"inserters,omitempty"`
 	FailureRate    float64 `json:"failure_rate"`
+	FailFirst      int64   `json:"fail_first,omitempty"`
 	MaxAttempts    int64   `json:"max_attempts"`
 	PayloadSize    int     `json:"payload_size"`
 	HandlerLatency string  `json:"handler_latency"`
@@ -136,6 +137,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 
 	tr := newTracker(o.Count, o.FailureRate, o.HandlerLatency)
+	tr.failFirst = o.FailFirst
 	runID := bson.NewObjectID().Hex()
 	if o.BackoffFlood > 0 {
 		tr.flood = newFlood(o, runID)
@@ -157,6 +159,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
 			return res, fmt.Errorf("starting the CPU profile: %w", err)
+		}
+	}
+	if o.AllocsAtStart != nil {
+		if err := pprof.Lookup("allocs").WriteTo(o.AllocsAtStart, 0); err != nil {
+			return res, fmt.Errorf("writing the allocation profile: %w", err)
 		}
 	}
 
@@ -389,7 +396,7 @@ func firstTimeLatencies(tr *tracker) []time.Duration {
 
 func settings(o Options) Settings {
 	s := Settings{
-		Count: o.Count, Rate: o.Rate, FailureRate: o.FailureRate, MaxAttempts: o.MaxAttempts,
+		Count: o.Count, Rate: o.Rate, FailureRate: o.FailureRate, FailFirst: o.FailFirst, MaxAttempts: o.MaxAttempts,
 		PayloadSize: o.PayloadSize, HandlerLatency: o.HandlerLatency.String(), Replicas: o.Replicas,
 		Concurrency: o.Concurrency, RetryInitial: o.RetryInitial.String(), RetryMax: o.RetryMax.String(),
 		Timeout: o.Timeout.String(), Type: o.Type, BackoffFlood: o.BackoffFlood,

@@ -42,6 +42,7 @@ type tracker struct {
 	index       map[bson.ObjectID]int32 // read-only once the run starts
 	recs        []record
 	failureRate float64
+	failFirst   int64 // fail each event's first runs (Options.FailFirst)
 	latency     time.Duration
 
 	inserted   atomic.Int64
@@ -120,7 +121,7 @@ func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 		case <-timer.C:
 		}
 	}
-	if t.failureRate > 0 && rand.Float64() < t.failureRate {
+	if (t.failFirst > 0 && int64(r.runs.Load()) <= t.failFirst) || (t.failureRate > 0 && rand.Float64() < t.failureRate) {
 		r.failures.Add(1)
 		return errInjected
 	}

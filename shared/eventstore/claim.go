@@ -64,12 +64,7 @@ type Claim struct {
 // ClaimEvent takes it over and counts the crash in Event.Crashes.
 func (s *Store) ClaimEvent(ctx context.Context, r ClaimRequest) (Claim, error) {
 	lease := event.Lease{Owner: r.Owner, Token: r.Token, Until: r.Now.Add(r.TTL)}
-	set := bson.D{{Key: event.FieldLease, Value: leaseDoc(lease)}}
-	filter := bson.D{
-		{Key: event.FieldID, Value: r.ID},
-		{Key: "$and", Value: bson.A{s.ofType(r.Type), runnable(r.Now.Add(r.Early)), unleased}},
-	}
-	doc, err := s.events.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$set", Value: set}})
+	doc, err := s.events.FindOneAndUpdate(ctx, s.claimFilter(r), claimUpdate(lease))
 	if err == nil {
 		return s.claimed(doc, lease)
 	}
@@ -106,7 +101,7 @@ func (s *Store) ClaimEvent(ctx context.Context, r ClaimRequest) (Claim, error) {
 		{Key: event.FieldLeaseToken, Value: pinned(ev.Lease.Token, int64(0), ev.Lease.Token == 0)},
 		{Key: "$and", Value: bson.A{s.ofType(r.Type), runnable(r.Now.Add(r.Early))}},
 	}
-	set = append(set, bson.E{Key: event.FieldCrashes, Value: ev.Crashes + 1})
+	set := bson.D{{Key: event.FieldLease, Value: leaseDoc(lease)}, {Key: event.FieldCrashes, Value: ev.Crashes + 1}}
 	doc, err = s.events.FindOneAndUpdate(ctx, takeover, bson.D{{Key: "$set", Value: set}})
 	if errors.Is(err, store.ErrNotFound) {
 		return Claim{Outcome: Leased, Event: ev}, nil // another consumer took it over first
@@ -213,32 +208,7 @@ type Transition struct {
 // expired and another consumer took the event over), and nothing was
 // written.
 func (s *Store) Complete(ctx context.Context, c *Claim, t Transition) error {
-	ev := &c.Event
-	filter := append(current(ev), bson.E{Key: event.FieldLeaseToken, Value: c.Lease.Token})
-	set := bson.D{
-		{Key: event.FieldState, Value: stateValue(t.To)},
-		{Key: event.FieldVersion, Value: ev.Version + 1},
-		{Key: event.FieldUpdatedAt, Value: t.At},
-	}
-	unset := bson.D{{Key: event.FieldLease, Value: ""}, {Key: event.FieldCrashes, Value: ""}}
-	if t.To != event.StateSuccess {
-		set = append(set,
-			bson.E{Key: s.opts.Schema.Attempts(), Value: t.Attempts},
-			bson.E{Key: event.FieldLastError, Value: t.LastError})
-	}
-	switch t.To {
-	case event.StateFailed:
-		set = append(set, bson.E{Key: event.FieldNextAttemptAt, Value: ceilMillisecond(t.NextAt)})
-	case event.StateError:
-		set = append(set, bson.E{Key: event.FieldReason, Value: string(t.Reason)})
-		unset = append(unset, bson.E{Key: event.FieldNextAttemptAt, Value: ""})
-	default:
-		unset = append(unset, bson.E{Key: event.FieldNextAttemptAt, Value: ""})
-	}
-	if h := s.history(ev.History, t.Run); h != nil {
-		set = append(set, bson.E{Key: event.FieldHistory, Value: h})
-	}
-	n, err := s.events.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}}, false)
+	n, err := s.events.UpdateOne(ctx, completeFilter(c), s.completeUpdate(&c.Event, t), false)
 	if err != nil {
 		return wrap("writing a transition", err)
 	}

@@ -58,12 +58,12 @@ func ReadRef(h nats.Header) (Ref, error) {
 // deduplication id, the reference headers, and body, a rendering of the
 // event for people (Body, or StubBody when the document is too large).
 func NewMsg(subject, msgID string, id bson.RawValue, version int64, body []byte) *nats.Msg {
-	m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{
-		nats.MsgIdHdr: []string{msgID},
-		HeaderID:      []string{event.EncodeID(id)},
-		HeaderVersion: []string{strconv.FormatInt(version, 10)},
+	v := [...]string{msgID, event.EncodeID(id), strconv.FormatInt(version, 10)} // one allocation for the three values
+	return &nats.Msg{Subject: subject, Data: body, Header: nats.Header{
+		nats.MsgIdHdr: v[0:1:1],
+		HeaderID:      v[1:2:2],
+		HeaderVersion: v[2:3:3],
 	}}
-	return m
 }
 
 // MsgID is the Nats-Msg-Id of a message: the event's key and a stamp that
@@ -72,15 +72,7 @@ func NewMsg(subject, msgID string, id bson.RawValue, version int64, body []byte)
 // its duplicate window.
 func MsgID(id bson.RawValue, stamp string) string { return event.Key(id) + "@" + stamp }
 
-// Body renders an event document for people, as it shows in `nats stream
-// view`: relaxed extended JSON. Nothing decodes it.
-func Body(doc bson.Raw) ([]byte, error) {
-	b, err := bson.MarshalExtJSON(doc, false, false)
-	if err != nil {
-		return nil, fmt.Errorf("rendering event as JSON: %w", err)
-	}
-	return b, nil
-}
+func errRender(err error) error { return fmt.Errorf("rendering event as JSON: %w", err) }
 
 // StubBody stands in for an event too large to show in a message: what it
 // is and where to read it.
