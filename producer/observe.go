@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-
 	"github.com/retrigger/retrigger/shared/health"
 )
 
@@ -28,4 +27,3 @@ func (p *Producer) checkReady(ctx context.Context) error {
 	}
 	return health.JetStream(p.js, []string{p.cfg.Names.EventsStream(), p.cfg.Names.DLQStream()}, nil)(ctx)
 }
-
