@@ -76,6 +76,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"Redrive", testRedrive, false, false},
 		{"Purge", testPurge, false, false},
 		{"FindIDsOfAnyType", testFindIDs, false, false},
+		{"PageOrder", testPageOrder, false, false},
+		{"PageArchive", testPageArchive, false, false},
+		{"PageExamineBound", testPageExamineBound, false, false},
+		{"Activity", testActivity, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
