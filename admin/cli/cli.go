@@ -278,33 +278,12 @@ func (o *options) actor() string {
 	return name + "@" + host + " (retrigger)"
 }
 
-// parseTime reads a time (RFC 3339, or a date) or a duration ago (Go's,
-// or whole days: 2d).
-func parseTime(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := parseDuration(s); err == nil {
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is neither a time (2025-06-01T08:00:00Z, 2025-06-01) nor a duration ago (36h, 2d)", s)
-}
-
-// parseDuration reads a Go duration or whole days ("30d").
-func parseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err == nil && n >= 0 {
-			return time.Duration(n) * 24 * time.Hour, nil
-		}
-	}
-	return time.ParseDuration(s)
-}
+// parseTime and parseDuration are the admin package's, which the web
+// view's filters share.
+var (
+	parseTime     = admin.ParseTime
+	parseDuration = admin.ParseDuration
+)
 
 // parseRate reads "100/s", "100" or "6000/m".
 func parseRate(s string) (float64, error) {
