@@ -47,9 +47,9 @@ func eventHref(id json.RawMessage) template.URL {
 
 // filter is a list's filter as the reader typed it.
 type filter struct {
-	In                                     string // events or errors
+	In                                       string // events or errors
 	Type, State, Reason, Error, Since, Until string
-	Limit                                  int
+	Limit                                    int
 }
 
 func (f filter) values() url.Values {
@@ -454,10 +454,18 @@ func (s *server) by(r *http.Request) string {
 
 func (s *server) run(r *http.Request, name string, req admin.ActionRequest) (*admin.ActionResult, error) {
 	do := map[string]func(*http.Request, admin.ActionRequest) (*admin.ActionResult, error){
-		"retry":   func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) { return s.cfg.Ops.Retry(r.Context(), a, nil) },
-		"cancel":  func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) { return s.cfg.Ops.Cancel(r.Context(), a, nil) },
-		"redrive": func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) { return s.cfg.Ops.Redrive(r.Context(), a, nil) },
-		"purge":   func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) { return s.cfg.Ops.Purge(r.Context(), a, nil) },
+		"retry": func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) {
+			return s.cfg.Ops.Retry(r.Context(), a, nil)
+		},
+		"cancel": func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) {
+			return s.cfg.Ops.Cancel(r.Context(), a, nil)
+		},
+		"redrive": func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) {
+			return s.cfg.Ops.Redrive(r.Context(), a, nil)
+		},
+		"purge": func(r *http.Request, a admin.ActionRequest) (*admin.ActionResult, error) {
+			return s.cfg.Ops.Purge(r.Context(), a, nil)
+		},
 	}[name]
 	return do(r, req)
 }
