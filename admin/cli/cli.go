@@ -46,6 +46,8 @@ Commands:
   redrive ID...|FILTER        move archived events back into events as new
   purge errors FILTER -older-than D
                               delete archived events archived more than D ago
+  ui                          serve the web view on -http-addr (default
+                              127.0.0.1:8090): read-only unless -allow-writes
 
 FILTER is made of -type, -state, -reason, -error (a regular expression on
 the last error), -since and -until (a time like 2025-06-01T08:00:00Z or
@@ -76,6 +78,7 @@ type options struct {
 	rate      string
 	olderThan string
 	by        string
+	ui        uiOptions
 }
 
 // list is a flag given several times or comma-separated.
@@ -109,6 +112,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.rate, "rate", "", "redrive: at most this many events per second, e.g. 100/s (default: no bound)")
 	fs.StringVar(&o.olderThan, "older-than", "", "purge: archived longer ago than this, e.g. 720h or 30d")
 	fs.StringVar(&o.by, "by", "", "who acts, recorded in each changed event's history (default user@host)")
+	o.ui.register(fs)
 }
 
 // IO is where the command reads and writes; terminals are detected on
