@@ -401,6 +401,9 @@ func took(st admin.Step) string {
 	case "inserted", "archived", "redriven", "retried", "cancelled", "due":
 		return ""
 	}
+	if st.TookMs == 0 {
+		return "<1ms"
+	}
 	return (time.Duration(st.TookMs) * time.Millisecond).String()
 }
 
