@@ -160,8 +160,10 @@ func TestOperatorSession(t *testing.T) {
 			}
 			return errors.New("smtp: 421 4.7.0 try again later")
 		},
-		"sms":     func(context.Context, *consumer.Event) error { return nil },
-		"partner": func(context.Context, *consumer.Event) error { return consumer.Permanent(errors.New("partner: 400 bad request")) },
+		"sms": func(context.Context, *consumer.Event) error { return nil },
+		"partner": func(context.Context, *consumer.Event) error {
+			return consumer.Permanent(errors.New("partner: 400 bad request"))
+		},
 	}
 	o.Worker.Policies = retry.Policies{Default: retry.Policy{InitialInterval: 20 * time.Millisecond, Multiplier: 2, MaxInterval: 100 * time.Millisecond, RandomizationFactor: -1, MaxAttempts: 3}}
 	o.Producer.Sweeper.Interval = 200 * time.Millisecond
