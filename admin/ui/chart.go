@@ -78,7 +78,7 @@ func newChart(a *admin.Activity) chart {
 		get         func(i int) int64
 	}{
 		{"succeeded", "s-succeeded", func(i int) int64 { return a.Buckets[i].Succeeded }},
-		{"failed, waiting for a retry", "s-failed", func(i int) int64 { return a.Buckets[i].Failed }},
+		{"failed", "s-failed", func(i int) int64 { return a.Buckets[i].Failed }},
 		{"archived into errors", "s-archived", func(i int) int64 { return a.Buckets[i].Archived }},
 	} {
 		var pts strings.Builder

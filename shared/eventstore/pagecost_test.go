@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/store"
 )
 
 // Every page query's equalities and $in are the leading fields of one of
@@ -68,6 +69,34 @@ func TestEveryPageQueryHasAnIndex(t *testing.T) {
 				require.True(t, served, "%s %+v from %v: no index leads with %v then %v", tt.w, tt.f, k, points, sort)
 			}
 		}
+	}
+}
+
+// Every count of the activity chart is an equality and a range on the
+// leading fields of an index, in that order: on MongoDB a count that
+// reads index keys only.
+func TestEveryActivityCountHasAnIndex(t *testing.T) {
+	t.Parallel()
+	for _, q := range activityCounts(time.Now(), time.Minute) {
+		indexes := append(append([]store.Index{}, eventIndexes...), viewIndexes(InEvents)...)
+		if q.w == InErrors {
+			indexes = append(append([]store.Index{}, errorIndexes...), viewIndexes(InErrors)...)
+		}
+		var fields []string
+		for _, e := range q.filter {
+			fields = append(fields, e.Key)
+		}
+		served := false
+		for _, ix := range indexes {
+			var keys []string
+			for _, e := range ix.Keys {
+				keys = append(keys, e.Key)
+			}
+			if len(keys) >= len(fields) && slices.Equal(keys[:len(fields)], fields) {
+				served = true
+			}
+		}
+		require.True(t, served, "%s in %s: no index leads with %v", q.figure, q.w, fields)
 	}
 }
 

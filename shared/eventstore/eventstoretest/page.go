@@ -190,25 +190,29 @@ func testPageExamineBound(t *testing.T, b *bundle) {
 	require.Equal(t, []string{"0"}, found)
 }
 
-// Activity counts successes, failures and archives per interval by the
-// last transition and the archive time.
+// Activity counts successes by the last transition, failures by the last
+// failed run (in events and archived), and archives by the archive time.
 func testActivity(t *testing.T, b *bundle) {
 	from := b.now.Add(-2 * time.Minute)
 	tm := func(d time.Duration) time.Time { return from.Add(d) }
+	failedAt := func(d time.Duration) bson.E {
+		return bson.E{Key: "lastError", Value: bson.D{{Key: "message", Value: "boom"}, {Key: "at", Value: tm(d)}}}
+	}
 	b.insert(t, job("s1", bson.E{Key: "state", Value: int32(1)}, bson.E{Key: "updatedAt", Value: tm(10 * time.Second)}))
-	b.insert(t, job("s2", bson.E{Key: "state", Value: int32(1)}, bson.E{Key: "updatedAt", Value: tm(70 * time.Second)}))
+	b.insert(t, job("s2", bson.E{Key: "state", Value: int32(1)}, bson.E{Key: "updatedAt", Value: tm(70 * time.Second)}, failedAt(65*time.Second))) // failed, then succeeded
 	b.insert(t, job("s3", bson.E{Key: "state", Value: int32(1)}, bson.E{Key: "updatedAt", Value: tm(time.Minute)}))
-	b.insert(t, job("f1", bson.E{Key: "state", Value: int32(2)}, bson.E{Key: "updatedAt", Value: tm(90 * time.Second)}))
+	b.insert(t, job("f1", bson.E{Key: "state", Value: int32(2)}, bson.E{Key: "updatedAt", Value: tm(90 * time.Second)}, failedAt(90*time.Second)))
+	b.insert(t, job("f0", bson.E{Key: "state", Value: int32(2)}, bson.E{Key: "updatedAt", Value: tm(-time.Second)}, failedAt(-time.Second))) // before
 	b.insert(t, job("old", bson.E{Key: "state", Value: int32(1)}, bson.E{Key: "updatedAt", Value: tm(-time.Second)}))
 	b.insert(t, job("n1"))
-	b.archive(t, "a1", "job", event.ReasonExhausted, "x", tm(100*time.Second))
-	b.archive(t, "a2", "job", event.ReasonExhausted, "x", tm(2*time.Minute)) // the end is not in
+	b.archive(t, "a1", "job", event.ReasonExhausted, "x", tm(100*time.Second)) // its last run failed then, too
+	b.archive(t, "a2", "job", event.ReasonExhausted, "x", tm(2*time.Minute))   // the end is not in
 
 	got, err := b.store.Activity(b.ctx, from, time.Minute, 2)
 	require.NoError(t, err)
 	require.Equal(t, []eventstore.Bucket{
 		{Start: from, Succeeded: 1},
-		{Start: tm(time.Minute), Succeeded: 2, Failed: 1, Archived: 1},
+		{Start: tm(time.Minute), Succeeded: 2, Failed: 3, Archived: 1},
 	}, got)
 	_, err = b.store.Activity(b.ctx, from, 0, 2)
 	require.Error(t, err)
