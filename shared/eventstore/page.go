@@ -299,11 +299,10 @@ func (s *Store) pageQuery(w Where, f Filter, pos *PageKey, newer, ranged bool) (
 		}
 		conds = append(conds,
 			bson.D{{Key: field, Value: bson.D{{Key: cmp, Value: pos.Time}}}},
-			bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: "$or", Value: append(bson.A{
 				bson.D{{Key: field, Value: bson.D{{Key: lt, Value: pos.Time}}}},
 				bson.D{{Key: event.FieldID, Value: bson.D{{Key: lt, Value: pos.ID}}}},
-				bson.D{{Key: event.FieldID, Value: bson.D{{Key: "$type", Value: typesAfter(pos.ID.Type)}}}},
-			}}})
+			}, ofTypes(typesAfter(pos.ID.Type))...)}})
 	}
 	return Query{
 		Name:   w.String() + " page",
@@ -314,35 +313,49 @@ func (s *Store) pageQuery(w Where, f Filter, pos *PageKey, newer, ranged bool) (
 
 // idAfter selects the ids after id in the page's direction: in its type
 // bracket by comparison, in the others by type.
-func idAfter(id bson.RawValue, cmp string, typesAfter func(bson.Type) bson.A) bson.D {
-	return bson.D{{Key: "$or", Value: bson.A{
+func idAfter(id bson.RawValue, cmp string, typesAfter func(bson.Type) []string) bson.D {
+	return bson.D{{Key: "$or", Value: append(bson.A{
 		bson.D{{Key: event.FieldID, Value: bson.D{{Key: cmp, Value: id}}}},
-		bson.D{{Key: event.FieldID, Value: bson.D{{Key: "$type", Value: typesAfter(id.Type)}}}},
-	}}}
+	}, ofTypes(typesAfter(id.Type))...)}}
+}
+
+// ofTypes selects ids of any of the types, one $type each: some
+// MongoDB-compatible servers take no array in $type.
+func ofTypes(aliases []string) bson.A {
+	out := make(bson.A, len(aliases))
+	for i, a := range aliases {
+		out[i] = bson.D{{Key: event.FieldID, Value: bson.D{{Key: "$type", Value: a}}}}
+	}
+	return out
 }
 
 // brackets are MongoDB's type brackets in sort order, each with the $type
-// aliases of its BSON types.
+// aliases of its BSON types that an _id may hold. Types no application
+// uses as an _id (minKey, undefined, symbol, dbPointer, the javascript
+// types, maxKey; arrays and regular expressions are refused) have no
+// alias: some MongoDB-compatible servers reject their names, and an _id
+// of such a type could only be missed at a page boundary that falls
+// between two documents of the same time.
 var brackets = []struct {
 	types   []bson.Type
 	aliases []string
 }{
-	{[]bson.Type{bson.TypeMinKey}, []string{"minKey"}},
-	{[]bson.Type{bson.TypeNull, bson.TypeUndefined}, []string{"null", "undefined"}},
-	{[]bson.Type{bson.TypeDouble, bson.TypeInt32, bson.TypeInt64, bson.TypeDecimal128}, []string{"number"}},
-	{[]bson.Type{bson.TypeString, bson.TypeSymbol}, []string{"string", "symbol"}},
+	{[]bson.Type{bson.TypeMinKey}, nil},
+	{[]bson.Type{bson.TypeNull, bson.TypeUndefined}, []string{"null"}},
+	{[]bson.Type{bson.TypeDouble, bson.TypeInt32, bson.TypeInt64, bson.TypeDecimal128}, []string{"double", "int", "long", "decimal"}},
+	{[]bson.Type{bson.TypeString, bson.TypeSymbol}, []string{"string"}},
 	{[]bson.Type{bson.TypeEmbeddedDocument}, []string{"object"}},
-	{[]bson.Type{bson.TypeArray}, []string{"array"}},
+	{[]bson.Type{bson.TypeArray}, nil},
 	{[]bson.Type{bson.TypeBinary}, []string{"binData"}},
 	{[]bson.Type{bson.TypeObjectID}, []string{"objectId"}},
 	{[]bson.Type{bson.TypeBoolean}, []string{"bool"}},
 	{[]bson.Type{bson.TypeDateTime}, []string{"date"}},
 	{[]bson.Type{bson.TypeTimestamp}, []string{"timestamp"}},
-	{[]bson.Type{bson.TypeRegex}, []string{"regex"}},
-	{[]bson.Type{bson.TypeDBPointer}, []string{"dbPointer"}},
-	{[]bson.Type{bson.TypeJavaScript}, []string{"javascript"}},
-	{[]bson.Type{bson.TypeCodeWithScope}, []string{"javascriptWithScope"}},
-	{[]bson.Type{bson.TypeMaxKey}, []string{"maxKey"}},
+	{[]bson.Type{bson.TypeRegex}, nil},
+	{[]bson.Type{bson.TypeDBPointer}, nil},
+	{[]bson.Type{bson.TypeJavaScript}, nil},
+	{[]bson.Type{bson.TypeCodeWithScope}, nil},
+	{[]bson.Type{bson.TypeMaxKey}, nil},
 }
 
 func bracketOf(t bson.Type) int {
@@ -358,33 +371,20 @@ func bracketOf(t bson.Type) int {
 
 // lowerBrackets and higherBrackets are the $type aliases of the brackets
 // that sort before and after t's.
-func lowerBrackets(t bson.Type) bson.A {
-	out := bson.A{}
+func lowerBrackets(t bson.Type) []string {
+	var out []string
 	for _, b := range brackets[:min(bracketOf(t), len(brackets))] {
-		for _, a := range b.aliases {
-			out = append(out, a)
-		}
+		out = append(out, b.aliases...)
 	}
-	return nonEmpty(out)
+	return out
 }
 
-func higherBrackets(t bson.Type) bson.A {
-	out := bson.A{}
+func higherBrackets(t bson.Type) []string {
+	var out []string
 	for _, b := range brackets[min(bracketOf(t)+1, len(brackets)):] {
-		for _, a := range b.aliases {
-			out = append(out, a)
-		}
+		out = append(out, b.aliases...)
 	}
-	return nonEmpty(out)
-}
-
-// nonEmpty: $type needs at least one type; an _id is never an array, so
-// "array" stands for none.
-func nonEmpty(a bson.A) bson.A {
-	if len(a) == 0 {
-		return bson.A{"array"}
-	}
-	return a
+	return out
 }
 
 // keyOf is the position of doc in a page's order.
