@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.uber.org/goleak"
 
 	"github.com/retrigger/retrigger/admin"
 	"github.com/retrigger/retrigger/admin/ui"
@@ -27,6 +28,8 @@ import (
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // browser finds a Chromium or Chrome: RETRIGGER_TEST_BROWSER, or one on
 // the PATH.
