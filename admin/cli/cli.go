@@ -46,6 +46,8 @@ Commands:
   redrive ID...|FILTER        move archived events back into events as new
   purge errors FILTER -older-than D
                               delete archived events archived more than D ago
+  ui                          serve the web view on -http-addr (default
+                              127.0.0.1:8090): read-only unless -allow-writes
 
 FILTER is made of -type, -state, -reason, -error (a regular expression on
 the last error), -since and -until (a time like 2025-06-01T08:00:00Z or
@@ -76,6 +78,7 @@ type options struct {
 	rate      string
 	olderThan string
 	by        string
+	ui        uiOptions
 }
 
 // list is a flag given several times or comma-separated.
@@ -109,6 +112,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.rate, "rate", "", "redrive: at most this many events per second, e.g. 100/s (default: no bound)")
 	fs.StringVar(&o.olderThan, "older-than", "", "purge: archived longer ago than this, e.g. 720h or 30d")
 	fs.StringVar(&o.by, "by", "", "who acts, recorded in each changed event's history (default user@host)")
+	o.ui.register(fs)
 }
 
 // IO is where the command reads and writes; terminals are detected on
@@ -278,33 +282,12 @@ func (o *options) actor() string {
 	return name + "@" + host + " (retrigger)"
 }
 
-// parseTime reads a time (RFC 3339, or a date) or a duration ago (Go's,
-// or whole days: 2d).
-func parseTime(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := parseDuration(s); err == nil {
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is neither a time (2025-06-01T08:00:00Z, 2025-06-01) nor a duration ago (36h, 2d)", s)
-}
-
-// parseDuration reads a Go duration or whole days ("30d").
-func parseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err == nil && n >= 0 {
-			return time.Duration(n) * 24 * time.Hour, nil
-		}
-	}
-	return time.ParseDuration(s)
-}
+// parseTime and parseDuration are the admin package's, which the web
+// view's filters share.
+var (
+	parseTime     = admin.ParseTime
+	parseDuration = admin.ParseDuration
+)
 
 // parseRate reads "100/s", "100" or "6000/m".
 func parseRate(s string) (float64, error) {

@@ -31,6 +31,8 @@ func (r *runner) run(ctx context.Context, pos []string) error {
 	cmd, args := pos[0], pos[1:]
 	switch cmd {
 	case "stats", "ls", "show", "retry", "cancel", "redrive", "purge":
+	case "ui":
+		return r.serveUI(ctx, args)
 	default:
 		return fmt.Errorf("%w: unknown command %q (see -help)", errUsage, cmd)
 	}

@@ -38,7 +38,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	if err != nil {
 		return startError(err)
 	}
-	url, stopHTTP, err := serve(p, o.httpAddr, log)
+	url, stopHTTP, err := serve(p, o.httpAddr, o.allowWrites, log)
 	if err != nil {
 		_ = p.Close()
 		return err
@@ -118,6 +118,7 @@ func banner(o options, natsURL, httpURL string) string {
 	fmt.Fprintf(&b, "retrigger local pipeline: NATS %s, events in %s, %d consumer replicas, 1 producer, 1 archiver\n", natsURL, where, o.replicas)
 	if httpURL != "" {
 		fmt.Fprintf(&b, "metrics, health and the admin API on %s (/metrics, /healthz, /readyz; retrigger -server %s stats)\n", httpURL, httpURL)
+		fmt.Fprintf(&b, "web view on %s/ (%s)\n", httpURL, map[bool]string{true: "actions allowed; -allow-writes=false for read-only", false: "read-only"}[o.allowWrites])
 	}
 	if o.memory {
 		b.WriteString("-memory: the events live in this process only; stopping it, or a crash, loses every one of them, retries included. Drop -memory to keep them in -data-dir.\n")

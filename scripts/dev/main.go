@@ -85,7 +85,8 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them; not negative)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug (every transition), info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", logging.FormatAuto, "log format: auto, json, console")
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API of `retrigger -server` (empty: none)")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address serving the web view at /, /metrics, /healthz, /readyz and the admin API of `retrigger -server` (empty: none)")
+	fs.BoolVar(&o.allowWrites, "allow-writes", true, "offer the web view's actions (retry, cancel, redrive, purge): on by default in the local run, whose admin API on the same address changes data too")
 }
 
 type options struct {
@@ -93,7 +94,7 @@ type options struct {
 	store                                  eventstore.Options
 	dataDir, natsHost, logLevel, logFormat string
 	httpAddr                               string
-	memory                                 bool
+	memory, allowWrites                    bool
 	natsPort, replicas, maxAttempts        int
 	interval, latency, retryInitial        time.Duration
 	summaryEvery, retention                time.Duration

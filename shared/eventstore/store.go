@@ -111,10 +111,10 @@ var eventIndexes = []store.Index{
 // EnsureIndexes creates the indexes retrigger's queries rely on. It is
 // idempotent.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
-	if err := s.events.EnsureIndexes(ctx, eventIndexes); err != nil {
+	if err := s.events.EnsureIndexes(ctx, append(append([]store.Index{}, eventIndexes...), viewIndexes(InEvents)...)); err != nil {
 		return err
 	}
-	return s.errs.EnsureIndexes(ctx, errorIndexes)
+	return s.errs.EnsureIndexes(ctx, append(append([]store.Index{}, errorIndexes...), viewIndexes(InErrors)...))
 }
 
 // Find returns the event document with the given id, or ErrNotFound.

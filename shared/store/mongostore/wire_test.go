@@ -96,6 +96,7 @@ func TestWireEventStoreConformance(t *testing.T) {
 			// it atomic across clients.
 			NoConcurrentAtomicity: ws.features.NonAtomicFindOneAndUpdate,
 			NumbersCompareByType:  s.Kind == wiretest.Jongodb,
+			PartialTypeOperator:   s.Kind == wiretest.Jongodb,
 		})
 	})
 }
