@@ -38,7 +38,7 @@ var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
 type settings struct {
 	o                                       loadtest.Options
-	json, quiet                             bool
+	json, quiet, cost                       bool
 	cpuProfile, ceilingProfile, heapProfile string
 	logLevel                                string
 	tmpBase                                 string // where the run's temporary directory goes; "" is os.TempDir
@@ -50,6 +50,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.Rate, "rate", 0, "events inserted per second (a finite number, not negative; 0: as fast as possible)")
 	fs.IntVar(&o.Inserters, "inserters", 1, "goroutines inserting at once when -rate is 0 (1 to 64)")
 	fs.Float64Var(&o.FailureRate, "failure-rate", 0, "share of handler runs that fail, 0 to 1")
+	fs.Int64Var(&o.FailFirst, "fail-first", 0, "fail every event's first N runs and no other (not with -failure-rate): 1 retries each once, -max-attempts or more archives each")
 	fs.Int64Var(&o.MaxAttempts, "max-attempts", 3, "failed runs before an event is archived into errors (at least 1)")
 	fs.IntVar(&o.PayloadSize, "payload-size", 256, "bytes of filler in each event's payload (not negative)")
 	fs.DurationVar(&o.HandlerLatency, "handler-latency", 0, "how long each handler run works (not negative)")
@@ -71,6 +72,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.Names.StreamPrefix, "stream-prefix", "RETRIGGER", "prefix of the JetStream stream and consumer names (no '.', '*', '>', '/', '\\' or spaces)")
 	fs.StringVar(&o.Names.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects: '.'-separated tokens, none empty, without '*', '>' or spaces")
 	fs.DurationVar(&o.ProgressEvery, "progress-every", loadtestDefault.ProgressEvery, "how often the progress line updates (not negative)")
+	fs.BoolVar(&s.cost, "cost", false, "embedded: run the load twice (CPU profile, then every allocation recorded) and print the CPU and allocations per event by part: producer, worker, archiver, storage engine, NATS client, nats-server, handler")
 	fs.BoolVar(&s.json, "json", false, "print the results as one JSON object")
 	fs.BoolVar(&s.quiet, "quiet", false, "no progress line")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
@@ -178,6 +180,9 @@ func (s *settings) load(ctx context.Context, stop context.CancelFunc, stdout, st
 		case <-done:
 		}
 	}()
+	if s.cost {
+		return s.costs(ctx, stdout, stderr)
+	}
 	if !s.json {
 		printHeader(stdout, s.o)
 	}
@@ -211,4 +216,27 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// costs runs loadtest.Cost and prints its table (or its JSON).
+func (s *settings) costs(ctx context.Context, stdout, stderr io.Writer) int {
+	res, err := loadtest.Cost(ctx, s.o)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	if s.json {
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stdout, "cost per event: %d events, each failing its first %d runs, %d replicas (%.0f events/s in the CPU run)\n",
+		res.Events, res.FailFirst, s.o.Replicas, res.Load.Throughput)
+	fmt.Fprintf(stdout, "%-48s %12s %12s %12s\n", "part", "CPU µs", "allocs", "bytes")
+	for _, p := range append(res.Parts, res.Own) {
+		fmt.Fprintf(stdout, "%-48s %12.1f %12.1f %12.0f\n", p.Part, p.CPUMicros, p.Allocs, p.Bytes)
+	}
+	return 0
 }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduces every figure of docs/PERFORMANCE.md. Run from the repository
-# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 25
+# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 35
 # minutes on 2 cores and writes the load generator's JSON results (one
 # object a line), the profiles and the benchmark output to the directory
 # (default ./perf-results). Keep the machine otherwise idle: the JSON
@@ -35,8 +35,19 @@ done
 # of the load.
 "$LOADGEN" -count 20000 -ceiling -cpuprofile "$OUT/load.cpu" -ceiling-cpuprofile "$OUT/ceiling.cpu" -memprofile "$OUT/load.heap" -json -quiet >"$OUT/profile.json" || true
 
+# Waiting costs nothing: the start delay of events while 1,000 others sit
+# in a one-hour backoff.
+"$LOADGEN" -rate 100 -count 2000 -backoff-flood 1000 -json -quiet >"$OUT/backoff.json" || echo "run failed: backoff flood" >&2
+
+# Cost per event by part (CPU µs and allocations): success, one retry,
+# archived after 3 failures.
+for ff in 0 1 3; do
+	"$LOADGEN" -cost -count 10000 -replicas 1 -fail-first "$ff" -json -quiet >>"$OUT/cost.jsonl" || echo "run failed: cost, fail-first $ff" >&2
+done
+
 # 5: the producer's relay against raw JetStream async publishes, in one
-# run; the consumer's path; the engine ceiling as a benchmark.
+# run; the consumer's worker and archiver paths; the engine ceiling as a
+# benchmark.
 go test -run '^$' -bench 'Relay|JetStreamPublishAsync' -benchmem -count 5 ./producer/ | tee "$OUT/producer-bench.txt"
-go test -run '^$' -bench Worker -benchmem -count 5 ./consumer/ | tee "$OUT/consumer-bench.txt"
+go test -run '^$' -bench 'Worker|Archiver' -benchmem -count 3 ./consumer/ | tee "$OUT/consumer-bench.txt"
 go test -run '^$' -bench EngineCeiling -benchmem -benchtime 20000x -count 3 ./scripts/loadtest/ | tee "$OUT/ceiling-bench.txt"

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
 // MaxTypeLength bounds the type name, which is also a NATS subject token.
@@ -126,34 +127,46 @@ func (s Schema) Parse(doc bson.Raw) (Event, error) {
 		ev.ID, _ = doc.LookupErr(FieldID)
 		return ev, invalid("", "document is %d bytes, more than the maximum of %d bytes", len(doc), s.MaxSize)
 	}
-	elems, err := doc.Elements()
-	if err != nil {
-		return ev, invalid("", "malformed BSON: %v", err)
-	}
 	attempts := s.Attempts()
-	var firstErr error
+	var err, firstErr error
 	fail := func(err error) {
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	hasType := false
-	for _, el := range elems {
-		key := el.Key()
-		v := el.Value()
-		if key == FieldID {
+	// The elements, read in place as bson.Raw.Elements reads and validates
+	// them, without its slice and a string per key: this runs for every
+	// change the relay reads and every claim.
+	length, rem, ok := bsoncore.ReadLength(doc)
+	if !ok && len(doc) > 0 { // an empty document has no elements, as for Elements
+		return ev, invalid("", "malformed BSON: %v", bsoncore.NewInsufficientBytesError(doc, rem))
+	}
+	for length -= 4; length > 1; {
+		var el bsoncore.Element
+		el, rem, ok = bsoncore.ReadElement(rem)
+		length -= int32(len(el))
+		if !ok {
+			return ev, invalid("", "malformed BSON: %v", bsoncore.NewInsufficientBytesError(doc, rem))
+		}
+		if err := el.Validate(); err != nil {
+			return ev, invalid("", "malformed BSON: %v", err)
+		}
+		k, cv := el.KeyBytes(), el.Value()
+		v := bson.RawValue{Type: bson.Type(cv.Type), Value: cv.Data}
+		if string(k) == FieldID {
 			ev.ID = v
 			continue
 		}
-		if v.Type == bson.TypeNull && key != FieldType && key != FieldRetrigger {
+		if v.Type == bson.TypeNull && string(k) != FieldType && string(k) != FieldRetrigger {
 			continue // null reads as the default
 		}
-		switch key {
+		switch string(k) {
 		case FieldType:
 			hasType = true
 			t, ok := v.StringValueOK()
 			if !ok {
-				fail(invalid(key, "must be a string, not %s", typeName(v.Type)))
+				fail(invalid(FieldType, "must be a string, not %s", typeName(v.Type)))
 				continue
 			}
 			if err := ValidateType(t); err != nil {
@@ -164,32 +177,32 @@ func (s Schema) Parse(doc bson.Raw) (Event, error) {
 		case FieldPayload:
 			d, ok := v.DocumentOK()
 			if !ok {
-				fail(invalid(key, "must be a document, not %s", typeName(v.Type)))
+				fail(invalid(FieldPayload, "must be a document, not %s", typeName(v.Type)))
 				continue
 			}
 			ev.Payload = d
 		case FieldState:
-			n, err := integer(key, v)
+			n, err := integer(FieldState, v)
 			if err != nil {
 				fail(err)
 				continue
 			}
 			if n < int64(StateNew) || n > int64(StateError) {
-				fail(invalid(key, "must be 0 (new), 1 (success), 2 (failed) or 3 (error), not %d", n))
+				fail(invalid(FieldState, "must be 0 (new), 1 (success), 2 (failed) or 3 (error), not %d", n))
 				continue
 			}
 			ev.State = State(n)
 		case attempts:
-			ev.Attempts, err = counter(key, v)
+			ev.Attempts, err = counter(attempts, v)
 			fail(err)
 		case FieldMaxAttempts:
-			ev.MaxAttempts, err = counter(key, v)
+			ev.MaxAttempts, err = counter(FieldMaxAttempts, v)
 			fail(err)
 		case FieldVersion:
-			ev.Version, err = counter(key, v)
+			ev.Version, err = counter(FieldVersion, v)
 			fail(err)
 			if err == nil && ev.Version >= MaxCounter-1 {
-				fail(invalid(key, "is %d: retrigger cannot count past 2^53", ev.Version))
+				fail(invalid(FieldVersion, "is %d: retrigger cannot count past 2^53", ev.Version))
 			}
 		case FieldNextAttemptAt:
 			ev.NextAttemptAt = date(v) // not a date: due now
@@ -202,7 +215,7 @@ func (s Schema) Parse(doc bson.Raw) (Event, error) {
 		case FieldRetrigger:
 			d, ok := v.DocumentOK()
 			if !ok {
-				fail(invalid(key, "is reserved for retrigger's own bookkeeping and must be a document, not %s", typeName(v.Type)))
+				fail(invalid(FieldRetrigger, "is reserved for retrigger's own bookkeeping and must be a document, not %s", typeName(v.Type)))
 				continue
 			}
 			readBookkeeping(&ev, d)
