@@ -224,15 +224,21 @@ func (s *Store) history(old []event.Attempt, entry event.Attempt) bson.A {
 	if s.opts.History < 0 {
 		return nil
 	}
-	all := append(old[:len(old):len(old)], entry)
-	if len(all) > s.opts.History {
-		all = all[len(all)-s.opts.History:]
-	}
+	all := s.kept(old, entry)
 	out := make(bson.A, len(all))
 	for i, a := range all {
 		out[i] = attemptDoc(a)
 	}
 	return out
+}
+
+// kept is the history with entry appended, cut to the configured length.
+func (s *Store) kept(old []event.Attempt, entry event.Attempt) []event.Attempt {
+	all := append(old[:len(old):len(old)], entry)
+	if len(all) > s.opts.History {
+		all = all[len(all)-s.opts.History:]
+	}
+	return all
 }
 
 // maxHistoryError bounds the error text an entry of the history keeps.

@@ -206,12 +206,8 @@ func (s *Store) completeUpdate(ev *event.Event, t Transition) bson.Raw {
 		d.str(event.FieldReason, string(t.Reason))
 	}
 	if s.opts.History >= 0 {
-		all := append(ev.History[:len(ev.History):len(ev.History)], t.Run)
-		if len(all) > s.opts.History {
-			all = all[len(all)-s.opts.History:]
-		}
 		d.array(event.FieldHistory)
-		for i, a := range all {
+		for i, a := range s.kept(ev.History, t.Run) {
 			appendAttempt(d, index(i), a)
 		}
 		d.end()
