@@ -60,6 +60,11 @@ type Metrics struct {
 	storageErrors *prometheus.CounterVec
 	natsErrors    *prometheus.CounterVec
 	leader        prometheus.Gauge
+	breaker       *prometheus.GaugeVec
+	trips         *prometheus.CounterVec
+	probes        *prometheus.CounterVec
+	flowWaits     *prometheus.CounterVec
+	paused        *prometheus.GaugeVec
 
 	defs []Definition
 
@@ -92,6 +97,11 @@ func New(version string) *Metrics {
 	m.storageErrors = f.counterVec("retrigger_storage_errors_total", "Failed storage operations (not found and duplicate key are answers, not errors), by operation.", "op")
 	m.natsErrors = f.counterVec("retrigger_nats_errors_total", "NATS errors, by operation: publish, pull, disconnect, async.", "op")
 	m.leader = f.gauge("retrigger_producer_leader", "1 while this process runs the active producer.")
+	m.breaker = f.gaugeVec("retrigger_breaker_state", "The breaker of each event type as this replica last read it: 0 closed, 1 open, 2 recovering (its backlog let out in waves).", "type")
+	m.trips = f.counterVec("retrigger_breaker_trips_total", "Breaker trips this replica wrote, by event type.", "type")
+	m.probes = f.counterVec("retrigger_breaker_probes_total", "Probes this replica ran while a breaker was open, by event type and outcome (success, failure, inconclusive).", "type", "outcome")
+	m.flowWaits = f.counterVec("retrigger_flow_waits_total", "Claimed events flow control held back instead of running, by event type and reason (paused, breaker, rate, recovery, key).", "type", "reason")
+	m.paused = f.gaugeVec("retrigger_type_paused", "1 while an event type is paused (by hand, or by a partner's Retry-After), as this replica last read it.", "type")
 	f.gaugeFunc("retrigger_checkpoint_age_seconds", "How long changes the producer read have waited to be covered by its saved resume token (0: the token is up to date): how much a restart would replay.", m.checkpointAge)
 	build := f.gaugeVec("retrigger_build_info", "Always 1, labelled with the version of the build.", "version")
 	build.WithLabelValues(version).Set(1)
@@ -184,7 +194,7 @@ func (m *Metrics) Transition(typ string, from, to event.State, attempt int64, to
 	case event.StateSuccess:
 		outcome = OutcomeSuccess
 		m.attempts.WithLabelValues(typ).Observe(float64(attempt))
-	case event.StateFailed:
+	case event.StateFailed, event.StateNew: // new: a probe that failed, its attempt not spent
 		outcome = OutcomeRetry
 	}
 	m.handled.WithLabelValues(typ, outcome).Inc()
@@ -307,4 +317,49 @@ func (m *Metrics) Leader(active bool) {
 		v = 1
 	}
 	m.leader.Set(v)
+}
+
+// Breaker states of retrigger_breaker_state.
+const (
+	BreakerClosed     = 0
+	BreakerOpen       = 1
+	BreakerRecovering = 2
+)
+
+// FlowState records what a replica last read of a type's flow control: its
+// breaker (BreakerClosed, BreakerOpen, BreakerRecovering) and its pause.
+func (m *Metrics) FlowState(typ string, breaker int, paused bool) {
+	if m == nil {
+		return
+	}
+	m.breaker.WithLabelValues(typ).Set(float64(breaker))
+	p := 0.0
+	if paused {
+		p = 1
+	}
+	m.paused.WithLabelValues(typ).Set(p)
+}
+
+// BreakerTripped counts a trip this replica wrote.
+func (m *Metrics) BreakerTripped(typ string) {
+	if m == nil {
+		return
+	}
+	m.trips.WithLabelValues(typ).Inc()
+}
+
+// Probed counts a probe's outcome: success, failure or inconclusive.
+func (m *Metrics) Probed(typ, outcome string) {
+	if m == nil {
+		return
+	}
+	m.probes.WithLabelValues(typ, outcome).Inc()
+}
+
+// FlowWait counts a claimed event held back by flow control.
+func (m *Metrics) FlowWait(typ, reason string) {
+	if m == nil {
+		return
+	}
+	m.flowWaits.WithLabelValues(typ, reason).Inc()
 }
