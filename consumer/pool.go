@@ -184,7 +184,10 @@ func (p *pool) iterate(ctx, hctx context.Context, s source, cons jetstream.Consu
 	}
 }
 
-// pullOne fetches one message, waiting for it at most 2s.
+// pullOne fetches one message, waiting for it at most 2s, and returns
+// once its handler says whether it runs (decided): each run of the type
+// needs a turn (a rate's, a wave's, the probe), and turns are asked for
+// one at a time.
 func (p *pool) pullOne(ctx, hctx context.Context, s source, cons jetstream.Consumer, slots chan struct{}, handlers *sync.WaitGroup, beat *health.Loop) error {
 	beat.Idle()
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
@@ -193,7 +196,14 @@ func (p *pool) pullOne(ctx, hctx context.Context, s source, cons jetstream.Consu
 	}
 	for msg := range batch.Messages() {
 		beat.Beat()
-		p.dispatch(ctx, hctx, s, msg, slots, handlers)
+		ready := make(chan struct{})
+		var once sync.Once
+		done := p.dispatch(ctx, context.WithValue(hctx, decidedKey{}, func() { once.Do(func() { close(ready) }) }), s, msg, slots, handlers)
+		select {
+		case <-ready:
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -201,17 +211,32 @@ func (p *pool) pullOne(ctx, hctx context.Context, s source, cons jetstream.Consu
 	return nil
 }
 
-// dispatch runs msg in a free slot, or hands it back when stopping.
-func (p *pool) dispatch(ctx, hctx context.Context, s source, msg jetstream.Msg, slots chan struct{}, handlers *sync.WaitGroup) {
+// dispatch runs msg in a free slot, or hands it back when stopping. The
+// channel it returns is closed when the handler returns.
+func (p *pool) dispatch(ctx, hctx context.Context, s source, msg jetstream.Msg, slots chan struct{}, handlers *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
 	if !p.acquire(ctx, msg, slots) {
 		_ = msg.Nak() // stopping, not started: let another replica take it now
-		return
+		close(done)
+		return done
 	}
 	handlers.Add(1)
 	go func() {
-		defer func() { <-slots; handlers.Done() }()
+		defer func() { <-slots; handlers.Done(); close(done) }()
 		s.handle(hctx, s.name, msg)
 	}()
+	return done
+}
+
+type decidedKey struct{}
+
+// decided tells a pull loop that pulls one message at a time (pullOne)
+// that the message handled under ctx runs or was handed back, so it may
+// pull the next. Safe to call more than once, and under any context.
+func decided(ctx context.Context) {
+	if f, ok := ctx.Value(decidedKey{}).(func()); ok {
+		f()
+	}
 }
 
 // acquire waits for a free slot, keeping msg alive with progress acks; it

@@ -79,6 +79,9 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 // Stats returns the worker's counters.
 func (w *Worker) Stats() *WorkerStats { return &w.stats }
 
+// Flow is the replica's flow control: what each of its types may do now.
+func (w *Worker) Flow() *flow.Controller { return w.flow }
+
 // Replica is the name of this replica in leases and histories.
 func (w *Worker) Replica() string { return w.cfg.Replica }
 
@@ -129,6 +132,7 @@ func (w *Worker) storeCtx(ctx context.Context) (context.Context, context.CancelF
 // lease, write the outcome, ack. A message is only a reminder: the event
 // document in MongoDB decides whether and what to run.
 func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
+	defer decided(ctx)
 	ref, err := messaging.ReadRef(msg.Headers())
 	if err != nil {
 		// Not a message of ours; the event, if any, is swept from MongoDB.
@@ -174,6 +178,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 	// May it run now, and if not, until when? Flow control (breakers,
 	// pauses, rate limits, keys) parks what may not.
 	permit, err := w.flow.Admit(ctx, &claim, messaging.ChangeOrder(msg.Headers()))
+	decided(ctx)
 	if !permit.Run {
 		w.held(msg, ref, permit, err)
 		return

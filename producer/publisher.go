@@ -145,7 +145,13 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 // the relay, the scheduler and the sweeper publishing it agree, and
 // JetStream keeps one.
 func dueStamp(ev *event.Event) string {
-	return "v" + strconv.FormatInt(ev.Version, 10) + ".due" + strconv.FormatInt(ev.NextAttemptAt.UnixMilli(), 10)
+	s := "v" + strconv.FormatInt(ev.Version, 10) + ".due" + strconv.FormatInt(ev.NextAttemptAt.UnixMilli(), 10)
+	if !ev.WokenAt.IsZero() {
+		// Woken by its key after it was parked: its retry's message went
+		// already, and this one must not be taken for a duplicate of it.
+		s += ".w" + strconv.FormatInt(ev.WokenAt.UnixMilli(), 10)
+	}
+	return s
 }
 
 // stateStamp names an event by its version and state: the stamp of the

@@ -73,6 +73,7 @@ const (
 	FieldRedrivenAt  = FieldRetrigger + ".redrivenAt" // date: when it was last moved back from errors
 	FieldRedrives    = FieldRetrigger + ".redrives"   // int64: how often it was moved back from errors
 	FieldParkedAt    = FieldRetrigger + ".parkedAt"   // date: it waits for its flow-control key, out of NATS, until woken
+	FieldWokenAt     = FieldRetrigger + ".wokenAt"    // date: when its key last woke it (a new message for it)
 	FieldKey         = FieldRetrigger + ".key"        // string: the normalised hash of its flow-control key
 	FieldSeq         = FieldRetrigger + ".seq"        // int64: its place in its key's order (the insert's cluster time)
 	fieldLeaseOwner  = "owner"
@@ -137,6 +138,7 @@ type Event struct {
 	// value and Seq its place in the key's order, both set by its first
 	// claim.
 	ParkedAt time.Time
+	WokenAt  time.Time
 	Key      string
 	Seq      int64
 }

@@ -275,6 +275,7 @@ func readBookkeeping(ev *Event, d bson.Raw) {
 		ev.Redrives = n
 	}
 	ev.ParkedAt = date(d.Lookup("parkedAt"))
+	ev.WokenAt = date(d.Lookup("wokenAt"))
 	ev.Key, _ = d.Lookup("key").StringValueOK()
 	ev.Seq, _ = d.Lookup("seq").AsInt64OK()
 	if a, ok := d.Lookup("history").ArrayOK(); ok {

@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -221,15 +222,19 @@ type Slot struct {
 	Until time.Time
 }
 
+// ErrContended: other writers kept changing the document between this
+// writer's read and its write; nothing was decided. Look again soon.
+var ErrContended = errors.New("eventstore: other replicas kept writing the same flow document")
+
 // AcquireSlot takes one of the limit slots of name for h, and reports
 // false when all are held by live holders (whose Until has not passed:
 // one whose replica died makes room after it). The slots are one document
 // written over its revision: a read and a write when a slot is free, more
-// when other replicas write at the same time (false after a few tries:
-// the caller looks again soon). It uses no array update operator, so
-// MongoDB-compatible servers without them run it too.
+// when other replicas write at the same time (each lost race is another
+// writer's progress; ErrContended after many). It uses no array update
+// operator, so MongoDB-compatible servers without them run it too.
 func (s *Store) AcquireSlot(ctx context.Context, name string, limit int, h Slot, now time.Time) (bool, error) {
-	for try := 0; try < 5; try++ {
+	for try := 0; try < 20; try++ {
 		rev, holders, err := s.slots(ctx, name)
 		if err != nil {
 			return false, err
@@ -248,13 +253,13 @@ func (s *Store) AcquireSlot(ctx context.Context, name string, limit int, h Slot,
 			return ok, err
 		}
 	}
-	return false, nil
+	return false, ErrContended
 }
 
 // ReleaseSlot gives back the slot token holds, and deletes the document of
 // name when no holder is left, so a key that goes quiet leaves nothing.
 func (s *Store) ReleaseSlot(ctx context.Context, name string, token int64) error {
-	for try := 0; try < 10; try++ {
+	for try := 0; try < 20; try++ {
 		rev, holders, err := s.slots(ctx, name)
 		if err != nil || rev == 0 {
 			return err
@@ -273,7 +278,7 @@ func (s *Store) ReleaseSlot(ctx context.Context, name string, token int64) error
 			return err
 		}
 	}
-	return errors.New("releasing a concurrency slot: other replicas kept writing it; it ends with its run's bound")
+	return fmt.Errorf("releasing a concurrency slot (it ends with its run's bound): %w", ErrContended)
 }
 
 // slots reads the holders of name and the revision they are at (0: no
@@ -334,39 +339,43 @@ func (s *Store) writeSlots(ctx context.Context, name string, rev int64, holders 
 	return n == 1, nil
 }
 
-// TakeRate asks the rate limit name for one run at now, by the generic
-// cell rate algorithm: each run moves the theoretical arrival time (tat)
-// on by interval, and a run may start once now is no earlier than tat
-// minus tolerance. It reports whether the run may start, and when not,
-// the earliest time it may. Two conditional updates at most when it may,
-// three when not; concurrent callers never both take the same turn.
-func (s *Store) TakeRate(ctx context.Context, name string, now time.Time, interval, tolerance time.Duration) (bool, time.Time, error) {
+// TakeRate reserves the next turn of the rate limit name, by the generic
+// cell rate algorithm: each turn moves the theoretical arrival time (tat)
+// on by interval, and a turn may start once it is no earlier than tat
+// minus tolerance. It reports the time the reserved turn starts: now, or
+// up to maxWait later (the caller waits until then). ok is false when the
+// next free turn is further away than maxWait; the time is then when a
+// reservation would be within it. Concurrent callers never share a turn;
+// one conditional update when the limit is idle, two when busy, three
+// when the caller must come back later.
+func (s *Store) TakeRate(ctx context.Context, name string, now time.Time, interval, tolerance, maxWait time.Duration) (bool, time.Time, error) {
 	t := now.UnixNano()
 	id := bson.E{Key: "_id", Value: name}
-	// Idle (tat in the past): the run starts now and tat becomes now+interval.
+	// Idle (tat in the past): the turn is now and tat becomes now+interval.
 	_, err := s.flow.UpdateOne(ctx, bson.D{id, {Key: "tat", Value: bson.D{{Key: "$lt", Value: t}}}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "kind", Value: "rate"}, {Key: "tat", Value: t + int64(interval)}}}}, true)
 	if err == nil {
-		return true, time.Time{}, nil
+		return true, now, nil
 	}
 	if !errors.Is(err, store.ErrDuplicate) {
 		return false, time.Time{}, wrap("taking a rate limit's turn", err)
 	}
-	// Busy within the tolerance: the run starts now, tat moves on.
-	n, err := s.flow.UpdateOne(ctx, bson.D{id, {Key: "tat", Value: bson.D{{Key: "$gte", Value: t}, {Key: "$lte", Value: t + int64(tolerance)}}}},
-		bson.D{{Key: "$inc", Value: bson.D{{Key: "tat", Value: int64(interval)}}}}, false)
-	if err != nil {
+	// Busy: the turn at tat-tolerance, if that is within maxWait.
+	doc, err := s.flow.FindOneAndUpdate(ctx, bson.D{id, {Key: "tat", Value: bson.D{{Key: "$gte", Value: t}, {Key: "$lte", Value: t + int64(tolerance+maxWait)}}}},
+		bson.D{{Key: "$inc", Value: bson.D{{Key: "tat", Value: int64(interval)}}}})
+	if err == nil {
+		tat, _ := doc.Lookup("tat").AsInt64OK()
+		return true, time.Unix(0, max(t, tat-int64(interval)-int64(tolerance))), nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
 		return false, time.Time{}, wrap("taking a rate limit's turn", err)
 	}
-	if n == 1 {
-		return true, time.Time{}, nil
-	}
-	doc, err := s.flow.FindOne(ctx, bson.D{id})
+	doc, err = s.flow.FindOne(ctx, bson.D{id})
 	if err != nil {
 		return false, time.Time{}, wrap("reading a rate limit", err)
 	}
 	tat, _ := doc.Lookup("tat").AsInt64OK()
-	return false, time.Unix(0, tat-int64(tolerance)), nil
+	return false, time.Unix(0, tat-int64(tolerance+maxWait)), nil
 }
 
 // KeyQuery names an event's flow-control key.
@@ -382,29 +391,39 @@ type KeyQuery struct {
 // notDone selects events that are not finished: new or failed.
 var notDone = bson.E{Key: event.FieldState, Value: bson.D{{Key: "$in", Value: bson.A{stateValue(event.StateNew), stateValue(event.StateFailed), nil}}}}
 
-// EarlierOfKey reports whether an unfinished event of q's key comes before
-// q's event: one stamped with a smaller Seq, or one not stamped yet that
-// holds the same value (it has not been claimed yet, so its place is
-// unknown: the caller waits for it to be placed). One query, served by the
-// index on the key and its order where the backend has indexes.
-func (s *Store) EarlierOfKey(ctx context.Context, q KeyQuery) (bool, error) {
+// EarlierOfKey returns an unfinished event of q's key that comes before
+// q's event, if there is one: one stamped with a smaller Seq, or one not
+// stamped yet that holds the same value (it has not been claimed yet, so
+// its place is unknown: the caller waits for it to be placed). One query,
+// served by the index on the key and its order where the backend has
+// indexes; its conditions are ordered so that a scan (the embedded
+// engine) rejects most documents at the first.
+func (s *Store) EarlierOfKey(ctx context.Context, q KeyQuery) (Earlier, error) {
 	filter := bson.D{
-		{Key: event.FieldType, Value: q.Type},
-		{Key: event.FieldID, Value: bson.D{{Key: "$ne", Value: q.ID}}},
-		notDone,
 		{Key: "$or", Value: bson.A{
 			bson.D{{Key: event.FieldKey, Value: q.Key}, {Key: event.FieldSeq, Value: bson.D{{Key: "$lt", Value: q.Seq}}}},
 			bson.D{{Key: event.FieldKey, Value: bson.D{{Key: "$exists", Value: false}}}, {Key: q.Path, Value: q.Value}},
 		}},
+		{Key: event.FieldType, Value: q.Type},
+		notDone,
+		{Key: event.FieldID, Value: bson.D{{Key: "$ne", Value: q.ID}}},
 	}
-	_, err := s.events.FindOne(ctx, filter)
+	doc, err := s.events.FindOne(ctx, filter)
 	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
+		return Earlier{}, nil
 	}
 	if err != nil {
-		return false, wrap("looking for an earlier event of the key", err)
+		return Earlier{}, wrap("looking for an earlier event of the key", err)
 	}
-	return true, nil
+	_, placed := doc.Lookup(splitPath(event.FieldKey)...).StringValueOK()
+	return Earlier{Found: true, ID: doc.Lookup(event.FieldID), Placed: placed}, nil
+}
+
+// Earlier is what EarlierOfKey found.
+type Earlier struct {
+	Found  bool
+	ID     bson.RawValue // the earlier event
+	Placed bool          // it is stamped with its place in the key's order
 }
 
 // Park gives back the lease of a claimed event that must wait for its key
@@ -433,9 +452,11 @@ func (s *Store) Park(ctx context.Context, c *Claim, now time.Time, key string, s
 // WakeNext brings back the parked event that comes next for key: with
 // ordered, the unfinished event of the key first in its order (if that one
 // is parked: one that is not has a message on its way); otherwise the one
-// parked longest. It clears the mark, a change the producer routes like any
-// other, and reports whether it woke one. Two round trips.
-func (s *Store) WakeNext(ctx context.Context, typ, key string, ordered bool) (bool, error) {
+// parked longest. It clears the mark and stamps wokenAt, a change the
+// producer routes like any other (wokenAt makes its message new even for
+// a failed event whose retry was published already), and reports whether
+// it woke one. Two round trips.
+func (s *Store) WakeNext(ctx context.Context, typ, key string, ordered bool, now time.Time) (bool, error) {
 	filter := bson.D{{Key: event.FieldKey, Value: key}, {Key: event.FieldType, Value: typ}, notDone}
 	sort := bson.D{{Key: event.FieldSeq, Value: 1}}
 	if !ordered {
@@ -455,7 +476,7 @@ func (s *Store) WakeNext(ctx context.Context, typ, key string, ordered bool) (bo
 		return false, nil
 	}
 	n, err := s.events.UpdateOne(ctx, bson.D{{Key: event.FieldID, Value: id}, {Key: event.FieldParkedAt, Value: bson.NewDateTimeFromTime(time.UnixMilli(parkedAt))}},
-		bson.D{{Key: "$unset", Value: bson.D{{Key: event.FieldParkedAt, Value: ""}}}}, false)
+		bson.D{{Key: "$unset", Value: bson.D{{Key: event.FieldParkedAt, Value: ""}}}, {Key: "$set", Value: bson.D{{Key: event.FieldWokenAt, Value: now}}}}, false)
 	if err != nil {
 		return false, wrap("waking the next event of a key", err)
 	}

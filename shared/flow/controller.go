@@ -245,17 +245,33 @@ func (c *Controller) Admit(ctx context.Context, cl *eventstore.Claim, seq int64)
 		}
 	}
 	if g.rate != nil {
-		ok, next, err := c.st.TakeRate(ctx, eventstore.FlowID("rate", g.typ), now, g.rate.interval(), g.rate.tolerance())
+		ok, at, err := c.st.TakeRate(ctx, eventstore.FlowID("rate", g.typ), c.opts.Now(), g.rate.interval(), g.rate.tolerance()-rateMargin(g.rate), maxRateWait(g.rate))
 		if err != nil || !ok {
 			if err == nil {
-				c.holdFor(g, WaitRate, next)
+				c.holdFor(g, WaitRate, at)
 			}
-			return c.deny(ctx, cl, p, WaitRate, next, now, err)
+			return c.deny(ctx, cl, p, WaitRate, at, now, err)
+		}
+		// The turn is reserved: wait for it (at most maxRateWait).
+		if wait := at.Sub(c.opts.Now()); wait > 0 {
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return c.deny(ctx, cl, p, WaitRate, now, now, ctx.Err())
+			}
 		}
 	}
 	if g.key != nil {
-		if ok, err := c.admitKey(ctx, cl, &p, seq, now); err != nil || !ok {
-			return c.deny(ctx, cl, p, WaitKey, time.Time{}, now, err)
+		ok, err := c.admitKey(ctx, cl, &p, seq, now)
+		switch {
+		case err != nil:
+			// Undecided (a storage error, a contended slot): look again
+			// soon, not at a wake that may never come.
+			return c.deny(ctx, cl, p, WaitKey, now.Add(100*time.Millisecond), now, err)
+		case !ok:
+			return c.deny(ctx, cl, p, WaitKey, time.Time{}, now)
 		}
 	}
 	return p, nil
@@ -274,7 +290,7 @@ func (c *Controller) admitKey(ctx context.Context, cl *eventstore.Claim, p *Perm
 	if k.Ordered {
 		q := eventstore.KeyQuery{Type: p.g.typ, ID: cl.Event.ID, Path: k.Path, Value: val, Key: hash, Seq: p.seq}
 		earlier, err := c.st.EarlierOfKey(ctx, q)
-		return err == nil && !earlier, err
+		return err == nil && !earlier.Found, err
 	}
 	if p.token == 0 {
 		p.token = rand.Int64()
@@ -301,6 +317,17 @@ func orderOf(stamped, fromMsg int64, now time.Time) int64 {
 	return seq
 }
 
+// rateMargin is taken off a rate's tolerance: a turn granted at t starts
+// its handler a little later (the rest of the admission, a busy CPU), and
+// without it two turns an interval apart could start closer. The steady
+// rate stays the limit; only the first turn after a quiet spell waits it.
+func rateMargin(r *Rate) time.Duration { return min(r.interval()/2, 50*time.Millisecond) }
+
+// maxRateWait is how far ahead a run reserves its rate's turn and waits
+// for it, holding its claim and its slot: two turns, at most 2s. Beyond
+// it the event is handed back, and the type's pulls hold until then.
+func maxRateWait(r *Rate) time.Duration { return min(2*r.interval(), 2*time.Second) }
+
 // holdFor holds the type's pulls in this replica until t.
 func (c *Controller) holdFor(g *gate, why string, t time.Time) {
 	g.mu.Lock()
@@ -313,16 +340,20 @@ func (c *Controller) holdFor(g *gate, why string, t time.Time) {
 // deny parks the claimed event and undoes what the permit took.
 func (c *Controller) deny(ctx context.Context, cl *eventstore.Claim, p Permit, why string, until time.Time, now time.Time, errs ...error) (Permit, error) {
 	err := errors.Join(errs...)
+	if errors.Is(err, eventstore.ErrContended) {
+		err = nil // nothing wrong: another replica won the race, look again soon
+	}
 	p.release(ctx, false)
 	c.opts.Metrics.FlowWait(p.g.typ, why)
-	if why != WaitKey {
+	wake := why == WaitKey && until.IsZero() // its key wakes it
+	if !wake {
 		if until.IsZero() || until.Sub(now) > maxRequeue {
 			until = now.Add(maxRequeue)
 		}
 		until = maxTime(until, now.Add(50*time.Millisecond))
 	}
 	perr := c.st.Park(ctx, cl, now, p.key, p.seq)
-	if err == nil && why == WaitKey {
+	if err == nil && wake {
 		// The key may have come free between the look and the park, and
 		// its wake found nothing parked: look once more, and wake the
 		// key's next event (maybe this one) if so.
@@ -341,22 +372,32 @@ func (c *Controller) recheck(ctx context.Context, cl *eventstore.Claim, p Permit
 	k := p.g.key
 	free := false
 	if k.Ordered {
+		// The first unfinished event of the key in its order must never
+		// stay parked. Now that this event is placed (the park stamped
+		// it), look again: the one it waited for may have finished and
+		// woken nobody before the park, or be parked itself behind this
+		// one, which it saw unplaced (two events that look at each other
+		// at once). Unless an earlier event is still unplaced (it looks
+		// again once placed, and sees this one), wake the first.
 		val, _, _ := KeyOf(cl.Doc, k.Path)
 		earlier, err := c.st.EarlierOfKey(ctx, eventstore.KeyQuery{Type: p.g.typ, ID: cl.Event.ID, Path: k.Path, Value: val, Key: p.key, Seq: p.seq})
 		if err != nil {
 			return err
 		}
-		free = !earlier
+		free = !earlier.Found || earlier.Placed
 	} else {
 		name := eventstore.FlowID("slot", p.g.typ, p.key)
 		token := rand.Int64()
 		ok, err := c.st.AcquireSlot(ctx, name, k.Concurrency, eventstore.Slot{Owner: c.opts.Owner, Token: token, Until: now.Add(c.opts.RunTTL)}, now)
+		if errors.Is(err, eventstore.ErrContended) {
+			ok, err = true, nil // the others writing it are releasing, or taking: wake the next to look
+		}
 		if err != nil {
 			return err
 		}
 		if ok {
 			free = true
-			if err := c.st.ReleaseSlot(ctx, name, token); err != nil {
+			if err := c.st.ReleaseSlot(ctx, name, token); err != nil && !errors.Is(err, eventstore.ErrContended) {
 				return err
 			}
 		}
@@ -364,7 +405,7 @@ func (c *Controller) recheck(ctx context.Context, cl *eventstore.Claim, p Permit
 	if !free {
 		return nil
 	}
-	_, err := c.st.WakeNext(ctx, p.g.typ, p.key, k.Ordered)
+	_, err := c.st.WakeNext(ctx, p.g.typ, p.key, k.Ordered, now)
 	return err
 }
 
@@ -442,13 +483,15 @@ func (p *Permit) release(ctx context.Context, finished bool) {
 	}
 	wake := false
 	if p.keySlot {
-		err := c.st.ReleaseSlot(ctx, eventstore.FlowID("slot", g.typ, p.key), p.token)
-		wake = err == nil
+		if err := c.st.ReleaseSlot(ctx, eventstore.FlowID("slot", g.typ, p.key), p.token); err != nil {
+			c.log.Debug().Err(err).Str("type", g.typ).Msg("releasing a key's slot; it ends with its run's bound")
+		}
+		wake = true // a woken event that finds the key still busy parks again
 	} else if p.ordered {
 		wake = finished
 	}
 	if wake {
-		if _, err := c.st.WakeNext(ctx, g.typ, p.key, p.ordered); err != nil {
+		if _, err := c.st.WakeNext(ctx, g.typ, p.key, p.ordered, c.opts.Now()); err != nil {
 			c.log.Debug().Err(err).Str("type", g.typ).Msg("waking the next event of a key; the sweeper brings it back after the stall")
 		}
 	}

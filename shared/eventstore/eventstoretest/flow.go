@@ -98,25 +98,31 @@ func testSlotsAreExclusive(t *testing.T, b *bundle) {
 }
 
 // The rate limit hands out one turn per interval, a burst of them at once,
-// and says when the next turn comes.
+// reserves turns up to a wait, and says when to come back beyond it.
 func testRate(t *testing.T, b *bundle) {
 	name := eventstore.FlowID("rate", "job")
-	take := func(now time.Time) (bool, time.Time) {
-		ok, next, err := b.store.TakeRate(b.ctx, name, now, 100*time.Millisecond, 200*time.Millisecond) // 10/s, burst 3
+	take := func(now time.Time) (bool, time.Duration) {
+		ok, at, err := b.store.TakeRate(b.ctx, name, now, 100*time.Millisecond, 200*time.Millisecond, 150*time.Millisecond) // 10/s, burst 3
 		require.NoError(t, err)
-		return ok, next
+		return ok, at.Sub(now)
 	}
 	for i := range 3 {
-		ok, _ := take(b.now)
+		ok, wait := take(b.now)
 		require.True(t, ok, "turn %d of a burst of 3", i+1)
+		require.Zero(t, wait)
 	}
-	ok, next := take(b.now)
-	require.False(t, ok, "the fourth at once waits")
-	require.True(t, next.Equal(b.now.Add(100*time.Millisecond)), "the next turn: %s after now", next.Sub(b.now))
-	ok, _ = take(b.now.Add(100 * time.Millisecond))
+	ok, wait := take(b.now)
+	require.True(t, ok, "the fourth reserves the next turn")
+	require.Equal(t, 100*time.Millisecond, wait)
+	ok, back := take(b.now)
+	require.False(t, ok, "the fifth would wait longer than 150ms")
+	require.Equal(t, 50*time.Millisecond, back, "it may reserve 50ms from now")
+	ok, wait = take(b.now.Add(back))
 	require.True(t, ok)
-	ok, _ = take(b.now.Add(time.Hour))
+	require.Equal(t, 150*time.Millisecond, wait, "the turn at 200ms")
+	ok, wait = take(b.now.Add(time.Hour))
 	require.True(t, ok, "after a quiet hour, a turn at once")
+	require.Zero(t, wait)
 }
 
 // An ordered key's event sees the unfinished events before it: stamped
@@ -129,9 +135,17 @@ func testEarlierOfKey(t *testing.T, b *bundle) {
 	me := b.insert(t, job("me", key("c1"), stamp("h1", 20)))
 	q := eventstore.KeyQuery{Type: "job", ID: me, Path: "payload.customer", Value: b.raw(t, b.events, me).Lookup("payload", "customer"), Key: "h1", Seq: 20}
 	earlier := func() bool {
-		found, err := b.store.EarlierOfKey(b.ctx, q)
+		e, err := b.store.EarlierOfKey(b.ctx, q)
 		require.NoError(t, err)
-		return found
+		if e.Found {
+			doc := b.raw(t, b.events, e.ID)
+			ev, err := event.Parse(doc)
+			require.NoError(t, err)
+			require.True(t, ev.State.Runnable(), "the one found is unfinished")
+			_, stamped := doc.Lookup("retrigger", "key").StringValueOK()
+			require.Equal(t, stamped, e.Placed)
+		}
+		return e.Found
 	}
 	require.False(t, earlier(), "alone")
 	b.insert(t, job("later", key("c1"), stamp("h1", 30)))
@@ -165,16 +179,17 @@ func testParkAndWake(t *testing.T, b *bundle) {
 	require.EqualValues(t, 10, ev.Seq)
 	require.True(t, ev.ParkedAt.Equal(b.now.Add(time.Second)))
 
-	woke, err := b.store.WakeNext(b.ctx, "job", "k", true)
+	woke, err := b.store.WakeNext(b.ctx, "job", "k", true, b.now)
 	require.NoError(t, err)
 	require.True(t, woke)
 	require.True(t, b.get(t, b.events, id1).ParkedAt.IsZero(), "ordered: the first of the key wakes")
+	require.True(t, b.get(t, b.events, id1).WokenAt.Equal(b.now), "stamped with its wake")
 	require.False(t, b.get(t, b.events, id2).ParkedAt.IsZero())
-	woke, err = b.store.WakeNext(b.ctx, "job", "k", true)
+	woke, err = b.store.WakeNext(b.ctx, "job", "k", true, b.now)
 	require.NoError(t, err)
 	require.False(t, woke, "the first of the key is not parked: its message is on its way")
 
-	woke, err = b.store.WakeNext(b.ctx, "job", "k", false)
+	woke, err = b.store.WakeNext(b.ctx, "job", "k", false, b.now)
 	require.NoError(t, err)
 	require.True(t, woke, "unordered: the one parked longest")
 	require.True(t, b.get(t, b.events, id2).ParkedAt.IsZero())
