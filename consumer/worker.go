@@ -21,6 +21,7 @@ import (
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // WorkerStats count what a worker did.
@@ -65,7 +66,7 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 	sort.Strings(types)
 	w := &Worker{
 		cfg:   cfg,
-		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger(),
+		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger().Hook(tracing.LogHook),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
 		types: types,
@@ -147,7 +148,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 	})
 	cancel()
 	if err != nil {
-		w.retryLater(msg, ref, err)
+		w.retryLater(ctx, msg, ref, err)
 		return
 	}
 	switch claim.Outcome {
@@ -172,7 +173,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
 		return
 	default: // Gone, Done, Invalid: nothing to run
-		w.stale(msg, ref, claim.Outcome.String())
+		w.stale(ctx, msg, ref, claim.Outcome.String())
 		return
 	}
 	// May it run now, and if not, until when? Flow control (breakers,
@@ -180,7 +181,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 	permit, err := w.flow.Admit(ctx, &claim, messaging.ChangeOrder(msg.Headers()))
 	decided(ctx)
 	if !permit.Run {
-		w.held(msg, ref, permit, err)
+		w.held(ctx, msg, ref, permit, err)
 		return
 	}
 	w.run(ctx, msg, &claim, &permit)
@@ -188,10 +189,10 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 
 // held hands back the message of an event flow control holds: until it
 // may look again, or for good when its key wakes it.
-func (w *Worker) held(msg jetstream.Msg, ref messaging.Ref, p flow.Permit, err error) {
+func (w *Worker) held(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, p flow.Permit, err error) {
 	w.stats.Held.Add(1)
 	if err != nil {
-		w.log.Warn().Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error while holding an event back; the sweeper brings it back if it stays parked")
+		w.log.Warn().Ctx(ctx).Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error while holding an event back; the sweeper brings it back if it stays parked")
 	}
 	if p.Until.IsZero() {
 		_ = msg.Ack() // it waits for its key, out of NATS
@@ -208,6 +209,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 		herr    error
 		crashed = ev.Crashes >= w.cfg.MaxCrashes
 	)
+	ctx, span := w.cfg.Tracing.Run(ctx, msg.Subject(), msg.Headers(), ev, w.cfg.Replica)
+	defer func() { span.End(herr) }()
 	if !crashed {
 		w.stats.InFlight.Add(1)
 		w.cfg.Metrics.InFlight(1)
@@ -230,6 +233,12 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 	if key, seq := permit.Stamp(); key != "" {
 		t.Key, t.Seq = key, seq
 	}
+	if crashed {
+		// The span records why; it says nothing of the partner.
+		herr = retry.EventFault(errors.New(t.LastError.Message))
+	}
+	t.Run.TraceID, t.Run.SpanID = span.IDs()
+	span.Outcome(t.Run.Outcome)
 	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
 	err := w.store.Complete(sctx, c, t)
@@ -240,20 +249,21 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 		// event as it now is.
 		w.stats.Changed.Add(1)
 		if err := w.store.Release(sctx, c); err != nil {
-			w.log.Debug().Err(err).Str("event_id", event.IDString(ev.ID)).Msg("releasing the lease of a changed event")
+			w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(ev.ID)).Msg("releasing the lease of a changed event")
 		}
 		permit.Release(sctx, false, herr)
-		w.stale(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
+		span.Outcome("stale")
+		w.stale(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
 		return
 	}
 	if err != nil {
 		permit.Release(sctx, false, herr)
-		w.retryLater(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
+		w.retryLater(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
 		return
 	}
 	_ = msg.Ack()
 	permit.Release(sctx, t.To == event.StateSuccess || t.To == event.StateError, herr)
-	w.report(ev, &t)
+	w.report(ctx, ev, &t)
 }
 
 // outcome is the transition a run ends in: success; failed, to be retried
@@ -293,7 +303,7 @@ func (w *Worker) outcome(ev *event.Event, herr error, crashed, spend bool, start
 
 // report tells the counters, the metrics, the log and the observer of a
 // transition written.
-func (w *Worker) report(ev *event.Event, t *eventstore.Transition) {
+func (w *Worker) report(ctx context.Context, ev *event.Event, t *eventstore.Transition) {
 	switch t.To {
 	case event.StateSuccess:
 		w.stats.Succeeded.Add(1)
@@ -305,7 +315,7 @@ func (w *Worker) report(ev *event.Event, t *eventstore.Transition) {
 	w.cfg.Metrics.Transition(ev.Type, ev.State, t.To, ev.Attempts+1, t.Run.Took)
 	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, To: t.To, Attempts: t.Attempts,
 		Error: t.Run.Error, Took: t.Run.Took, At: t.At, Reason: t.Reason}
-	w.log.Debug().Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
+	w.log.Debug().Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
@@ -332,7 +342,7 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 	defer stop()
 	defer func() {
 		if r := recover(); r != nil {
-			w.log.Error().Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
+			w.log.Error().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
@@ -365,7 +375,7 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, can
 			err := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
 			scancel()
 			if errors.Is(err, eventstore.ErrLeaseLost) {
-				w.log.Warn().Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
+				w.log.Warn().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
 				cancel()
 				return
 			}
@@ -387,16 +397,16 @@ func busyDelay(msg jetstream.Msg, lease *event.Lease, now time.Time) time.Durati
 	return max(delay, 100*time.Millisecond)
 }
 
-func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
+func (w *Worker) stale(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.stats.Stale.Add(1)
 	w.cfg.Metrics.Skipped(metrics.SkipStale)
-	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
+	w.log.Debug().Ctx(ctx).Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
 }
 
 // retryLater hands a message back after a storage error.
-func (w *Worker) retryLater(msg jetstream.Msg, ref messaging.Ref, err error) {
+func (w *Worker) retryLater(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, err error) {
 	w.stats.Retried.Add(1)
-	w.log.Warn().Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
+	w.log.Warn().Ctx(ctx).Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
 	_ = msg.NakWithDelay(time.Second)
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"github.com/retrigger/retrigger/shared/version"
 )
 
@@ -188,6 +189,9 @@ type Env struct {
 	// Metrics and Health go into the component's config; never nil.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+	// Tracing goes into the component's config: nil (off) unless the
+	// OTEL_* variables configure an exporter (package tracing).
+	Tracing *tracing.Tracer
 }
 
 // Command is one stock command.
@@ -237,6 +241,19 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 	}
 	log, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
 	log = log.With().Str("component", c.Name).Logger()
+	tr, shutdown, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-" + c.Name, Getenv: getenv, Global: true,
+		OnError: func(err error) { log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return 2
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("flushing the last spans")
+		}
+	}()
 
 	env, closeAll, err := c.open(ctx, f, log)
 	if err != nil {
@@ -248,7 +265,8 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 		return 1
 	}
 	defer closeAll()
-	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
+	env.Tracing = tr
+	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Stringer("traces", tr).Msg("started")
 	if err := c.Start(ctx, env); err != nil {
 		log.Error().Err(err).Msg("stopped with an error")
 		return 1

@@ -34,7 +34,7 @@ func newCommand() command.Command {
 		},
 		Validate: func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			a, err := consumer.NewArchiver(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err
