@@ -215,7 +215,11 @@ func checkArchived(r record, p policy, orphans []orphan, out *outcomes) []violat
 func common(r record, p policy, out *outcomes) []violation {
 	var vs []violation
 	if r.Retrigger.Lease != nil {
-		vs = append(vs, violation{kindLeased, r.ID, describeLease(r)})
+		where := "succeeded"
+		if r.Retrigger.Reason != "" {
+			where = "archived as " + r.Retrigger.Reason
+		}
+		vs = append(vs, violation{kindLeased, r.ID, fmt.Sprintf("%s, %s: %s", where, describeLease(r), describeRuns(r))})
 	}
 	if full(r, p) {
 		out.Unverifiable++

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +208,38 @@ func TestFlags(t *testing.T) {
 		require.Equal(t, tt.code, code, "%v: %s%s", tt.args, &out, &errs)
 		require.Contains(t, out.String()+errs.String(), tt.says)
 	}
+}
+
+// The CI run that scripts/chaos/README.md shows is the one .ci/run runs,
+// and every flag either names is one of the command's.
+func TestCIRunIsDocumented(t *testing.T) {
+	ci, err := os.ReadFile(filepath.Join("..", "..", ".ci", "run"))
+	require.NoError(t, err)
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	args := func(doc, marker string) []string {
+		for _, line := range strings.Split(doc, "\n") {
+			if line = strings.TrimSpace(line); strings.HasPrefix(line, marker) {
+				f := strings.Fields(line[len(marker):])
+				for j, a := range f {
+					if a == "#" {
+						f = f[:j]
+						break
+					}
+				}
+				return f
+			}
+		}
+		t.Fatalf("no line with %q", marker)
+		return nil
+	}
+	inCI := args(string(ci), `"$chaos_dir/chaos"`)
+	documented := args(string(readme), "/tmp/chaos -events 400")
+	require.Equal(t, inCI, append([]string{"-events", "400"}, documented...), "the CI run of scripts/chaos/README.md differs from .ci/run's")
+	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	var s settings
+	s.register(fs)
+	fs.SetOutput(io.Discard)
+	require.NoError(t, fs.Parse(inCI))
+	require.NoError(t, s.validate())
 }

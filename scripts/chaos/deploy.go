@@ -170,15 +170,17 @@ func (s *supervisor) supervise(ctx context.Context, c *component) {
 			killed, stopping := c.killedByUs, c.stopping
 			c.mu.Unlock()
 			fmt.Fprintf(c.log, "=== chaos: %s incarnation %d ended at %s: %s\n", c.name, inc, time.Now().Format(time.RFC3339Nano), p.exitStatus())
+			if stopping {
+				// a stop drains: a lease its replica still holds is one it
+				// never used to run a handler, not one a kill interrupted
+				return
+			}
 			if c.replicaOf != nil && !killed {
-				// an exit we did not cause still orphans its leases, but
-				// is reported below
+				// an exit we did not cause interrupts its runs as a kill
+				// does; it is reported below, and fails the run
 				s.mu.Lock()
 				s.deadOwners[c.replicaOf(inc)] = time.Now()
 				s.mu.Unlock()
-			}
-			if stopping {
-				return
 			}
 			if !killed {
 				s.note(&s.exits, fmt.Sprintf("%s incarnation %d exited by itself at %s: %s", c.name, inc, time.Now().Format("15:04:05.000"), p.exitStatus()))

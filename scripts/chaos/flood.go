@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -15,11 +16,12 @@ import (
 // insert whose answer was lost can be told from one that was never
 // applied, and the run's id in its payload.
 type flood struct {
-	events *mongo.Collection
-	runID  string
-	typ    string
-	count  int
-	rate   float64
+	events    *mongo.Collection
+	runID     string
+	typ       string
+	count     int
+	rate      float64
+	inserters int // inserts at once
 
 	inserted  []bson.ObjectID
 	latencies []time.Duration
@@ -30,26 +32,56 @@ type flood struct {
 func (f *flood) run(ctx context.Context) error {
 	f.began = time.Now()
 	defer func() { f.took = time.Since(f.began) }()
+	f.inserted = make([]bson.ObjectID, f.count)
+	f.latencies = make([]time.Duration, f.count)
+	next := make(chan int)
+	errs := make(chan error, max(f.inserters, 1))
+	var wg sync.WaitGroup
+	for range max(f.inserters, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				id := bson.NewObjectID()
+				doc := bson.D{
+					{Key: "_id", Value: id}, {Key: "type", Value: f.typ},
+					{Key: "payload", Value: bson.D{{Key: "run", Value: f.runID}, {Key: "n", Value: int32(i)}}},
+				}
+				start := time.Now()
+				if err := f.insert(ctx, doc); err != nil {
+					errs <- fmt.Errorf("inserting event %d: %w", i, err)
+					return
+				}
+				f.latencies[i], f.inserted[i] = time.Since(start), id
+			}
+		}()
+	}
+	var err error
+schedule:
 	for i := range f.count {
 		if f.rate > 0 {
-			next := f.began.Add(time.Duration(float64(i) / f.rate * float64(time.Second)))
-			if err := sleepUntil(ctx, next); err != nil {
-				return err
+			if err = sleepUntil(ctx, f.began.Add(time.Duration(float64(i)/f.rate*float64(time.Second)))); err != nil {
+				break
 			}
 		}
-		id := bson.NewObjectID()
-		doc := bson.D{
-			{Key: "_id", Value: id}, {Key: "type", Value: f.typ},
-			{Key: "payload", Value: bson.D{{Key: "run", Value: f.runID}, {Key: "n", Value: int32(i)}}},
+		select {
+		case next <- i:
+		case err = <-errs:
+			break schedule
+		case <-ctx.Done():
+			err = ctx.Err()
+			break schedule
 		}
-		start := time.Now()
-		if err := f.insert(ctx, doc); err != nil {
-			return fmt.Errorf("inserting event %d: %w", i, err)
-		}
-		f.latencies = append(f.latencies, time.Since(start))
-		f.inserted = append(f.inserted, id)
 	}
-	return nil
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
 }
 
 // insert inserts doc, trying again after an error: the server is never

@@ -47,6 +47,7 @@ import (
 type settings struct {
 	events       int
 	rate         float64
+	inserters    int
 	killEvery    time.Duration
 	restartDelay time.Duration
 	failureRate  float64
@@ -70,6 +71,7 @@ type settings struct {
 func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.events, "events", 300, "events to insert (at least 1)")
 	fs.Float64Var(&s.rate, "rate", 20, "events inserted per second (0: as fast as jongodb takes them)")
+	fs.IntVar(&s.inserters, "inserters", 1, "inserts at once (at least 1): more than one loads the server as concurrent clients would")
 	fs.DurationVar(&s.killEvery, "kill-every", 3*time.Second, "mean time between two kills, each 0.5 to 1.5 times it (0: no kills)")
 	fs.DurationVar(&s.restartDelay, "restart-delay", 500*time.Millisecond, "time between a component's exit and its new start")
 	fs.BoolVar(&s.killNATS, "kill-nats", true, "kill the nats-server too")
@@ -96,6 +98,8 @@ func (s *settings) validate() error {
 		return errors.New("-events must be at least 1")
 	case s.rate < 0:
 		return errors.New("-rate must not be negative")
+	case s.inserters < 1:
+		return errors.New("-inserters must be at least 1")
 	case s.killEvery < 0 || s.restartDelay < 0 || s.pruneAfter < 0:
 		return errors.New("-kill-every, -restart-delay and -prune-after must not be negative")
 	case s.failureRate < 0 || s.failureRate > 1:
@@ -355,7 +359,7 @@ func (r *runner) run(ctx context.Context, out io.Writer) (bool, error) {
 	runID := bson.NewObjectID().Hex()
 	p := policy{maxAttempts: r.s.maxAttempts, maxCrashes: r.s.maxCrashes, history: 20}
 	w := newWatcher(db, runID, p, r.s.pruneAfter, r.sup.killedOwner)
-	f := &flood{events: db.Collection("events"), runID: runID, typ: typ, count: r.s.events, rate: r.s.rate}
+	f := &flood{events: db.Collection("events"), runID: runID, typ: typ, count: r.s.events, rate: r.s.rate, inserters: r.s.inserters}
 
 	began := time.Now()
 	floodDone := make(chan error, 1)
@@ -373,11 +377,16 @@ func (r *runner) run(ctx context.Context, out io.Writer) (bool, error) {
 	// Every component runs again; wait until every event is terminal.
 	var drained time.Duration
 	var snap snapshot
+	progress := time.Now()
 	for {
 		snap, err = w.scan(ctx, true)
 		if err == nil && snap.terminal >= len(f.inserted) {
 			drained = time.Since(lastKill)
 			break
+		}
+		if err == nil && time.Since(progress) >= 10*time.Second {
+			progress = time.Now()
+			logf("%d terminal, %d in events, %d in errors", snap.terminal, len(snap.events), len(snap.errors))
 		}
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return false, fmt.Errorf("interrupted with %d of %d events terminal", snap.terminal, len(f.inserted))

@@ -89,8 +89,12 @@ func (r *report) print(w io.Writer) {
 	if r.timedOut {
 		fmt.Fprintf(w, "drain       NOT every event terminal within -timeout %s\n", r.s.timeout)
 	} else {
-		fmt.Fprintf(w, "drain       every event terminal %s after the last kill (%s after the first insert)\n",
-			r.drained.Round(100*time.Millisecond), r.stopped.Sub(r.began).Round(100*time.Millisecond))
+		since := "the last kill"
+		if len(kills) == 0 {
+			since = "the last insert"
+		}
+		fmt.Fprintf(w, "drain       every event terminal %s after %s (%s after the first insert)\n",
+			r.drained.Round(100*time.Millisecond), since, r.stopped.Sub(r.began).Round(100*time.Millisecond))
 	}
 	reasons := make([]string, 0, len(r.res.ByReason))
 	for reason, k := range r.res.ByReason {
