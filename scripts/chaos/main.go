@@ -365,6 +365,9 @@ func (r *runner) run(ctx context.Context, out io.Writer) (bool, error) {
 	floodDone := make(chan error, 1)
 	go func() { floodDone <- f.run(ctx) }()
 	chaos := r.chaos(ctx, w, floodDone)
+	if errors.Is(chaos.floodErr, context.Canceled) {
+		return false, errors.New("interrupted during the flood")
+	}
 	if chaos.floodErr != nil {
 		return false, fmt.Errorf("the flood stopped: %w", chaos.floodErr)
 	}
