@@ -85,10 +85,7 @@ func (a *Admin) Stats(ctx context.Context) (*Stats, error) {
 	if due != nil {
 		s.OldestDue = &Due{ID: idJSON(due.ID), IDText: FormatID(due.ID), Type: due.Type, State: due.State.String(), Since: due.Since}
 	}
-	if s.ArchivedLastHour, err = a.store.Count(ctx, eventstore.InErrors, eventstore.Filter{Since: now.Add(-time.Hour)}); err != nil {
-		return nil, err
-	}
-	if s.ArchivedLastDay, err = a.store.Count(ctx, eventstore.InErrors, eventstore.Filter{Since: now.Add(-24 * time.Hour)}); err != nil {
+	if s.ArchivedLastHour, s.ArchivedLastDay, err = a.store.ArchivedRecently(ctx, now); err != nil {
 		return nil, err
 	}
 	if err := a.streams(ctx, s); err != nil {
