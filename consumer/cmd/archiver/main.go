@@ -30,7 +30,7 @@ func newCommand() command.Command {
 			fs.IntVar(&cfg.Concurrency, "concurrency", consumer.DefaultArchiverConcurrency, "dead letters archived at once (at least 1)")
 			fs.DurationVar(&cfg.AckWait, "ack-wait", messaging.DefaultAckWait, "JetStream redelivery deadline (longer than 1s)")
 			fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", consumer.DefaultArchiverDrainTimeout, "how long a stopping archiver lets work in flight finish (not negative)")
-			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", consumer.DefaultStoreTimeout, "longest storage call (positive, shorter than -ack-wait)")
+			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", 0, consumer.StoreTimeoutUsage)
 		},
 		Validate: func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
 		Start: func(ctx context.Context, env command.Env) error {

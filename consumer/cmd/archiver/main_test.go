@@ -20,6 +20,7 @@ func TestRejectsBadValues(t *testing.T) {
 		{"drain timeout", []string{"-drain-timeout", "-1s"}, "invalid -drain-timeout (RETRIGGER_DRAIN_TIMEOUT): must not be negative"},
 		{"concurrency", []string{"-concurrency", "-1"}, "invalid -concurrency (RETRIGGER_CONCURRENCY)"},
 		{"store timeout", []string{"-store-timeout", "1m"}, "invalid -store-timeout (RETRIGGER_STORE_TIMEOUT)"},
+		{"short ack wait: the store timeout follows it", []string{"-ack-wait", "5s"}, ""},
 		{"subject prefix a..b", []string{"-subject-prefix", "a..b"}, "invalid -subject-prefix (RETRIGGER_SUBJECT_PREFIX)"},
 		{"empty checkpoints collection", []string{"-checkpoints-collection", ""}, "invalid -checkpoints-collection (RETRIGGER_CHECKPOINTS_COLLECTION)"},
 		{"nats password", []string{"-nats-url", "nats://user:NatsS3cret@[bad"}, "invalid -nats-url (RETRIGGER_NATS_URL)"},
