@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	stock "github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/messaging"
 )
 
@@ -400,8 +401,9 @@ func portIs(p intstr.IntOrString, c corev1.ContainerPort) bool {
 
 // TestGracePeriodExceedsDrain: Kubernetes kills a pod
 // terminationGracePeriodSeconds after SIGTERM; the command must have
-// drained by then, so the grace period exceeds its -drain-timeout (set in
-// its environment, or the default its -help shows).
+// drained and exited by then, so the grace period exceeds its
+// -drain-timeout (set in its environment, or the default its -help shows)
+// and the seconds past it that command.Run may take to exit.
 func TestGracePeriodExceedsDrain(t *testing.T) {
 	miss := missing{}
 	forEachContainer(t, func(where string, d *appsv1.Deployment, c corev1.Container, cmd *command, env map[string]string) {
@@ -422,8 +424,9 @@ func TestGracePeriodExceedsDrain(t *testing.T) {
 			t.Errorf("%s: no terminationGracePeriodSeconds (the default 30s)", where)
 			return
 		}
-		if time.Duration(*grace)*time.Second <= drain {
-			t.Errorf("%s: terminationGracePeriodSeconds %d does not exceed the drain timeout %s", where, *grace, drain)
+		// past the drain, a command exits within StopGrace and CloseTimeout
+		if need := drain + stock.StopGrace + stock.CloseTimeout; time.Duration(*grace)*time.Second <= need {
+			t.Errorf("%s: terminationGracePeriodSeconds %d does not exceed the drain timeout %s and the %s a command may take past it", where, *grace, drain, need-drain)
 		}
 	})
 	miss.skipIfAny(t, "grace periods")

@@ -205,6 +205,11 @@ type Command struct {
 	// Start runs the component; it returns once ctx ended and the
 	// component drained.
 	Start func(ctx context.Context, env Env) error
+	// DrainTimeout is how long Start may drain once ctx ended (the
+	// command's -drain-timeout). Run waits StopGrace longer at most, then
+	// closes the connections and exits without it: whatever is down, a
+	// command exits within its drain timeout and a few seconds.
+	DrainTimeout func() time.Duration
 
 	// For tests: openStore replaces mongostore.Open; waitEvery is how often
 	// a start that waits says so (default 5s).
@@ -249,13 +254,44 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 	}
 	defer closeAll()
 	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
-	if err := c.Start(ctx, env); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- c.Start(ctx, env) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		drain := time.Duration(0)
+		if c.DrainTimeout != nil {
+			drain = c.DrainTimeout()
+		}
+		bound := time.NewTimer(drain + StopGrace)
+		defer bound.Stop()
+		select {
+		case err = <-done:
+		case <-bound.C:
+			// What it still waits for (a handler that ignores its
+			// context, a call to a server that is gone) ends with the
+			// process.
+			log.Error().Str("drain_timeout", drain.String()).Msg("did not stop within its drain timeout; exiting without it")
+			return 1
+		}
+	}
+	if err != nil {
 		log.Error().Err(err).Msg("stopped with an error")
 		return 1
 	}
 	log.Info().Msg("drained and stopped")
 	return 0
 }
+
+// StopGrace is how long past its drain timeout a stopping command waits for
+// its component; closing the connections then takes at most CloseTimeout.
+const StopGrace = 2 * time.Second
+
+// CloseTimeout bounds the closing of the connections at exit: the flush
+// of acknowledgements still buffered (only while NATS is connected), and
+// the end of the MongoDB sessions, which waits for a server to be selected
+// (30 s by default) when none answers.
+const CloseTimeout = 3 * time.Second
 
 // errVersion: -version was asked for, and printed.
 var errVersion = errors.New("the version was asked for")
@@ -342,9 +378,13 @@ func (c Command) open(ctx context.Context, f *Flags, log zerolog.Logger) (Env, f
 		return Env{}, nil, err
 	}
 	closeAll := func() {
-		_ = nc.FlushTimeout(5 * time.Second) // acks still buffered
+		ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+		defer cancel()
+		if nc.IsConnected() {
+			_ = nc.FlushWithContext(ctx) // acks still buffered
+		}
 		nc.Close()
-		_ = db.Close(context.Background())
+		_ = db.Close(ctx)
 	}
 	return f.observe(Env{DB: db, NATS: nc, Log: log}, closeAll)
 }

@@ -284,3 +284,39 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A component that does not stop within its drain timeout does not hold
+// the process: Run gives up StopGrace after it, says so, and exits 1.
+func TestRunStopsWaitingAfterTheDrainTimeout(t *testing.T) {
+	t.Parallel()
+	srv := startNATS(t)
+	c := testCommand()
+	c.openStore = func(ctx context.Context, _, _ string) (store.Database, error) {
+		return embedded.Open(ctx, embedded.Options{})
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	c.Start = func(ctx context.Context, env Env) error {
+		close(started)
+		<-release // ignores ctx: a handler that never returns
+		return nil
+	}
+	c.DrainTimeout = func() time.Duration { return 100 * time.Millisecond }
+	ctx, cancel := context.WithCancel(t.Context())
+	var out syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- c.Run(ctx, []string{"-log-format", "json", "-nats-url", "nats://" + srv, "-mongodb-uri", "mongodb://db/?replicaSet=rs0"},
+			func(string) string { return "" }, &out)
+	}()
+	<-started
+	cancel()
+	select {
+	case got := <-code:
+		require.Equal(t, 1, got)
+	case <-time.After(time.Minute):
+		t.Fatal("Run still waits for a component that does not stop, a minute after its drain timeout")
+	}
+	require.Contains(t, out.String(), `"drain_timeout":"100ms"`)
+	require.Contains(t, out.String(), `"message":"did not stop within its drain timeout; exiting without it"`)
+}

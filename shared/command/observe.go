@@ -32,9 +32,9 @@ func (f *Flags) observe(env Env, closeAll func()) (Env, func(), error) {
 	}
 	env.Log.Info().Str("http_addr", srv.Addr()).Msg("serving /metrics, /healthz and /readyz")
 	return env, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_ = srv.Close(ctx)
+		_ = srv.Close(ctx) // the probes and scrapes in flight
 		closeAll()
 	}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"time"
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/command"
@@ -32,7 +33,8 @@ func newCommand() command.Command {
 			fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", consumer.DefaultArchiverDrainTimeout, "how long a stopping archiver lets work in flight finish (not negative)")
 			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", 0, consumer.StoreTimeoutUsage)
 		},
-		Validate: func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		Validate:     func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
 			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
 			a, err := consumer.NewArchiver(cfg, env.DB, env.NATS)

@@ -63,6 +63,7 @@ func newCommand() command.Command {
 			}
 			return cfg.Validate()
 		},
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
 			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
 			w, err := consumer.NewWorker(cfg, env.DB, env.NATS)

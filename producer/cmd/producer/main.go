@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"time"
 
 	"github.com/retrigger/retrigger/producer"
 	"github.com/retrigger/retrigger/shared/command"
@@ -36,6 +37,7 @@ func newCommand() command.Command {
 			}
 			return cfg.Validate()
 		},
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
 			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
 			p, err := producer.New(cfg, env.DB, env.NATS)
