@@ -2,6 +2,7 @@ package deployments
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net/url"
 	"os"
@@ -73,6 +74,7 @@ func TestShutdownWithDependenciesDown(t *testing.T) {
 					continue
 				}
 				t.Logf("%s exited %s after SIGTERM with %s down", p.name, took.Round(time.Millisecond), down)
+				p.requireKeysOnce(t)
 				if took > bound {
 					t.Errorf("%s: exited %s after SIGTERM with %s down, past its drain timeout %s plus %s; log:\n%s",
 						p.name, took.Round(time.Millisecond), down, shutdownDrain, shutdownSlack, p.tail())
@@ -201,4 +203,35 @@ func (p *process) tail() string {
 		s = "…" + s[len(s)-6000:]
 	}
 	return s
+}
+
+// requireKeysOnce fails if a JSON line of the log has a key twice, which
+// some log pipelines reject.
+func (p *process) requireKeysOnce(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	logs := p.log.String()
+	p.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		dec := json.NewDecoder(strings.NewReader(line))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			continue // not a JSON line (a panic's trace)
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				break
+			}
+			k, _ := key.(string)
+			if seen[k] {
+				t.Errorf("%s: key %q twice in %s", p.name, k, line)
+			}
+			seen[k] = true
+			var v json.RawMessage
+			if dec.Decode(&v) != nil {
+				break
+			}
+		}
+	}
 }

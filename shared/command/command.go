@@ -184,7 +184,9 @@ func (f *Flags) Names() messaging.Names {
 type Env struct {
 	DB   store.Database
 	NATS *nats.Conn
-	Log  zerolog.Logger
+	// Log is the command's logger, without a component field: the
+	// component adds its own.
+	Log zerolog.Logger
 	// Metrics and Health go into the component's config; never nil.
 	Metrics *metrics.Metrics
 	Health  *health.Health
@@ -240,8 +242,11 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return 2
 	}
-	log, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
-	log = log.With().Str("component", c.Name).Logger()
+	// The component names itself in its own lines (as producer.New and
+	// consumer.NewWorker do): it gets the logger without the field, which
+	// a JSON line must not carry twice.
+	base, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
+	log := base.With().Str("component", c.Name).Logger()
 
 	env, closeAll, err := c.open(ctx, f, log)
 	if err != nil {
@@ -253,6 +258,7 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 		return 1
 	}
 	defer closeAll()
+	env.Log = base
 	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
 	done := make(chan error, 1)
 	go func() { done <- c.Start(ctx, env) }()

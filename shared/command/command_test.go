@@ -3,6 +3,7 @@ package command
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"net"
@@ -200,6 +201,9 @@ func TestRunStartsAndStopsCleanly(t *testing.T) {
 	started := make(chan struct{})
 	c.Start = func(ctx context.Context, env Env) error {
 		require.True(t, env.NATS.IsConnected())
+		// as producer.New and consumer.NewWorker name themselves
+		log := env.Log.With().Str("component", "test").Logger()
+		log.Info().Msg("the component's own line")
 		close(started)
 		<-ctx.Done()
 		return nil
@@ -218,7 +222,30 @@ func TestRunStartsAndStopsCleanly(t *testing.T) {
 	require.Contains(t, logs, `"mongodb":"mongodb://xxxxx@db1,db2/?replicaSet=rs0&authMechanismProperties=xxxxx"`)
 	require.Contains(t, logs, `"nats":"nats://xxxxx@`+srv+`,nats://xxxxx@`+srv+`"`)
 	require.Contains(t, logs, `"message":"drained and stopped"`)
+	require.Contains(t, logs, `"message":"the component's own line"`)
 	requireNoSecret(t, logs)
+	requireKeysOnce(t, logs)
+}
+
+// requireKeysOnce fails if a JSON line of logs has a key twice, which some
+// log pipelines reject.
+func requireKeysOnce(t *testing.T, logs string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		dec := json.NewDecoder(strings.NewReader(line))
+		tok, err := dec.Token()
+		require.NoError(t, err, line)
+		require.Equal(t, json.Delim('{'), tok, line)
+		seen := map[string]bool{}
+		for dec.More() {
+			key, err := dec.Token()
+			require.NoError(t, err, line)
+			require.False(t, seen[key.(string)], "key %q twice in %s", key, line)
+			seen[key.(string)] = true
+			var v json.RawMessage
+			require.NoError(t, dec.Decode(&v), line)
+		}
+	}
 }
 
 // Closing the connection runs the disconnect callback: it must not say
