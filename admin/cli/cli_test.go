@@ -99,3 +99,15 @@ func TestParsing(t *testing.T) {
 	_, err := parseRate("-1/s")
 	require.Error(t, err)
 }
+
+// A flag that does not exist is one line naming it and how to get help,
+// not the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
+	var out, errOut strings.Builder
+	require.Equal(t, 2, Run(t.Context(), []string{"stats", "-nope"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
+	require.Equal(t, "retrigger: flag provided but not defined: -nope (retrigger -help lists every flag)\n", errOut.String())
+	errOut.Reset()
+	require.Equal(t, 0, Run(t.Context(), []string{"-help"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
+	require.Contains(t, errOut.String(), "Usage: retrigger")
+}

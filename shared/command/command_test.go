@@ -347,3 +347,19 @@ func TestRunStopsWaitingAfterTheDrainTimeout(t *testing.T) {
 	require.Contains(t, out.String(), `"drain_timeout":"100ms"`)
 	require.Contains(t, out.String(), `"message":"did not stop within its drain timeout; exiting without it"`)
 }
+
+// A flag that does not exist, or a bad value, is one line naming it and how
+// to get help, not the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-nope"}, {"-connect-timeout", "soon"}, {"stray"}} {
+		var out strings.Builder
+		require.Equal(t, 2, testCommand().Run(t.Context(), args, func(string) string { return "" }, &out), "%v", args)
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		require.Len(t, lines, 1, "%v: %s", args, out.String())
+		require.Contains(t, lines[0], "test -help lists")
+	}
+	var out strings.Builder
+	require.Equal(t, 2, testCommand().Run(t.Context(), []string{"-nope"}, func(string) string { return "" }, &out))
+	require.Equal(t, "test: flag provided but not defined: -nope (test -help lists every flag)\n", out.String())
+}
