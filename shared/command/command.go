@@ -207,6 +207,9 @@ type Command struct {
 	// Start runs the component; it returns once ctx ended and the
 	// component drained.
 	Start func(ctx context.Context, env Env) error
+	// Part is the component whose metrics the command exports, besides
+	// those of every process (metrics.New).
+	Part metrics.Part
 	// DrainTimeout is how long Start may drain once ctx ended (the
 	// command's -drain-timeout). Run waits StopGrace longer at most, then
 	// closes the connections and exits without it: whatever is down, a
@@ -392,7 +395,7 @@ func (c Command) open(ctx context.Context, f *Flags, log zerolog.Logger) (Env, f
 		nc.Close()
 		_ = db.Close(ctx)
 	}
-	return f.observe(Env{DB: db, NATS: nc, Log: log}, closeAll)
+	return f.observe(Env{DB: db, NATS: nc, Log: log}, c.Part, closeAll)
 }
 
 // dialError says why no server of a -nats-url list could be reached,

@@ -10,6 +10,7 @@ import (
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 func main() { os.Exit(command.Main(newCommand())) }
@@ -34,6 +35,7 @@ func newCommand() command.Command {
 			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", 0, consumer.StoreTimeoutUsage)
 		},
 		Validate:     func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		Part:         metrics.Archiver,
 		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
 			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 // Every bad value stops the command with a message naming the flag and its
@@ -67,4 +69,10 @@ func TestHelpSaysWhatItIsFor(t *testing.T) {
 	first, _, _ := strings.Cut(out.String(), "\n")
 	require.True(t, strings.HasPrefix(first, "consumer: one replica running the built-in handlers"), first)
 	require.Contains(t, first, "Needs MongoDB and NATS with JetStream, and a producer")
+}
+
+// The command exports its own metrics, not another part's as 0.
+func TestExportsItsOwnMetrics(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, metrics.Consumer, newCommand().Part)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/retrigger/retrigger/producer"
 	"github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 func main() { os.Exit(command.Main(newCommand())) }
@@ -37,6 +38,7 @@ func newCommand() command.Command {
 			}
 			return cfg.Validate()
 		},
+		Part:         metrics.Producer,
 		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
 			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
