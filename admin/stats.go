@@ -30,6 +30,18 @@ type Stats struct {
 	Unserved map[string]uint64 `json:"unserved,omitempty"`
 }
 
+// InState is the number of events in state (new, failed, success, error),
+// of every type.
+func (s *Stats) InState(state string) int64 {
+	var n int64
+	for _, g := range s.Events {
+		if g.State == state {
+			n += g.Count
+		}
+	}
+	return n
+}
+
 // Due is the event that has waited longest to run.
 type Due struct {
 	ID     json.RawMessage `json:"id"`

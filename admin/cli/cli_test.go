@@ -111,3 +111,22 @@ func TestBadFlagIsOneLine(t *testing.T) {
 	require.Equal(t, 0, Run(t.Context(), []string{"-help"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
 	require.Contains(t, errOut.String(), "Usage: retrigger")
 }
+
+// With nothing due, stats says whether failed events wait out their
+// backoff rather than that nothing waits.
+func TestStatsSaysWhatWaits(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		events []eventstore.GroupCount
+		want   string
+	}{
+		{nil, "oldest due: none, nothing waits to run\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "success", Count: 4}}, "oldest due: none, nothing waits to run\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "failed", Count: 1}}, "oldest due: none due now; 1 failed event waits for its next attempt\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "failed", Count: 2}, {Type: "sms", State: "failed", Count: 1}}, "oldest due: none due now; 3 failed events wait for their next attempt\n"},
+	} {
+		var out strings.Builder
+		printStats(&out, &admin.Stats{Events: tt.events, StreamsError: "no NATS"}, time.Now())
+		require.Contains(t, out.String(), tt.want)
+	}
+}

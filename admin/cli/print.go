@@ -107,6 +107,10 @@ func printStats(w io.Writer, s *admin.Stats, now time.Time) {
 	fmt.Fprintln(w)
 	if d := s.OldestDue; d != nil {
 		fmt.Fprintf(w, "oldest due: %s (%s, %s), due since %s (%s)\n", d.IDText, d.Type, d.State, stamp(d.Since), ago(d.Since, now))
+	} else if n := s.InState("failed"); n == 1 {
+		fmt.Fprintln(w, "oldest due: none due now; 1 failed event waits for its next attempt")
+	} else if n > 1 {
+		fmt.Fprintf(w, "oldest due: none due now; %d failed events wait for their next attempt\n", n)
 	} else {
 		fmt.Fprintln(w, "oldest due: none, nothing waits to run")
 	}
