@@ -130,3 +130,15 @@ func TestStatsSaysWhatWaits(t *testing.T) {
 		require.Contains(t, out.String(), tt.want)
 	}
 }
+
+// A succeeded event's last error is an earlier attempt's: ls says so.
+func TestLsSuccessRowsAreNotFailures(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	printItems(&out, "events", []admin.Item{
+		{IDText: "s-1", Type: "mail", State: "success", Attempts: 1, LastError: "smtp: 421"},
+		{IDText: "f-1", Type: "mail", State: "failed", Attempts: 1, LastError: "timeout"},
+	}, time.Now())
+	require.Contains(t, out.String(), "earlier: smtp: 421")
+	require.NotContains(t, out.String(), "earlier: timeout")
+}

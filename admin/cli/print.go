@@ -168,7 +168,11 @@ func printItems(w io.Writer, in string, items []admin.Item, now time.Time) {
 			if it.State == "failed" {
 				due = ago(it.NextAttemptAt, now)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, clip(it.LastError, 60))
+			lastError := clip(it.LastError, 60)
+			if it.State == "success" && it.LastError != "" {
+				lastError = "earlier: " + clip(it.LastError, 51) // the event succeeded after it
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, lastError)
 		}
 	}
 	tw.Flush()

@@ -436,3 +436,35 @@ func TestOverviewSaysWhatWaits(t *testing.T) {
 	_, body = b.get(t, "/")
 	require.Contains(t, body, `<p id="oldest-due">Nothing is due now; 1 failed event waits for its next attempt.</p>`)
 }
+
+// A succeeded event's last error is an earlier attempt's: its row does not
+// show it as a failure.
+func TestSuccessRowsAreNotFailures(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "s-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(1)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "lastError", Value: bson.D{{Key: "message", Value: "smtp: 421"}, {Key: "at", Value: b.now}}}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "f-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(2)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)},
+		{Key: "lastError", Value: bson.D{{Key: "message", Value: "timeout"}, {Key: "at", Value: b.now}}}}))
+	_, body := b.get(t, "/events")
+	require.Contains(t, body, `class="past-err" title="an earlier attempt's error: the event succeeded">earlier: smtp: 421</td>`)
+	require.Contains(t, body, `<td class="err">timeout</td>`)
+	require.NotContains(t, body, `<td class="err">smtp: 421</td>`)
+}
+
+// The state pills are round at both ends: no coloured left border, which a
+// border radius bends into a dark crescent.
+func TestStatePillsHaveNoLeftBorder(t *testing.T) {
+	t.Parallel()
+	css, err := staticFS.ReadFile("static/style.css")
+	require.NoError(t, err)
+	for _, rule := range strings.Split(string(css), "}") {
+		selector, body, _ := strings.Cut(rule, "{")
+		for _, sel := range strings.Split(selector, ",") {
+			if strings.TrimSpace(sel) == ".state" {
+				require.NotContains(t, body, "border-left", ".state {%s}", body)
+			}
+		}
+	}
+}
