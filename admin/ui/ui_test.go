@@ -451,6 +451,8 @@ func TestSuccessRowsAreNotFailures(t *testing.T) {
 	require.Contains(t, body, `class="past-err" title="an earlier attempt's error: the event succeeded">earlier: smtp: 421</td>`)
 	require.Contains(t, body, `<td class="err">timeout</td>`)
 	require.NotContains(t, body, `<td class="err">smtp: 421</td>`)
+	_, body = b.get(t, "/event?id=s-1")
+	require.Contains(t, body, `<td class="past-err" id="last-error">smtp: 421 <small>(an earlier attempt's: the event succeeded)</small></td>`)
 }
 
 // The state pills are round at both ends: no coloured left border, which a
