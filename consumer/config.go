@@ -16,6 +16,7 @@ import (
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Defaults of a worker.
@@ -82,6 +83,10 @@ type Config struct {
 	// readiness. nil: none.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+	// Tracing makes a span of each run, which the handler's ctx carries,
+	// and writes its ids into the run's history entry (package tracing).
+	// nil: off.
+	Tracing *tracing.Tracer
 }
 
 func (c Config) withDefaults() Config {

@@ -19,6 +19,7 @@ import (
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // WorkerStats count what a worker did.
@@ -61,7 +62,7 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 	sort.Strings(types)
 	w := &Worker{
 		cfg:   cfg,
-		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger(),
+		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger().Hook(tracing.LogHook),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
 		types: types,
@@ -130,7 +131,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 	})
 	cancel()
 	if err != nil {
-		w.retryLater(msg, ref, err)
+		w.retryLater(ctx, msg, ref, err)
 		return
 	}
 	switch claim.Outcome {
@@ -155,7 +156,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
 		return
 	default: // Gone, Done, Invalid: nothing to run
-		w.stale(msg, ref, claim.Outcome.String())
+		w.stale(ctx, msg, ref, claim.Outcome.String())
 		return
 	}
 	w.run(ctx, msg, &claim)
@@ -169,6 +170,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		herr    error
 		crashed = ev.Crashes >= w.cfg.MaxCrashes
 	)
+	ctx, span := w.cfg.Tracing.Run(ctx, msg.Subject(), msg.Headers(), ev, w.cfg.Replica)
+	defer func() { span.End(herr) }()
 	if !crashed {
 		w.stats.InFlight.Add(1)
 		w.cfg.Metrics.InFlight(1)
@@ -188,12 +191,14 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 	}
 	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, Took: now.Sub(start), At: now, Attempts: ev.Attempts}
 	t := eventstore.Transition{At: now, Run: event.Attempt{At: start, Took: now.Sub(start), Replica: w.cfg.Replica, Number: ev.Attempts + 1}}
+	traceID, spanID := span.IDs()
 	switch {
 	case crashed:
 		tr.To, tr.Error = event.StateError, fmt.Sprintf("its run never finished %d times: each crashed or hung its consumer", ev.Crashes)
 		t.To, t.Reason, t.Attempts = event.StateError, event.ReasonCrashed, ev.Attempts
 		t.LastError = event.LastError{Message: tr.Error, At: now}
 		t.Run = event.Attempt{At: start, Outcome: "crashed", Error: tr.Error, Replica: w.cfg.Replica}
+		herr = errors.New(tr.Error)
 	case herr == nil:
 		tr.To, t.To, t.Run.Outcome = event.StateSuccess, event.StateSuccess, "success"
 	default:
@@ -210,6 +215,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonExhausted, "error"
 		}
 	}
+	t.Run.TraceID, t.Run.SpanID = traceID, spanID
+	span.Outcome(t.Run.Outcome)
 	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 	err := w.store.Complete(sctx, c, t)
 	if errors.Is(err, eventstore.ErrStale) {
@@ -221,14 +228,15 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		err = w.store.Release(sctx, c)
 		cancel()
 		if err != nil {
-			w.log.Debug().Err(err).Str("event_id", tr.ID).Msg("releasing the lease of a changed event")
+			w.log.Debug().Ctx(ctx).Err(err).Str("event_id", tr.ID).Msg("releasing the lease of a changed event")
 		}
-		w.stale(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
+		span.Outcome("stale")
+		w.stale(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
 		return
 	}
 	cancel()
 	if err != nil {
-		w.retryLater(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
+		w.retryLater(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
 		return
 	}
 	_ = msg.Ack()
@@ -242,7 +250,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		w.stats.Errored.Add(1)
 	}
 	w.cfg.Metrics.Transition(ev.Type, tr.From, tr.To, ev.Attempts+1, t.Run.Took)
-	w.log.Debug().Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
+	w.log.Debug().Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
@@ -269,7 +277,7 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 	defer stop()
 	defer func() {
 		if r := recover(); r != nil {
-			w.log.Error().Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
+			w.log.Error().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
@@ -302,7 +310,7 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, can
 			err := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
 			scancel()
 			if errors.Is(err, eventstore.ErrLeaseLost) {
-				w.log.Warn().Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
+				w.log.Warn().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
 				cancel()
 				return
 			}
@@ -324,16 +332,16 @@ func busyDelay(msg jetstream.Msg, lease *event.Lease, now time.Time) time.Durati
 	return max(delay, 100*time.Millisecond)
 }
 
-func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
+func (w *Worker) stale(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.stats.Stale.Add(1)
 	w.cfg.Metrics.Skipped(metrics.SkipStale)
-	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
+	w.log.Debug().Ctx(ctx).Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
 }
 
 // retryLater hands a message back after a storage error.
-func (w *Worker) retryLater(msg jetstream.Msg, ref messaging.Ref, err error) {
+func (w *Worker) retryLater(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, err error) {
 	w.stats.Retried.Add(1)
-	w.log.Warn().Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
+	w.log.Warn().Ctx(ctx).Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
 	_ = msg.NakWithDelay(time.Second)
 }

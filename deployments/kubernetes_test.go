@@ -513,7 +513,7 @@ func TestGracePeriodExceedsDrain(t *testing.T) {
 			return
 		}
 		// past the drain, a command exits within StopGrace and CloseTimeout
-		if need := drain + stock.StopGrace + stock.CloseTimeout; time.Duration(*grace)*time.Second <= need {
+		if need := drain + stock.ExitGrace; time.Duration(*grace)*time.Second <= need {
 			t.Errorf("%s: terminationGracePeriodSeconds %d does not exceed the drain timeout %s and the %s a command may take past it", where, *grace, drain, need-drain)
 		}
 	})

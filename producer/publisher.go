@@ -16,6 +16,7 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // headerRoom is kept free of the server's max payload for the headers
@@ -83,6 +84,7 @@ type routed struct {
 	// directly.
 	tooLarge string
 	sent     time.Time // when its publish started, for the latency metric
+	span     tracing.Span
 }
 
 // route decides what an event document needs at now: new events go to
@@ -182,21 +184,25 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 	if r.msg == nil {
 		return nil, nil
 	}
+	r.span = p.cfg.Tracing.Publish(&r.ev, r.msg)
 	if r.reject != "" {
 		p.stats.Rejected.Add(1)
-		p.log.Warn().Str("event_id", event.IDString(r.ev.ID)).Str("reason", r.reject).Msg("event document rejected; archiving it into errors")
+		r.span.Log(p.log.Warn()).Str("event_id", event.IDString(r.ev.ID)).Str("reason", r.reject).Msg("event document rejected; archiving it into errors")
 	}
 	r.sent = time.Now()
 	fut, err := p.js.PublishMsgAsync(r.msg)
 	if err != nil && messaging.IsMessageError(err) {
-		return nil, p.fallback(ctx, *r, err)
+		err = p.fallback(ctx, *r, err)
+		r.span.End(err)
+		return nil, err
 	}
 	if err != nil {
+		r.span.End(err)
 		p.cfg.Metrics.NATSError("publish")
 		return nil, p.streamMissing(ctx, fmt.Errorf("publishing %s: %w", r.msg.Header.Get(nats.MsgIdHdr), err))
 	}
 	if e := p.log.Debug(); e.Enabled() {
-		e.Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
+		r.span.Log(e).Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
 	}
 	return fut, nil
 }
@@ -204,7 +210,8 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 // acked waits for the ack of a publish of r. A message the stream refuses
 // for itself (too large for its limits) falls back; other errors are
 // returned for the caller to retry.
-func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFuture) error {
+func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFuture) (err error) {
+	defer func() { r.span.End(err) }()
 	select {
 	case ack := <-fut.Ok():
 		p.stats.Published.Add(1)

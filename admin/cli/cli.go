@@ -29,6 +29,7 @@ import (
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"github.com/retrigger/retrigger/shared/version"
 )
 
@@ -271,7 +272,17 @@ func (r *runner) connect(ctx context.Context) (admin.Operations, func(), error) 
 	} else if js, err = jetstream.New(nc); err != nil {
 		return nil, nil, err
 	}
-	return admin.New(st, js, r.o.conn.Names()), func() {
+	// The actions' spans, when the OTEL_* variables configure an exporter.
+	tr, shutdown, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-admin", Global: true,
+		OnError: func(err error) { r.log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		_ = db.Close(context.Background())
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return admin.New(st, js, r.o.conn.Names()).WithTracing(tr), func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = shutdown(sctx)
+		cancel()
 		if nc != nil {
 			nc.Close()
 		}

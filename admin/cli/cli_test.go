@@ -40,6 +40,10 @@ func TestCommand(t *testing.T) {
 			{Key: "retrigger", Value: bson.D{{Key: "reason", Value: "exhausted"}, {Key: "archivedAt", Value: at},
 				{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: at}, {Key: "outcome", Value: "error"}, {Key: "attempt", Value: int64(3)}, {Key: "error", Value: "partner: 503"}}}}}}}))
 	}
+	require.NoError(t, db.Collection("events").InsertOne(ctx, bson.D{{Key: "_id", Value: "traced"}, {Key: "type", Value: "partner"},
+		{Key: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{Key: "retrigger", Value: bson.D{{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: at}, {Key: "outcome", Value: "failed"}, {Key: "attempt", Value: int64(1)},
+			{Key: "traceId", Value: "0af7651916cd43dd8448eb211c80319c"}, {Key: "spanId", Value: "b7ad6b7169203331"}}}}}}}))
 	run := func(in string, args ...string) (int, string, string) {
 		var out, errOut bytes.Buffer
 		code := Run(ctx, append([]string{"-server", srv.URL, "-log-format", "json"}, args...), IO{In: strings.NewReader(in), Out: &out, Err: &errOut})
@@ -55,6 +59,8 @@ func TestCommand(t *testing.T) {
 		{"ls", []string{"ls", "errors", "-type", "partner"}, 0, "partner: 503", ""},
 		{"show", []string{"show", "a"}, 0, "archived (exhausted)", ""},
 		{"show missing", []string{"show", "zzz"}, 1, "", "no event with id zzz"},
+		{"show the traces", []string{"show", "traced"}, 0, "0af7651916cd43dd8448eb211c80319c", ""},
+		{"show the traceparent", []string{"show", "traced"}, 0, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""},
 		{"dry run", []string{"redrive", "-type", "partner", "-dry-run"}, 0, "redrive would change 2 events", ""},
 		{"no filter", []string{"redrive"}, 2, "", "give a filter"},
 		{"not a terminal", []string{"redrive", "-type", "partner"}, 2, "", "pass -yes"},

@@ -207,13 +207,28 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 		if e.Invalid != "" {
 			fmt.Fprintf(tw, "  invalid\t%s\n", e.Invalid)
 		}
+		if e.TraceParent != "" || e.TraceInvalid != "" {
+			tp := e.TraceParent
+			if e.TraceInvalid != "" {
+				tp = "not used: " + e.TraceInvalid
+			}
+			fmt.Fprintf(tw, "  traceparent\t%s\n", tp)
+		}
 		if len(e.Payload) > 0 {
 			fmt.Fprintf(tw, "  payload\t%s\n", clip(string(e.Payload), 200))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
 		tw = table(w)
-		fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tERROR")
+		traced := false
+		for _, st := range e.Timeline {
+			traced = traced || st.TraceID != ""
+		}
+		if traced {
+			fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tTRACE\tERROR")
+		} else {
+			fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tERROR")
+		}
 		for _, st := range e.Timeline {
 			attempt, took := "", ""
 			if st.Attempt > 0 {
@@ -222,7 +237,11 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 			if st.TookMs > 0 || st.What == "success" || st.What == "failed" || st.What == "error" {
 				took = (time.Duration(st.TookMs) * time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, clip(st.Error, 70))
+			if traced {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, st.TraceID, clip(st.Error, 70))
+			} else {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, clip(st.Error, 70))
+			}
 		}
 		tw.Flush()
 		if e.Dropped > 0 {

@@ -131,6 +131,11 @@ func TestPages(t *testing.T) {
 		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)},
 		{Key: "lastError", Value: bson.D{{Key: "message", Value: "timeout"}}}}))
 	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "n-1"}, {Key: "type", Value: "sms"}, {Key: "createdAt", Value: b.now.Add(-time.Hour)}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "t-1"}, {Key: "type", Value: "sms"}, {Key: "createdAt", Value: b.now.Add(-time.Hour)},
+		{Key: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{Key: "retrigger", Value: bson.D{{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: b.now}, {Key: "outcome", Value: "redriven"},
+			{Key: "traceId", Value: "0af7651916cd43dd8448eb211c80319c"}, {Key: "spanId", Value: "b7ad6b7169203331"}}}}}}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "t-2"}, {Key: "type", Value: "sms"}, {Key: "traceparent", Value: "00-zz-01"}}))
 
 	tests := []struct {
 		name, path string
@@ -156,6 +161,9 @@ func TestPages(t *testing.T) {
 		{"event by extended JSON", "/event?id=" + url.QueryEscape(`{"$numberLong":"42"}`), 200, []string{"partner: 400"}, nil},
 		{"event in events", "/event?id=f-1", 200, []string{"timeout", `data-what="due"`}, nil},
 		{"no such event", "/event?id=nope", 404, []string{"No event with id"}, nil},
+		{"an event's traces", "/event?id=t-1", 200, []string{"<code>00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01</code>",
+			`trace <code>4bf92f3577b34da6a3ce929d0e0e4736</code>`, `trace <code>0af7651916cd43dd8448eb211c80319c</code>`}, nil},
+		{"an unusable traceparent", "/event?id=t-2", 200, []string{`not used: traceparent &#34;00-zz-01&#34; is not a W3C trace context`}, []string{"trace <code>"}},
 		{"no page", "/nope", 404, []string{"there is no page"}, nil},
 		{"static", "/static/ui.js", 200, []string{"use strict"}, nil},
 		{"read-only: no actions", "/errors", 200, []string{"read-only"}, []string{"/confirm/"}},

@@ -15,14 +15,19 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/scripts/pipeline"
+	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // demoType is the event type the generator inserts; seedType runs the
@@ -34,7 +39,15 @@ const (
 
 func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	feed := newFeed(5)
-	p, err := pipeline.Start(ctx, o.pipeline(feed, log))
+	tr, stopTracing, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-dev", Exporter: o.traces, Global: true,
+		OnError: func(err error) { log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		return config.Invalid("traces", "%v", err)
+	}
+	defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+	po := o.pipeline(feed, log)
+	po.Tracing = tr
+	p, err := pipeline.Start(ctx, po)
 	if err != nil {
 		return startError(err)
 	}
@@ -50,7 +63,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, log)
+		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, otel.Tracer("retrigger-dev demo"), log)
 	}()
 	go func() { defer wg.Done(); summarize(ctx, os.Stdout, p.DB, feed, o) }()
 	<-ctx.Done()
@@ -196,8 +209,10 @@ func farewell(o options, took time.Duration) string {
 	return fmt.Sprintf("stopped cleanly in %s; start again to resume from %s\n", took.Round(time.Millisecond), o.dataDir)
 }
 
-// generate inserts a demo event every interval until ctx ends.
-func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, log zerolog.Logger) {
+// generate inserts a demo event every interval until ctx ends. It plays
+// the application: with tracing on, each insert has a span, whose context
+// the event carries in its traceparent and tracestate fields.
+func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, tracer trace.Tracer, log zerolog.Logger) {
 	if every == 0 {
 		return
 	}
@@ -211,7 +226,18 @@ func generate(ctx context.Context, events store.Collection, every time.Duration,
 		case <-t.C:
 		}
 		n++
-		err := events.InsertOne(ctx, doc(n, time.Now()))
+		sctx, span := tracer.Start(ctx, "insert demo event", trace.WithSpanKind(trace.SpanKindProducer))
+		d := doc(n, time.Now())
+		carrier := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(sctx, carrier) // nothing without a span
+		if tp := carrier["traceparent"]; tp != "" {
+			d = append(d, bson.E{Key: "traceparent", Value: tp})
+		}
+		if ts := carrier["tracestate"]; ts != "" {
+			d = append(d, bson.E{Key: "tracestate", Value: ts})
+		}
+		err := events.InsertOne(sctx, d)
+		span.End()
 		if err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("demo generator: inserting an event")
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
@@ -80,7 +81,10 @@ func TestSeedLayoutRunsTheExample(t *testing.T) {
 	var out syncBuffer
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); generate(ctx, events, o.interval, o.newEvent, zerolog.Nop()) }()
+	go func() {
+		defer wg.Done()
+		generate(ctx, events, o.interval, o.newEvent, noop.NewTracerProvider().Tracer(""), zerolog.Nop())
+	}()
 	go func() { defer wg.Done(); summarize(ctx, &out, p.DB, feed, o) }()
 	count := func(c store.Collection, filter bson.D) int {
 		docs, err := c.Find(context.Background(), filter, store.FindOptions{})

@@ -33,6 +33,7 @@ import (
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"github.com/retrigger/retrigger/shared/version"
 )
 
@@ -190,6 +191,9 @@ type Env struct {
 	// Metrics and Health go into the component's config; never nil.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+	// Tracing goes into the component's config: nil (off) unless the
+	// OTEL_* variables configure an exporter (package tracing).
+	Tracing *tracing.Tracer
 }
 
 // Command is one stock command.
@@ -250,6 +254,21 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 	// a JSON line must not carry twice.
 	base, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
 	log := base.With().Str("component", c.Name).Logger()
+	tr, shutdown, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-" + c.Name, Getenv: getenv, Global: true,
+		OnError: func(err error) { log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return 2
+	}
+	defer func() {
+		// after the connections closed: the last spans, within a bound of
+		// their own (an exporter that does not answer)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CloseTimeout)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("flushing the last spans")
+		}
+	}()
 
 	env, closeAll, err := c.open(ctx, f, log)
 	if err != nil {
@@ -262,7 +281,8 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 	}
 	defer closeAll()
 	env.Log = base
-	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
+	env.Tracing = tr
+	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Stringer("traces", tr).Msg("started")
 	done := make(chan error, 1)
 	go func() { done <- c.Start(ctx, env) }()
 	select {
@@ -293,14 +313,20 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 }
 
 // StopGrace is how long past its drain timeout a stopping command waits for
-// its component; closing the connections then takes at most CloseTimeout.
+// its component; closing the connections then takes at most CloseTimeout,
+// and flushing the last spans at most CloseTimeout more: a command exits
+// within its drain timeout and ExitGrace.
 const StopGrace = 2 * time.Second
 
 // CloseTimeout bounds the closing of the connections at exit: the flush
 // of acknowledgements still buffered (only while NATS is connected), and
 // the end of the MongoDB sessions, which waits for a server to be selected
-// (30 s by default) when none answers.
+// (30 s by default) when none answers. The flush of the last spans to a
+// trace exporter has the same bound.
 const CloseTimeout = 3 * time.Second
+
+// ExitGrace is the most a stopping command takes past its drain timeout.
+const ExitGrace = StopGrace + 2*CloseTimeout
 
 // errVersion: -version was asked for, and printed.
 var errVersion = errors.New("the version was asked for")

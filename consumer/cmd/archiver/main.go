@@ -38,7 +38,7 @@ func newCommand() command.Command {
 		Part:         metrics.Archiver,
 		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			a, err := consumer.NewArchiver(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

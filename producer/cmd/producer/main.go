@@ -41,7 +41,7 @@ func newCommand() command.Command {
 		Part:         metrics.Producer,
 		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			p, err := producer.New(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err
