@@ -91,8 +91,8 @@ func (c ArchiverConfig) validate() error {
 		return f("AckWait", "ack-wait", "must be longer than 1s, got %s", c.AckWait)
 	case c.DrainTimeout < 0:
 		return f("DrainTimeout", "drain-timeout", "must not be negative, got %s", c.DrainTimeout)
-	case c.StoreTimeout <= 0 || c.StoreTimeout >= c.AckWait:
-		return f("StoreTimeout", "store-timeout", "must be positive and shorter than the ack wait %s, got %s", c.AckWait, c.StoreTimeout)
+	case c.StoreTimeout < 0 || c.StoreTimeout >= c.AckWait:
+		return f("StoreTimeout", "store-timeout", "must be shorter than the ack wait %s and not negative (0: a third of the ack wait, at most %s), got %s", c.AckWait, DefaultStoreTimeout, c.StoreTimeout)
 	}
 	return c.Store.Validate()
 }

@@ -204,10 +204,20 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 // parse reads flags anywhere among the arguments, then the RETRIGGER_*
 // variables of the flags not given, and returns the other arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	// The flag package prints the whole help after any error; only -help
+	// asks for it. A bad flag gets its error and a hint.
+	out, help := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() { fs.SetOutput(out); fs.Usage = help }()
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			help()
 			return nil, err
+		} else if err != nil {
+			return nil, fmt.Errorf("%w (retrigger -help lists every flag)", err)
 		}
 		if fs.NArg() == 0 {
 			break

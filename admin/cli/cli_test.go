@@ -105,3 +105,46 @@ func TestParsing(t *testing.T) {
 	_, err := parseRate("-1/s")
 	require.Error(t, err)
 }
+
+// A flag that does not exist is one line naming it and how to get help,
+// not the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
+	var out, errOut strings.Builder
+	require.Equal(t, 2, Run(t.Context(), []string{"stats", "-nope"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
+	require.Equal(t, "retrigger: flag provided but not defined: -nope (retrigger -help lists every flag)\n", errOut.String())
+	errOut.Reset()
+	require.Equal(t, 0, Run(t.Context(), []string{"-help"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
+	require.Contains(t, errOut.String(), "Usage: retrigger")
+}
+
+// With nothing due, stats says whether failed events wait out their
+// backoff rather than that nothing waits.
+func TestStatsSaysWhatWaits(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		events []eventstore.GroupCount
+		want   string
+	}{
+		{nil, "oldest due: none, nothing waits to run\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "success", Count: 4}}, "oldest due: none, nothing waits to run\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "failed", Count: 1}}, "oldest due: none due now; 1 failed event waits for its next attempt\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "failed", Count: 2}, {Type: "sms", State: "failed", Count: 1}}, "oldest due: none due now; 3 failed events wait for their next attempt\n"},
+	} {
+		var out strings.Builder
+		printStats(&out, &admin.Stats{Events: tt.events, StreamsError: "no NATS"}, time.Now())
+		require.Contains(t, out.String(), tt.want)
+	}
+}
+
+// A succeeded event's last error is an earlier attempt's: ls says so.
+func TestLsSuccessRowsAreNotFailures(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	printItems(&out, "events", []admin.Item{
+		{IDText: "s-1", Type: "mail", State: "success", Attempts: 1, LastError: "smtp: 421"},
+		{IDText: "f-1", Type: "mail", State: "failed", Attempts: 1, LastError: "timeout"},
+	}, time.Now())
+	require.Contains(t, out.String(), "earlier: smtp: 421")
+	require.NotContains(t, out.String(), "earlier: timeout")
+}

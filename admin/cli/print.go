@@ -107,6 +107,10 @@ func printStats(w io.Writer, s *admin.Stats, now time.Time) {
 	fmt.Fprintln(w)
 	if d := s.OldestDue; d != nil {
 		fmt.Fprintf(w, "oldest due: %s (%s, %s), due since %s (%s)\n", d.IDText, d.Type, d.State, stamp(d.Since), ago(d.Since, now))
+	} else if n := s.InState("failed"); n == 1 {
+		fmt.Fprintln(w, "oldest due: none due now; 1 failed event waits for its next attempt")
+	} else if n > 1 {
+		fmt.Fprintf(w, "oldest due: none due now; %d failed events wait for their next attempt\n", n)
 	} else {
 		fmt.Fprintln(w, "oldest due: none, nothing waits to run")
 	}
@@ -164,7 +168,11 @@ func printItems(w io.Writer, in string, items []admin.Item, now time.Time) {
 			if it.State == "failed" {
 				due = ago(it.NextAttemptAt, now)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, clip(it.LastError, 60))
+			lastError := clip(it.LastError, 60)
+			if it.State == "success" && it.LastError != "" {
+				lastError = "earlier: " + clip(it.LastError, 51) // the event succeeded after it
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, lastError)
 		}
 	}
 	tw.Flush()

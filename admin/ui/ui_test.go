@@ -145,7 +145,7 @@ func TestPages(t *testing.T) {
 	}{
 		{"overview", "/", 200, []string{`<meta http-equiv="refresh" content="10">`, `data-state="failed"><span class="label">failed</span><span class="count" data-count="1">`,
 			`data-state="archived"><span class="label">archived</span><span class="count" data-count="2">`, `<svg id="activity"`, `polyline class="line s-succeeded"`,
-			"mail · exhausted", `id="oldest-due"><a href="/event?id=%22n-1%22">`, "no NATS connection"}, nil},
+			"mail · exhausted", `id="oldest-due"><a href="/event?id=%22n-1%22">`, "no NATS connection", "per minute, "}, []string{"1m0s"}},
 		{"overview paused", "/?refresh=off", 200, []string{"Not refreshing"}, []string{`http-equiv="refresh"`}},
 		{"events", "/events", 200, []string{"f-1", "n-1", "never run", "timeout"}, []string{"a-1"}},
 		{"events by state", "/events?state=failed", 200, []string{"f-1"}, []string{"n-1"}},
@@ -430,4 +430,51 @@ func TestActionsNameTheActor(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.Contains(t, logs.String(), `"by":"ada (retrigger ui)"`)
 	require.Contains(t, get("/event?id=x"), "by ada (retrigger ui)", "the history names the operator")
+}
+
+// With nothing due, the overview says whether failed events wait out
+// their backoff rather than that nothing waits.
+func TestOverviewSaysWhatWaits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	_, body := b.get(t, "/")
+	require.Contains(t, body, `<p id="oldest-due">Nothing is waiting to run.</p>`)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "f-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(2)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)}}))
+	_, body = b.get(t, "/")
+	require.Contains(t, body, `<p id="oldest-due">Nothing is due now; 1 failed event waits for its next attempt.</p>`)
+}
+
+// A succeeded event's last error is an earlier attempt's: its row does not
+// show it as a failure.
+func TestSuccessRowsAreNotFailures(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "s-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(1)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "lastError", Value: bson.D{{Key: "message", Value: "smtp: 421"}, {Key: "at", Value: b.now}}}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "f-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(2)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)},
+		{Key: "lastError", Value: bson.D{{Key: "message", Value: "timeout"}, {Key: "at", Value: b.now}}}}))
+	_, body := b.get(t, "/events")
+	require.Contains(t, body, `class="past-err" title="an earlier attempt's error: the event succeeded">earlier: smtp: 421</td>`)
+	require.Contains(t, body, `<td class="err">timeout</td>`)
+	require.NotContains(t, body, `<td class="err">smtp: 421</td>`)
+	_, body = b.get(t, "/event?id=s-1")
+	require.Contains(t, body, `<td class="past-err" id="last-error">smtp: 421 <small>(an earlier attempt's: the event succeeded)</small></td>`)
+}
+
+// The state pills are round at both ends: no coloured left border, which a
+// border radius bends into a dark crescent.
+func TestStatePillsHaveNoLeftBorder(t *testing.T) {
+	t.Parallel()
+	css, err := staticFS.ReadFile("static/style.css")
+	require.NoError(t, err)
+	for _, rule := range strings.Split(string(css), "}") {
+		selector, body, _ := strings.Cut(rule, "{")
+		for _, sel := range strings.Split(selector, ",") {
+			if strings.TrimSpace(sel) == ".state" {
+				require.NotContains(t, body, "border-left", ".state {%s}", body)
+			}
+		}
+	}
 }

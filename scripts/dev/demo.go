@@ -143,13 +143,35 @@ func banner(o options, natsURL, httpURL string) string {
 	if o.layout == layoutSeed {
 		fmt.Fprintf(&b, "layout seed: the hand-built trigger example's %s.%s and %s.%s, its counter %q, no type (documents run as %q)\n",
 			o.database, so.Events, o.database, so.Errors, so.Schema.Attempts(), so.Schema.DefaultType)
-		fmt.Fprintf(&b, "demo: {state: 0, %s: 0, timestamp} every %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
-			so.Schema.Attempts(), o.interval, o.maxAttempts, o.maxAttempts-1, so.Errors)
+		fmt.Fprintf(&b, "demo: %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
+			o.every(fmt.Sprintf("{state: 0, %s: 0, timestamp}", so.Schema.Attempts()), "documents"), o.maxAttempts, o.maxAttempts-1, so.Errors)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
-		demoType, o.interval, o.failureRate*100, o.maxAttempts, so.Errors)
+	fmt.Fprintf(&b, "demo: %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
+		o.every(fmt.Sprintf("a %q event", demoType), fmt.Sprintf("%q events", demoType)), o.failureRate*100, o.maxAttempts, so.Errors)
 	return b.String()
+}
+
+// every says how often the generator inserts one, or that it inserts no
+// such many (-interval 0).
+func (o options) every(one, many string) string {
+	if o.interval == 0 {
+		return "no " + many + " inserted (-interval 0): insert your own"
+	}
+	return one + " every " + durationText(o.interval)
+}
+
+// durationText is d without the zero units that time.Duration's String
+// writes: 2m, not 2m0s.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // handlers are the demo's handlers: its type's, and the default type's

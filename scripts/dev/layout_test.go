@@ -133,3 +133,24 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The banner says how often the demo inserts an event in plain words, and
+// that it inserts none with -interval 0.
+func TestBannerSaysHowOften(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-interval", "0"}, `demo: no "demo" events inserted (-interval 0): insert your own;`},
+		{[]string{"-layout", "seed"}, "demo: {state: 0, count: 0, timestamp} every 2m;"},
+		{[]string{"-layout", "seed", "-interval", "0"}, "demo: no documents inserted (-interval 0)"},
+		{[]string{"-interval", "90s"}, `demo: a "demo" event every 1m30s;`},
+	} {
+		o, err := parse(tt.args, func(string) string { return "" })
+		require.NoError(t, err)
+		got := banner(o, "nats://x", "")
+		require.Contains(t, got, tt.want, "%v", tt.args)
+		require.NotContains(t, got, "every 0s")
+	}
+}
