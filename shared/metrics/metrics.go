@@ -102,6 +102,11 @@ func New(version string, parts ...Part) *Metrics {
 	m.attempts = f.histogramVec("retrigger_attempts_at_success", "The attempt on which events succeeded (1: the first run), by event type.", []float64{1, 2, 3, 4, 5, 7, 10, 15, 20}, "type")
 	m.transitions = f.counterVec("retrigger_transitions_total", "State transitions written by consumer replicas, by the state left and the state entered.", "from", "to")
 	m.skipped = f.counterVec("retrigger_messages_skipped_total", "Messages a replica acknowledged or handed back without running them, by reason: stale (the event moved on), not_due, busy (another replica runs it).", "reason")
+	m.breaker = f.gaugeVec("retrigger_breaker_state", "The breaker of each event type as this replica last read it: 0 closed, 1 open, 2 recovering (its backlog let out in waves).", "type")
+	m.trips = f.counterVec("retrigger_breaker_trips_total", "Breaker trips this replica wrote, by event type.", "type")
+	m.probes = f.counterVec("retrigger_breaker_probes_total", "Probes this replica ran while a breaker was open, by event type and outcome (success, failure, inconclusive).", "type", "outcome")
+	m.flowWaits = f.counterVec("retrigger_flow_waits_total", "Claimed events flow control held back instead of running, by event type and reason (paused, breaker, rate, recovery, key).", "type", "reason")
+	m.paused = f.gaugeVec("retrigger_type_paused", "1 while an event type is paused (by hand, or by a partner's Retry-After), as this replica last read it.", "type")
 	f.parts = []Part{Producer}
 	m.changes = f.counter("retrigger_changes_seen_total", "Changes of the events collection read from the change stream.")
 	m.published = f.counterVec("retrigger_published_total", "Messages JetStream acknowledged, duplicates included, by stream.", "stream")
@@ -117,11 +122,6 @@ func New(version string, parts ...Part) *Metrics {
 	m.natsErrors = f.counterVec("retrigger_nats_errors_total", "NATS errors, by operation: publish, pull, disconnect, async.", "op")
 	f.parts = []Part{Producer}
 	m.leader = f.gauge("retrigger_producer_leader", "1 while this process runs the active producer.")
-	m.breaker = f.gaugeVec("retrigger_breaker_state", "The breaker of each event type as this replica last read it: 0 closed, 1 open, 2 recovering (its backlog let out in waves).", "type")
-	m.trips = f.counterVec("retrigger_breaker_trips_total", "Breaker trips this replica wrote, by event type.", "type")
-	m.probes = f.counterVec("retrigger_breaker_probes_total", "Probes this replica ran while a breaker was open, by event type and outcome (success, failure, inconclusive).", "type", "outcome")
-	m.flowWaits = f.counterVec("retrigger_flow_waits_total", "Claimed events flow control held back instead of running, by event type and reason (paused, breaker, rate, recovery, key).", "type", "reason")
-	m.paused = f.gaugeVec("retrigger_type_paused", "1 while an event type is paused (by hand, or by a partner's Retry-After), as this replica last read it.", "type")
 	f.gaugeFunc("retrigger_checkpoint_age_seconds", "How long changes the producer read have waited to be covered by its saved resume token (0: the token is up to date): how much a restart would replay.", m.checkpointAge)
 	f.parts = nil
 	build := f.gaugeVec("retrigger_build_info", "Always 1, labelled with the version of the build.", "version")
