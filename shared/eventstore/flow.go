@@ -497,3 +497,21 @@ func KeySeq(ev *event.Event, seq int64) int64 {
 var flowIndexes = []store.Index{
 	{Name: "retrigger_key_seq", Keys: bson.D{{Key: event.FieldKey, Value: 1}, {Key: event.FieldSeq, Value: 1}}, Sparse: true},
 }
+
+// CountParked counts the events waiting for their key (parked), per type,
+// in one query.
+func (s *Store) CountParked(ctx context.Context) (map[string]int64, error) {
+	groups, err := s.events.CountBy(ctx, bson.D{{Key: event.FieldParkedAt, Value: bson.D{{Key: "$type", Value: "date"}}}}, event.FieldType)
+	if err != nil {
+		return nil, wrap("counting parked events by type", err)
+	}
+	out := make(map[string]int64, len(groups))
+	for _, g := range groups {
+		typ, _ := g.Values[0].StringValueOK()
+		if g.Values[0].Type == bson.TypeNull {
+			typ = s.opts.Schema.DefaultType
+		}
+		out[typ] += g.Count
+	}
+	return out, nil
+}
