@@ -22,14 +22,14 @@ type FlowStatus struct {
 	Breaker   string    `json:"breaker"`
 	Since     time.Time `json:"since,omitzero"` // when it entered that state
 	Trips     int64     `json:"trips"`
-	Reason    string    `json:"reason,omitempty"`     // why it last tripped, or its last probe failed
-	NextProbe time.Time `json:"nextProbe,omitzero"`   // open: when the next probe may start
-	WaveLimit int       `json:"waveLimit,omitempty"`  // recovering: runs at once across the replicas now
-	Pause     *Pause    `json:"pause,omitempty"`      // nil: not paused
-	Limits    string    `json:"limits,omitempty"`     // breaker, rate and keys, as a replica runs them
-	LimitsBy  string    `json:"limitsBy,omitempty"`   // the replica that last said so
-	Waiting   int64     `json:"waiting"`              // new and failed events of the type
-	Parked    int64     `json:"parked,omitempty"`     // of them, those waiting for their key
+	Reason    string    `json:"reason,omitempty"`    // why it last tripped, or its last probe failed
+	NextProbe time.Time `json:"nextProbe,omitzero"`  // open: when the next probe may start
+	WaveLimit int       `json:"waveLimit,omitempty"` // recovering: runs at once across the replicas now
+	Pause     *Pause    `json:"pause,omitempty"`     // nil: not paused
+	Limits    string    `json:"limits,omitempty"`    // breaker, rate and keys, as a replica runs them
+	LimitsBy  string    `json:"limitsBy,omitempty"`  // the replica that last said so
+	Waiting   int64     `json:"waiting"`             // new and failed events of the type
+	Parked    int64     `json:"parked,omitempty"`    // of them, those waiting for their key
 }
 
 // Held reports whether no event of the type runs now: paused, or its

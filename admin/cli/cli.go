@@ -67,27 +67,27 @@ http://127.0.0.1:8080); otherwise it connects to MongoDB and NATS.
 
 // options are the command's flags.
 type options struct {
-	conn      command.Flags
-	server    string
-	output    string
-	yes       bool
-	dryRun    bool
-	all       bool
-	oldest    bool
-	types     list
-	states    list
-	reasons   list
+	conn    command.Flags
+	server  string
+	output  string
+	yes     bool
+	dryRun  bool
+	all     bool
+	oldest  bool
+	types   list
+	states  list
+	reasons list
 	// reasonText are the -reason values as given: a pause's reason.
 	reasonText []string
 	force      bool
-	errorRE   string
-	since     string
-	until     string
-	limit     int
-	rate      string
-	olderThan string
-	by        string
-	ui        uiOptions
+	errorRE    string
+	since      string
+	until      string
+	limit      int
+	rate       string
+	olderThan  string
+	by         string
+	ui         uiOptions
 }
 
 // list is a flag given several times or comma-separated.
