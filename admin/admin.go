@@ -36,6 +36,11 @@ type Operations interface {
 	Cancel(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
 	Redrive(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
 	Purge(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
+	// Flow control (flow.go): each type's breaker, pause and limits; pause
+	// and resume a type.
+	Flow(ctx context.Context) ([]FlowStatus, error)
+	Pause(ctx context.Context, r PauseRequest) (*FlowStatus, error)
+	Resume(ctx context.Context, r ResumeRequest) (*FlowStatus, error)
 }
 
 // Query selects events or archived events. Zero fields select everything.

@@ -54,6 +54,35 @@ func Handler(ops Operations, log zerolog.Logger) http.Handler {
 			return ops.Show(ctx, req.ID)
 		})
 	})
+	mux.HandleFunc("POST "+apiPrefix+"flow", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, _ json.RawMessage) (any, error) { return ops.Flow(ctx) })
+	})
+	mux.HandleFunc("POST "+apiPrefix+"pause", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, body json.RawMessage) (any, error) {
+			var req PauseRequest
+			if err := decode(body, &req); err != nil {
+				return nil, err
+			}
+			res, err := ops.Pause(ctx, req)
+			if err == nil {
+				h.log.Info().Str("type", req.Type).Time("until", req.Until).Str("reason", req.Reason).Str("by", req.By).Msg("paused a type")
+			}
+			return res, err
+		})
+	})
+	mux.HandleFunc("POST "+apiPrefix+"resume", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, body json.RawMessage) (any, error) {
+			var req ResumeRequest
+			if err := decode(body, &req); err != nil {
+				return nil, err
+			}
+			res, err := ops.Resume(ctx, req)
+			if err == nil {
+				h.log.Info().Str("type", req.Type).Str("by", req.By).Msg("resumed a type")
+			}
+			return res, err
+		})
+	})
 	for name, action := range map[string]func(context.Context, ActionRequest, func(Progress)) (*ActionResult, error){
 		"retry": ops.Retry, "cancel": ops.Cancel, "redrive": ops.Redrive, "purge": ops.Purge,
 	} {
@@ -171,8 +200,13 @@ func decode(body json.RawMessage, v any) error {
 }
 
 func statusOf(err error) int {
-	if errors.Is(err, ErrInvalid) {
+	switch {
+	case errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrNoChange):
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
@@ -219,8 +253,11 @@ func (c *Client) post(ctx context.Context, op string, req any) (*http.Response, 
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		if resp.StatusCode == http.StatusBadRequest {
-			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(e.Error, ErrInvalid.Error()+": "))
+		// The server's refusals come back as the same errors.
+		for code, sentinel := range map[int]error{http.StatusBadRequest: ErrInvalid, http.StatusNotFound: ErrNotFound, http.StatusConflict: ErrNoChange} {
+			if resp.StatusCode == code {
+				return nil, fmt.Errorf("%w: %s", sentinel, strings.TrimPrefix(e.Error, sentinel.Error()+": "))
+			}
 		}
 		return nil, fmt.Errorf("%s: %s", c.BaseURL, e.Error)
 	}
@@ -283,6 +320,21 @@ func (c *Client) action(ctx context.Context, op string, r ActionRequest, progres
 		return nil, fmt.Errorf("reading the answer of %s: %w", c.BaseURL, err)
 	}
 	return nil, fmt.Errorf("%s ended its answer without a result", c.BaseURL)
+}
+
+func (c *Client) Flow(ctx context.Context) ([]FlowStatus, error) {
+	var out []FlowStatus
+	return out, c.call(ctx, "flow", struct{}{}, &out)
+}
+
+func (c *Client) Pause(ctx context.Context, r PauseRequest) (*FlowStatus, error) {
+	var out FlowStatus
+	return &out, c.call(ctx, "pause", r, &out)
+}
+
+func (c *Client) Resume(ctx context.Context, r ResumeRequest) (*FlowStatus, error) {
+	var out FlowStatus
+	return &out, c.call(ctx, "resume", r, &out)
 }
 
 func (c *Client) Retry(ctx context.Context, r ActionRequest, p func(Progress)) (*ActionResult, error) {
