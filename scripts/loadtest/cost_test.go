@@ -31,3 +31,46 @@ func TestCostSplitsByPart(t *testing.T) {
 	require.Less(t, res.Own.Allocs, total)
 	require.InDelta(t, got[PartProducer].Allocs+got[PartWorker].Allocs+got[PartArchiver].Allocs, res.Own.Allocs, 1e-9)
 }
+
+// The load's round trips per event, counted: an event that succeeds at
+// once is two changes the relay reads (the insert, the claim) and two
+// lookups on MongoDB (the claim, the success), a claim and a transition
+// from the worker, one message stored, delivered and acknowledged; one
+// archived after its attempts adds two changes and two lookups per run,
+// a dead letter, and the archiver's read, copy and delete. Periodic work (flow control's refresh, sweeps, retention,
+// checkpoints) adds a little to the components' commands.
+func TestRoundTripsPerEvent(t *testing.T) {
+	tests := []struct {
+		name      string
+		failFirst int64
+		changes   float64 // relay
+		lookups   float64
+		claims    float64 // worker: findOneAndUpdate
+		messages  float64 // stored, delivered, acked
+	}{
+		{"success at once", 0, 2, 2, 1, 1},
+		{"archived after 3 failures", 3, 7, 6, 3, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := Run(context.Background(), Options{Count: 200, Replicas: 1, FailFirst: tt.failFirst, RoundTrips: true,
+				RetryInitial: time.Millisecond, RetryMax: 2 * time.Millisecond})
+			require.NoError(t, err)
+			require.True(t, res.Invariants.OK, "%v", res.Invariants.Violations)
+			rt := res.RoundTrips
+			require.NotNil(t, rt)
+			t.Logf("%+v", *rt)
+			require.InDelta(t, tt.changes, rt.Changes, 1e-9, "change events the relay reads")
+			require.InDelta(t, tt.lookups, rt.Lookups, 1e-9, "documents MongoDB looks up")
+			require.InDelta(t, tt.claims, rt.Commands["worker"]["events.update"], 1e-9, "transitions")
+			require.InDelta(t, tt.messages, rt.Stored, 1e-9, "NATS messages stored")
+			require.InDelta(t, rt.Delivered, rt.Acked, 1e-9, "every delivery acknowledged in the end")
+			// A retry's message that comes a little early is handed back and
+			// delivered again, and its claim finds it not due yet: a few.
+			require.GreaterOrEqual(t, rt.Commands["worker"]["events.findOneAndUpdate"], tt.claims, "claims")
+			require.LessOrEqual(t, rt.Commands["worker"]["events.findOneAndUpdate"], tt.claims*1.05, "claims")
+			require.GreaterOrEqual(t, rt.Delivered, tt.messages, "NATS deliveries")
+			require.LessOrEqual(t, rt.Delivered, tt.messages*1.05, "NATS deliveries")
+		})
+	}
+}
