@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -44,27 +45,39 @@ func TestCostPerEvent(t *testing.T) {
 	tests := []struct {
 		name     string
 		failures int64
+		renewals int // the run lasts until its lease was renewed this often
 		want     pathCost
 	}{
-		// A claim (find-and-modify: it reads the event and takes its lease)
-		// and the transition, per run.
-		{"success first time", 0, pathCost{
+		// Per run, the worker's claim (find-and-modify: it reads the event
+		// and takes its lease) and the transition. The relay reads the
+		// insert (its document comes with it) and each failure, which it
+		// hands to the scheduler, or the error, which it publishes to the
+		// DLQ; the change stream's $match drops the claims and the success
+		// before MongoDB reads the document (eventstore.ChangeMatch).
+		{"success first time", 0, 0, pathCost{
 			worker:  map[string]int{"events.findOneAndUpdate": 1, "events.update": 1},
-			changes: map[string]int{"insert": 1, "update": 1}, lookups: 2,
+			changes: map[string]int{"insert": 1}, lookups: 0,
 			stored: 1, delivered: 1, acked: 1,
 		}},
-		{"one retry, then success", 1, pathCost{
+		{"one retry, then success", 1, 0, pathCost{
 			worker:  map[string]int{"events.findOneAndUpdate": 2, "events.update": 2},
-			changes: map[string]int{"insert": 1, "update": 3}, lookups: 4,
+			changes: map[string]int{"insert": 1, "update": 1}, lookups: 1,
 			stored: 2, delivered: 2, acked: 2,
 		}},
 		// The archiver reads the event, writes its copy into errors and
-		// deletes it.
-		{"exhausted and archived", 3, pathCost{
+		// deletes it; the delete is no change the relay reads.
+		{"exhausted and archived", 3, 0, pathCost{
 			worker:   map[string]int{"events.findOneAndUpdate": 3, "events.update": 3},
 			archiver: map[string]int{"events.findOne": 1, "errors.replace": 1, "events.delete": 1},
-			changes:  map[string]int{"insert": 1, "update": 6}, lookups: 6,
+			changes:  map[string]int{"insert": 1, "update": 3}, lookups: 3,
 			stored: 4, delivered: 4, acked: 4,
+		}},
+		// A run longer than half the ack wait renews its lease: one more
+		// update from the worker, which the $match drops too.
+		{"success after a lease renewal", 0, 1, pathCost{
+			worker:  map[string]int{"events.findOneAndUpdate": 1, "events.update": 2},
+			changes: map[string]int{"insert": 1}, lookups: 0,
+			stored: 1, delivered: 1, acked: 1,
 		}},
 	}
 	for _, tt := range tests {
@@ -72,6 +85,14 @@ func TestCostPerEvent(t *testing.T) {
 			t.Parallel()
 			counter := roundtrips.New()
 			b := setup(t, newRecorder(func(_ string, call int) error {
+				// A run that lasts until its lease was renewed: the worker's
+				// updates before its transition are renewals.
+				for deadline := time.Now().Add(10 * time.Second); counter.Read().Commands["worker"]["events.update"] < tt.renewals; {
+					if time.Now().After(deadline) {
+						return errors.New("no lease renewal within 10s")
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
 				if int64(call) <= tt.failures {
 					return errBoom
 				}
@@ -84,6 +105,9 @@ func TestCostPerEvent(t *testing.T) {
 				// not while the event runs: what remains is the event's.
 				o.Worker.Flow.Refresh = time.Minute
 				o.StoreFor = counter.Store
+				if tt.renewals > 0 {
+					o.Worker.AckWait = 4 * time.Second // renewals every 2s
+				}
 			})
 			ctx := context.Background()
 			js, err := jetstream.New(b.Conn)
@@ -138,6 +162,10 @@ func TestCostPerEvent(t *testing.T) {
 			t.Logf("%s: worker %s | archiver %s | producer %s, %d scheduler queries | relay read %s, MongoDB lookups %d | NATS stored %d, delivered %d, acked %d",
 				tt.name, roundtrips.Format(got.Commands["worker"]), roundtrips.Format(got.Commands["archiver"]),
 				roundtrips.Format(producer), finds, roundtrips.Format(got.Changes), got.Lookups, nc.Stored, nc.Delivered, nc.Acked)
+			if tt.failures == 0 && tt.renewals == 0 {
+				require.LessOrEqual(t, got.Lookups, 1, "at most one document looked up for the relay per success")
+				require.LessOrEqual(t, got.CommandsOf("worker"), 2, "at most two commands from the worker per success")
+			}
 			require.Equal(t, tt.want.worker, orEmpty(got.Commands["worker"]), "worker commands")
 			require.Equal(t, orEmpty(tt.want.archiver), orEmpty(got.Commands["archiver"]), "archiver commands")
 			require.Equal(t, orEmpty(tt.want.producer), producer, "producer commands")

@@ -10,7 +10,8 @@
 // Change streams are read straight from lungo's oplog rather than through
 // lungo's Stream type: lungo rejects pipelines (it panics on one), so the
 // backend applies WatchOptions.Match itself with lungo's matcher, on the
-// oplog entry as stored, and converts only the changes that match. Every
+// oplog entry as stored (an update's description rewritten as MongoDB
+// 5.0+ writes it: mongoUpdate), and converts only the changes that match. Every
 // write commits a new copy of the collection and of the oplog, so its cost
 // grows with both: keep the live set small and the history bounded (see
 // Options), and never judge MongoDB's speed by this engine.

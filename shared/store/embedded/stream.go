@@ -203,7 +203,11 @@ func (s *stream) convert(entry bsonkit.Doc) (store.Change, bool, error) {
 		return change, false, nil
 	}
 	if s.match != nil {
-		ok, err := mongokit.Match(entry, s.match)
+		matched := entry
+		if change.Op == store.OpUpdate {
+			matched = mongoUpdate(entry)
+		}
+		ok, err := mongokit.Match(matched, s.match)
 		if err != nil || !ok {
 			return change, false, err
 		}
