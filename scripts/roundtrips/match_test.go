@@ -5,7 +5,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // The conjuncts that read fullDocument run after MongoDB's lookup; the
 // others before it, whether written as fields or as a top-level $and.
