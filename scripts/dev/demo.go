@@ -21,8 +21,10 @@ import (
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/filelock"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/embedded"
 )
 
 // demoType is the event type the generator inserts; seedType runs the
@@ -45,6 +47,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	}
 	defer stopHTTP()
 	fmt.Print(banner(o, p.NATS.ClientURL(), url))
+	fmt.Print(storage(p.DB.Recovery()))
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -74,8 +77,6 @@ func (o options) pipeline(feed *feed, log zerolog.Logger) pipeline.Options {
 		Replicas: o.replicas,
 	}
 	po.Store.Database = o.database
-	// A small history keeps each write of the file-backed engine cheap.
-	po.Store.OplogMinSize, po.Store.OplogMaxSize = 200, 2000
 	po.Producer.Store, po.Worker.Store, po.Archiver.Store = o.store, o.store, o.store
 	po.Producer.Logger = log
 	po.Producer.Retention.After = o.retention
@@ -103,8 +104,25 @@ func startError(err error) error {
 		return fmt.Errorf("%w\n(-nats-host must be an address of this machine, such as 127.0.0.1)", err)
 	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EEXIST):
 		return fmt.Errorf("%w\n(-data-dir must be a directory, or a path where one can be made)", err)
+	case errors.Is(err, filelock.ErrLocked):
+		return fmt.Errorf("%w\n(another local run uses this -data-dir: stop it, or pass another -data-dir)", err)
+	case errors.Is(err, embedded.ErrFormat):
+		return fmt.Errorf("%w\n(-data-dir holds a data file this build cannot read)", err)
 	}
 	return err
+}
+
+// storage says what the embedded store found in -data-dir at start: a new
+// store, a conversion from an older format, the journal replayed, and a
+// warning when it cut off a torn or damaged journal tail.
+func storage(rec embedded.Recovery) string {
+	if rec.Path == "" {
+		return ""
+	}
+	if len(rec.Dropped) > 0 {
+		return "warning: storage: " + rec.String() + "\n"
+	}
+	return "storage: " + rec.String() + "\n"
 }
 
 // banner is what the local run prints once it runs; httpURL is where its

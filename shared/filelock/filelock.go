@@ -31,7 +31,7 @@ func Acquire(path, what string) (*Lock, error) {
 		holder := describe(f)
 		_ = f.Close()
 		if errors.Is(err, errWouldBlock) {
-			return nil, fmt.Errorf("%s is %w: %s (lock file %s): stop it first, or use another location", what, ErrLocked, holder, path)
+			return nil, fmt.Errorf("%s is %w: %s (lock file %s)", what, ErrLocked, holder, path)
 		}
 		return nil, fmt.Errorf("locking %s (lock file %s): %w", what, path, err)
 	}
