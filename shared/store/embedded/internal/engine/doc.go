@@ -23,7 +23,11 @@
 // Durability (Options.Path set) is a journal of what each Write changed,
 // group-committed: writes that arrive while one batch is written and synced
 // join the next batch, one write and one fdatasync for all of them, and a
-// Write returns only once its batch is on disk. Readers see a state only
+// Write returns only once its batch is on disk. The batch is appended by one
+// of its writers (the first to find no append in progress, or the one the
+// previous append hands it to), so a writer alone never waits for another
+// goroutine to wake. The journal holds zeros ahead of its records, so that
+// an append's fdatasync has no file size or block allocation to record. Readers see a state only
 // once it is durable. A snapshot of the whole state is written in the
 // background once the journal has grown past Options.SnapshotBytes, after
 // which the journals it covers are removed; Close writes a last one. Open

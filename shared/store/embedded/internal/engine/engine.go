@@ -135,7 +135,8 @@ func Open(opts Options) (*Engine, Recovery, error) {
 	if opts.Path != "" {
 		var err error
 		if rec, err = e.recover(); err != nil {
-			e.lock.Release()
+			_ = e.j.close()
+			_ = e.lock.Release()
 			return nil, rec, err
 		}
 	}
@@ -274,8 +275,14 @@ func (e *Engine) lead() {
 	} else {
 		e.publish(b.view)
 		b.finish(nil)
-		e.maybeSnapshot()
 	}
+	e.mu.Unlock()
+
+	if err == nil {
+		e.maybeSnapshot(b.view) // still the leader: the journal is this writer's
+	}
+
+	e.mu.Lock()
 	if next := e.pending; len(next.payloads) > 0 {
 		next.lead <- struct{}{} // one of its writers appends it
 	} else {
@@ -362,10 +369,9 @@ func (e *Engine) snapshotThreshold() int64 {
 }
 
 // maybeSnapshot starts a snapshot once the journal is large enough: a new
-// journal takes the next writes, and the state at the end of the old one
-// (the published state: nothing is in flight) is written in the background.
-// The leader's, under mu.
-func (e *Engine) maybeSnapshot() {
+// journal takes the next writes, and the state at the end of the old one,
+// view, is written in the background. The leader's.
+func (e *Engine) maybeSnapshot(view *View) {
 	if e.snapping || e.j.size < e.snapshotThreshold() {
 		return
 	}
@@ -378,7 +384,6 @@ func (e *Engine) maybeSnapshot() {
 	old := e.j
 	e.j = next
 	_ = old.close()
-	view := e.cur.Load().view
 	e.snapping = true
 	go func() {
 		n, err := writeSnapshot(e.fs, e.opts.Path, next.gen, view, e.opts.hook)

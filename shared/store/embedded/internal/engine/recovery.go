@@ -147,7 +147,7 @@ func (e *Engine) recover() (Recovery, error) {
 			if !last {
 				return rec, fmt.Errorf("%s: %s, with journal %d after it: the journal is damaged, not torn (restore it from a backup)", jp, tail, g+1)
 			}
-			rec.Dropped = append(rec.Dropped, Dropped{File: jp, Offset: tail.offset, Bytes: size - tail.offset, Reason: tail.reason})
+			rec.Dropped = append(rec.Dropped, Dropped{File: jp, Offset: tail.offset, Bytes: nonZeroEnd(jp, tail.offset, size) - tail.offset, Reason: tail.reason})
 		}
 		if !last {
 			continue
@@ -156,12 +156,13 @@ func (e *Engine) recover() (Recovery, error) {
 		if err != nil {
 			return rec, fmt.Errorf("opening the journal: %w", err)
 		}
-		e.j = &journal{path: jp, gen: g, f: f, size: end, crc: crc}
+		e.j = &journal{path: jp, gen: g, f: f, size: end, crc: crc, alloc: size}
 		if tail != nil {
 			if end < headerSize {
 				err = e.j.reset()
 			} else if err = f.Truncate(end); err == nil {
 				err = f.Sync()
+				e.j.alloc = end
 			}
 			if err != nil {
 				_ = f.Close()
@@ -176,6 +177,20 @@ func (e *Engine) recover() (Recovery, error) {
 	}
 	rec.Took = time.Since(start)
 	return rec, nil
+}
+
+// nonZeroEnd returns where the bytes of the file at path, from off to
+// size, stop being anything but the zeros written ahead.
+func nonZeroEnd(path string, off, size int64) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil || int64(len(data)) < size {
+		return size
+	}
+	end := size
+	for end > off && data[end-1] == 0 {
+		end--
+	}
+	return end
 }
 
 // load puts a data file's contents into the working state.
