@@ -52,7 +52,7 @@ func (c *collection) Watch(ctx context.Context, opts store.WatchOptions) (store.
 		// Start at the present. On an empty oplog the stream reads from
 		// the oplog's start.
 		if len(oplog) > 0 {
-			s.last, s.read = engine.EntryTS(oplog[len(oplog)-1]), true
+			s.last, s.read, s.at = engine.EntryTS(oplog[len(oplog)-1]), true, len(oplog)-1
 		}
 		return s, nil
 	}
@@ -60,10 +60,10 @@ func (c *collection) Watch(ctx context.Context, opts store.WatchOptions) (store.
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", c.ns.Coll, err)
 	}
-	if _, ok := position(oplog, ts); !ok {
+	if _, ok := position(oplog, ts, -1); !ok {
 		return nil, fmt.Errorf("watching %s: resuming after %s: %w", c.ns.Coll, opts.ResumeAfter, store.ErrHistoryLost)
 	}
-	s.last, s.read = ts, true
+	s.last, s.read, s.at = ts, true, -1
 	return s, nil
 }
 
@@ -79,8 +79,13 @@ func tokenTS(token bson.Raw) (primitive.Timestamp, error) {
 	return primitive.Timestamp{T: t, I: i}, nil
 }
 
-// position returns the index of the oplog entry of timestamp ts.
-func position(oplog []bsonkit.Doc, ts primitive.Timestamp) (int, bool) {
+// position returns the index of the oplog entry of timestamp ts. hint is
+// where it was last: the oplog only grows at its end and loses entries at
+// its start, so it is there unless entries were trimmed since.
+func position(oplog []bsonkit.Doc, ts primitive.Timestamp, hint int) (int, bool) {
+	if hint >= 0 && hint < len(oplog) && engine.EntryTS(oplog[hint]).Equal(ts) {
+		return hint, true
+	}
 	k := sort.Search(len(oplog), func(k int) bool { return !engine.EntryTS(oplog[k]).Before(ts) })
 	return k, k < len(oplog) && engine.EntryTS(oplog[k]).Equal(ts)
 }
@@ -91,6 +96,7 @@ type stream struct {
 	match  bsonkit.Doc         // nil: every change
 	last   primitive.Timestamp // of the oplog entry read last
 	read   bool                // false: none read yet
+	at     int                 // its index when it was read
 	closed bool
 }
 
@@ -136,14 +142,14 @@ func (s *stream) next(ctx context.Context, give <-chan time.Time) (store.Change,
 		oplog := view.Oplog()
 		next := 0
 		if s.read {
-			i, ok := position(oplog, s.last)
+			i, ok := position(oplog, s.last, s.at)
 			if !ok { // trimmed from the history before we read past it
 				return store.Change{}, false, fmt.Errorf("reading change stream: %w: the entry of %v is no longer in the oplog", store.ErrHistoryLost, s.last)
 			}
 			next = i + 1
 		}
-		for _, entry := range oplog[next:] {
-			s.last, s.read = engine.EntryTS(entry), true
+		for i, entry := range oplog[next:] {
+			s.last, s.read, s.at = engine.EntryTS(entry), true, next+i
 			change, ok, err := s.convert(entry)
 			if err != nil {
 				return store.Change{}, false, fmt.Errorf("reading change stream: %w", err)
@@ -211,9 +217,8 @@ func (s *stream) convert(entry bsonkit.Doc) (store.Change, bool, error) {
 		return change, false, err
 	}
 	change.Token = bson.Raw(b)
-	if ts, ok := bsonkit.Get(entry, "_id.ts").(primitive.Timestamp); ok {
-		change.ClusterTime = bson.Timestamp{T: ts.T, I: ts.I}
-	}
+	ts := engine.EntryTS(entry)
+	change.ClusterTime = bson.Timestamp{T: ts.T, I: ts.I}
 	if full != nil {
 		if b, err = bsonv1.Marshal(full); err != nil {
 			return change, false, err

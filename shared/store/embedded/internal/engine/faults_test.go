@@ -24,6 +24,7 @@ import (
 // also records how much of each file the last Sync made durable.
 type faultFS struct {
 	full   atomic.Bool
+	eio    atomic.Bool // the next Sync fails with EIO, as a disk that could not write back
 	only   string
 	mu     sync.Mutex
 	synced map[string]int64
@@ -68,6 +69,9 @@ func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *faultFile) Sync() error {
+	if strings.Contains(f.name, f.fs.only) && f.fs.eio.CompareAndSwap(true, false) {
+		return &os.PathError{Op: "fdatasync", Path: f.name, Err: syscall.EIO}
+	}
 	if err := f.file.Sync(); err != nil {
 		return err
 	}
@@ -127,65 +131,80 @@ func TestFullDiskFailsTheWriteAndKeepsTheEngineConsistent(t *testing.T) {
 	require.Equal(t, 3, rec.Records)
 }
 
-// TestFullDiskUnderConcurrentWriters flips the disk full and back while
-// writers run: the store ends with exactly the writes that succeeded,
-// before and after a reopen.
-func TestFullDiskUnderConcurrentWriters(t *testing.T) {
-	dir := t.TempDir()
-	fs := &faultFS{}
-	opts := testOptions(filepath.Join(dir, "db"))
-	opts.fs = fs
-	e, _ := openT(t, opts)
+// TestFaultsUnderConcurrentWriters flips a fault on and off while writers
+// run: a full disk (a write fails) or a failing sync (an fdatasync fails,
+// while later batches are written and syncing). The store ends with
+// exactly the writes that succeeded, before and after a reopen.
+func TestFaultsUnderConcurrentWriters(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		fault func(fs *faultFS) *atomic.Bool
+		want  syscall.Errno
+	}{
+		{"full disk", func(fs *faultFS) *atomic.Bool { return &fs.full }, syscall.ENOSPC},
+		{"failing sync", func(fs *faultFS) *atomic.Bool { return &fs.eio }, syscall.EIO},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fs := &faultFS{only: ".journal-"}
+			opts := testOptions(filepath.Join(dir, "db"))
+			opts.fs = fs
+			e, _ := openT(t, opts)
+			fault := tt.fault(fs)
 
-	var (
-		mu     sync.Mutex
-		acked  []string
-		failed atomic.Int64
-		wg     sync.WaitGroup
-	)
-	for g := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 150 {
-				id := fmt.Sprintf("g%d-%03d", g, i)
-				err := e.Write(func(txn *Txn) error {
-					_, err := txn.Insert(nsA, bsonkit.List{d("_id", id)}, true)
+			var (
+				mu     sync.Mutex
+				acked  []string
+				failed atomic.Int64
+				wg     sync.WaitGroup
+			)
+			for g := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 150 {
+						id := fmt.Sprintf("g%d-%03d", g, i)
+						err := e.Write(func(txn *Txn) error {
+							_, err := txn.Insert(nsA, bsonkit.List{d("_id", id)}, true)
+							return err
+						})
+						switch {
+						case err == nil:
+							mu.Lock()
+							acked = append(acked, id)
+							mu.Unlock()
+						case errors.Is(err, tt.want):
+							failed.Add(1)
+						default:
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			for i := 0; failed.Load() < 50 && i < 10000; i++ {
+				fault.Store(i%2 == 0)
+				_ = e.Write(func(txn *Txn) error { // fails while faulty: it paces the flips
+					_, err := txn.Insert(nsB, bsonkit.List{d("n", i)}, true)
 					return err
 				})
-				switch {
-				case err == nil:
-					mu.Lock()
-					acked = append(acked, id)
-					mu.Unlock()
-				case errors.Is(err, syscall.ENOSPC):
-					failed.Add(1)
-				default:
-					t.Error(err)
-					return
-				}
 			}
-		}()
-	}
-	for i := 0; failed.Load() < 50 && i < 10000; i++ {
-		fs.full.Store(i%2 == 0)
-		_ = e.Write(func(txn *Txn) error { // fails while full: it paces the flips
-			_, err := txn.Insert(nsB, bsonkit.List{d("n", i)}, true)
-			return err
+			fault.Store(false)
+			wg.Wait()
+			require.NotZero(t, failed.Load())
+			require.NotEmpty(t, acked)
+			sort.Strings(acked)
+			got := ids(t, e, nsA)
+			sort.Strings(got)
+			require.Equal(t, acked, got)
+
+			e2, rec := openT(t, testOptions(filepath.Join(copyDir(t, dir), "db")))
+			got = ids(t, e2, nsA)
+			sort.Strings(got)
+			require.Equal(t, acked, got, rec.String())
+			require.Empty(t, rec.Dropped, "failed appends were cut off: %s", rec)
 		})
 	}
-	fs.full.Store(false)
-	wg.Wait()
-	require.NotZero(t, failed.Load())
-	sort.Strings(acked)
-	got := ids(t, e, nsA)
-	sort.Strings(got)
-	require.Equal(t, acked, got)
-
-	e2, rec := openT(t, testOptions(filepath.Join(copyDir(t, dir), "db")))
-	got = ids(t, e2, nsA)
-	sort.Strings(got)
-	require.Equal(t, acked, got, rec.String())
 }
 
 func TestFullDiskDuringASnapshot(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/256dpi/lungo/bsonkit"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 )
 
@@ -76,7 +77,16 @@ func (v *View) docCount() int {
 
 // EntryTS returns the timestamp of an oplog entry (its _id.ts).
 func EntryTS(entry bsonkit.Doc) primitive.Timestamp {
-	ts, _ := bsonkit.Get(entry, "_id.ts").(primitive.Timestamp)
+	// The engine writes _id first, {ts} alone: read it in place (a
+	// change stream reads it for every entry it passes).
+	if d := *entry; len(d) > 0 && d[0].Key == "_id" {
+		if id, ok := d[0].Value.(bson.D); ok && len(id) == 1 && id[0].Key == "ts" {
+			if ts, ok := id[0].Value.(primitive.Timestamp); ok {
+				return ts
+			}
+		}
+	}
+	ts, _ := bsonkit.Get(entry, "_id.ts").(primitive.Timestamp) // lungo's order
 	return ts
 }
 
