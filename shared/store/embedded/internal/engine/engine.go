@@ -172,8 +172,9 @@ func (e *Engine) Current() (*View, <-chan struct{}, error) {
 // When fn returns an error everything it did is undone and the error
 // returned. Writers take turns: fn should only operate on the Txn.
 //
-// A Write that changed nothing still waits until the writes it saw are
-// durable, so that no answer rests on a write a crash could lose. A Write
+// A Write that changed nothing, or failed, still waits until the writes it
+// saw are durable, so that no answer rests on a write a crash could lose,
+// and a reader after it sees what it saw (readers see durable writes only). A Write
 // that was applied waits for its journal append whatever happens meanwhile:
 // it reports its true outcome. When the append fails (a full disk), the
 // Write and every write applied after it are undone and fail with that
@@ -191,7 +192,16 @@ func (e *Engine) Write(fn func(*Txn) error) error {
 	}
 	t := &Txn{e: e}
 	if err := e.run(t, fn); err != nil {
+		// Its answer (a duplicate key, say) may rest on writes not durable
+		// yet: return once they are, so that a retry reads them, and with
+		// their error if they fail.
+		b := e.tail()
 		e.mu.Unlock()
+		if b != nil {
+			if berr := e.await(b); berr != nil {
+				return berr
+			}
+		}
 		return err
 	}
 	if !t.dirty {

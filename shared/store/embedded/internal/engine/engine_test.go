@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -337,4 +338,35 @@ func TestConcurrentWritersShareCommits(t *testing.T) {
 	sort.Strings(got)
 	require.Len(t, got, 400, rec.String())
 	require.Equal(t, 400, rec.Records, "one record a write")
+}
+
+// A write that fails on another's write (a duplicate key) returns once that
+// write is durable, so that a read right after it finds it: readers see
+// durable writes only, and an optimistic retry loop (read, then write on a
+// condition) must not spin on a state it cannot read yet.
+func TestFailedWriteReturnsOnceWhatItSawIsDurable(t *testing.T) {
+	e, _ := openT(t, testOptions(filepath.Join(t.TempDir(), "db")))
+	for round := range 50 {
+		id := fmt.Sprintf("r%d", round)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := e.Write(func(txn *Txn) error {
+					_, err := txn.Insert(nsA, bsonkit.List{d("_id", id)}, true)
+					return err
+				})
+				if errors.Is(err, ErrDuplicate) {
+					v, _, _ := e.Current()
+					if docs, _ := v.Find(nsA, d("_id", id), nil, 0, 0); len(docs) != 1 {
+						t.Errorf("%s: a duplicate, yet a read after it does not find the document", id)
+					}
+				} else if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
 }
