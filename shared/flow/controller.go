@@ -191,7 +191,6 @@ type Permit struct {
 	key      string
 	seq      int64
 	ordered  bool
-	admitted time.Time
 }
 
 // Admit answers whether the claimed event c may run now, and if not,
@@ -205,7 +204,7 @@ func (c *Controller) Admit(ctx context.Context, cl *eventstore.Claim, seq int64)
 		return Permit{Run: true}, nil
 	}
 	now := c.opts.Now()
-	p := Permit{Run: true, c: c, g: g, admitted: now}
+	p := Permit{Run: true, c: c, g: g}
 	g.mu.Lock()
 	why, until := "", time.Time{}
 	if ok, end := paused(&g.shared, now); ok {
