@@ -95,7 +95,6 @@ func (c counts) total(b int64) (runs, fails int64) {
 	return runs, fails
 }
 
-
 // state is the breaker's state as it stands at now, derived from its
 // document: a recovering breaker whose waves reached the top is closed.
 func state(f *eventstore.FlowState, rules Breaker, now time.Time) string {

@@ -182,15 +182,15 @@ type Permit struct {
 	Until  time.Time
 	Reason string // why it may not run: WaitPaused, WaitBreaker, ...
 
-	c        *Controller
-	g        *gate
-	probe    bool
-	slot     string // a concurrency slot held: the type's wave, or the key's
-	keySlot  bool
-	token    int64
-	key      string
-	seq      int64
-	ordered  bool
+	c       *Controller
+	g       *gate
+	probe   bool
+	slot    string // a concurrency slot held: the type's wave, or the key's
+	keySlot bool
+	token   int64
+	key     string
+	seq     int64
+	ordered bool
 }
 
 // Admit answers whether the claimed event c may run now, and if not,
