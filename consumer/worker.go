@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime/debug"
 	"sort"
 	"sync/atomic"
@@ -31,7 +30,10 @@ type WorkerStats struct {
 	Busy      atomic.Int64 // messages of events another replica runs now, handed back
 	Changed   atomic.Int64 // runs whose outcome was not written: the event changed meanwhile
 	Retried   atomic.Int64 // messages handed back after a storage error
-	InFlight  atomic.Int64 // handlers running now
+	// AfterCrash counts claims of events whose last run never recorded an
+	// outcome (retrigger.crashes above 0): crashed or hung runs.
+	AfterCrash atomic.Int64
+	InFlight   atomic.Int64 // handlers running now
 }
 
 // Worker is one consumer replica.
@@ -124,17 +126,20 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		return
 	}
 	now := w.cfg.Now()
-	sctx, cancel := w.storeCtx(ctx)
-	claim, err := w.store.ClaimEvent(sctx, eventstore.ClaimRequest{
-		ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: rand.Int64(), Now: now, TTL: w.cfg.AckWait,
-	})
-	cancel()
+	r := eventstore.ClaimRequest{ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: newToken(), Now: now, TTL: w.cfg.AckWait}
+	claim, err := w.claim(ctx, msg, r)
 	if err != nil {
-		w.retryLater(msg, ref, err)
+		// No answer while the lease it may have written holds: give that
+		// lease back, so it never passes for a crashed run.
+		w.abandon(ctx, &Claim{Event: event.Event{ID: ref.ID, Version: ref.Version}, Lease: event.Lease{Owner: r.Owner, Token: r.Token, Until: r.Now.Add(r.TTL)}}, "claiming", err)
+		w.redeliver(msg)
 		return
 	}
 	switch claim.Outcome {
 	case eventstore.Claimed:
+		if claim.Event.Crashes > 0 {
+			w.stats.AfterCrash.Add(1)
+		}
 	case eventstore.NotDue:
 		w.stats.Early.Add(1)
 		w.cfg.Metrics.Skipped(metrics.SkipNotDue)
@@ -210,14 +215,14 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonExhausted, "error"
 		}
 	}
-	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
-	err := w.store.Complete(sctx, c, t)
+	err := w.complete(ctx, msg, c, t)
 	if errors.Is(err, eventstore.ErrStale) {
 		// The application or an operator changed the event while it ran,
 		// or the lease expired and another replica took it over: the
 		// change stands. Releasing the lease lets the producer route the
 		// event as it now is.
 		w.stats.Changed.Add(1)
+		sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 		err = w.store.Release(sctx, c)
 		cancel()
 		if err != nil {
@@ -226,10 +231,15 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		w.stale(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
 		return
 	}
-	cancel()
 	if err != nil {
-		w.retryLater(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
-		return
+		// No answer while the lease held: give the lease back, so it never
+		// passes for a crashed run. The outcome may have been written all
+		// the same, which one more read tells.
+		w.abandon(ctx, c, "writing the outcome of", err)
+		if w.recorded(context.WithoutCancel(ctx), c, t) != nil {
+			w.redeliver(msg)
+			return
+		}
 	}
 	_ = msg.Ack()
 	tr.Reason = t.Reason
@@ -282,20 +292,24 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 }
 
 // keepAlive renews the lease and sends a progress ack every AckWait/2
-// until ctx ends; if the lease was taken over it cancels the run.
+// until ctx ends; if the lease was taken over it cancels the run. The
+// first renewal comes sooner when the lease has less than an ack wait
+// left (a claim answered only on a retry): at half of what is left.
 func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) (stop func()) {
 	every := w.cfg.AckWait / 2
+	first := min(every, max(c.Lease.Until.Sub(w.cfg.Now())/2, 0))
 	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(every)
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				t.Reset(every)
 			}
 			_ = msg.InProgress()
 			sctx, scancel := w.storeCtx(ctx)
@@ -329,11 +343,4 @@ func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.cfg.Metrics.Skipped(metrics.SkipStale)
 	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
-}
-
-// retryLater hands a message back after a storage error.
-func (w *Worker) retryLater(msg jetstream.Msg, ref messaging.Ref, err error) {
-	w.stats.Retried.Add(1)
-	w.log.Warn().Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
-	_ = msg.NakWithDelay(time.Second)
 }
