@@ -215,11 +215,17 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	}{status, msg}})
 }
 
-// failErr renders err: a request the operations refuse is the caller's.
+// failErr renders err: a request the operations refuse is the caller's,
+// with the status the admin API gives it.
 func (s *server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
-	if errors.Is(err, admin.ErrInvalid) {
+	switch {
+	case errors.Is(err, admin.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, admin.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, admin.ErrNotApplicable):
+		status = http.StatusConflict
 	}
 	s.fail(w, r, status, err.Error())
 }
