@@ -23,6 +23,11 @@ import (
 // (Abandon), leaving the crash count as it was. DESIGN.md, "Running an
 // event", states the rule.
 
+// leaseGrace is how long after its end a lease is left to its holder
+// before another replica takes it over: room for clocks that differ, and
+// for a release its holder sent late (see giveBack).
+const leaseGrace = time.Second
+
 // newToken is a claim's token: random, never 0 (the token a lease
 // written by hand may lack).
 func newToken() int64 {
@@ -95,15 +100,15 @@ func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, r eventstore.Clai
 
 // complete writes the outcome t of the run c. After a storage error it
 // writes it again, with backoff, for at most an ack wait, keeping msg
-// alive. It keeps the lease too, within the same margin as a claim: a
-// try of the outcome only while the lease has three store timeouts left,
-// a renewal first when it has two, and it gives up when it has less. A
-// timeout may hide a write the database applied, so a try that then
-// finds nothing to update (ErrStale), or a renewal that finds the lease
-// gone, asks whether the outcome is there (Recorded) before taking the
-// event for changed. It returns nil once the outcome is written,
-// ErrStale when the event changed meanwhile, or the last storage error
-// when neither could be told in time (or the worker stops hard).
+// alive, and renewing the lease first whenever less than two store
+// timeouts of it are left: the outcome is worth more than the margin a
+// claim keeps, since giving up means running the handler again. A
+// timeout may hide a write the database applied, so a try that then finds
+// nothing to update (ErrStale), or a renewal that finds the lease gone,
+// asks whether the outcome is there (Recorded) before taking the event for
+// changed. It returns nil once the outcome is written, ErrStale when the
+// event changed meanwhile, or the last storage error when neither could be
+// told in time (or the worker stops hard).
 func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, c *Claim, t eventstore.Transition) error {
 	st := w.cfg.StoreTimeout
 	giveUp := w.cfg.Now().Add(w.cfg.AckWait)
@@ -128,29 +133,22 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, c *Claim, t ev
 			}
 		}
 		w.log.Debug().Err(err).Str("event_id", event.IDString(c.Event.ID)).Int("try", failed+1).Msg("writing an outcome failed; writing it again")
-		for {
-			wait := bo.NextBackOff()
-			now := w.cfg.Now()
-			left := c.Lease.Until.Sub(now.Add(wait))
-			if ctx.Err() != nil || !now.Add(wait).Before(giveUp) || left < 2*st || !pause(ctx, msg, wait) {
-				return err
-			}
-			if left >= 3*st {
-				break // room for another try of the outcome
-			}
-			sctx, cancel := w.storeCtx(ctx)
-			rerr := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
-			cancel()
-			if rerr == nil {
-				break
-			}
-			if errors.Is(rerr, eventstore.ErrLeaseLost) {
-				// Gone: an earlier try wrote the outcome (which removes
-				// the lease), or the lease expired and was taken over.
-				if rerr = w.recorded(ctx, c, t); rerr == nil || errors.Is(rerr, eventstore.ErrStale) {
-					w.settledAfter(failed+1, c.Event.ID, "outcome")
-					return rerr
-				}
+		wait := bo.NextBackOff()
+		if ctx.Err() != nil || !w.cfg.Now().Add(wait).Before(giveUp) || !pause(ctx, msg, wait) {
+			return err
+		}
+		if c.Lease.Until.Sub(w.cfg.Now()) >= 2*st {
+			continue
+		}
+		sctx, cancel = w.storeCtx(ctx)
+		rerr := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
+		cancel()
+		if errors.Is(rerr, eventstore.ErrLeaseLost) {
+			// Gone: an earlier try wrote the outcome (which removes the
+			// lease), or the lease expired and was taken over.
+			if rerr = w.recorded(ctx, c, t); rerr == nil || errors.Is(rerr, eventstore.ErrStale) {
+				w.settledAfter(failed+1, c.Event.ID, "outcome")
+				return rerr
 			}
 		}
 	}
@@ -177,11 +175,26 @@ func (w *Worker) settledAfter(failed int, id bson.RawValue, what string) {
 }
 
 // giveBack removes the lease of c if it is still c's, keeping the crash
-// count: a storage error is not a crash.
+// count: a storage error is not a crash. It tries again with backoff
+// while the lease, with its grace, is not over: once it is, another
+// replica may take it over, and a release then changes nothing.
 func (w *Worker) giveBack(ctx context.Context, c *Claim) error {
-	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	return w.store.Abandon(sctx, c)
+	ctx = context.WithoutCancel(ctx)
+	end := c.Lease.Until.Add(leaseGrace)
+	bo := retryBackoff()
+	for {
+		sctx, cancel := w.storeCtx(ctx)
+		err := w.store.Abandon(sctx, c)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		wait := bo.NextBackOff()
+		if !w.cfg.Now().Add(wait).Before(end) {
+			return err
+		}
+		time.Sleep(wait)
+	}
 }
 
 // abandon gives back the lease of c, whose claim or outcome got no

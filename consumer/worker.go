@@ -126,7 +126,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		return
 	}
 	now := w.cfg.Now()
-	r := eventstore.ClaimRequest{ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: newToken(), Now: now, TTL: w.cfg.AckWait}
+	r := eventstore.ClaimRequest{ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: newToken(), Now: now, TTL: w.cfg.AckWait, Grace: leaseGrace}
 	claim, err := w.claim(ctx, msg, r)
 	if err != nil {
 		// No answer while the lease it may have written holds: give that
@@ -157,7 +157,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		// ..., never later than the lease's end.
 		w.stats.Busy.Add(1)
 		w.cfg.Metrics.Skipped(metrics.SkipBusy)
-		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
+		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now.Add(-leaseGrace)))
 		return
 	default: // Gone, Done, Invalid: nothing to run
 		w.stale(msg, ref, claim.Outcome.String())

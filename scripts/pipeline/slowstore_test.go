@@ -15,12 +15,13 @@ import (
 )
 
 // A slow or flaky database is not a crashing consumer (DESIGN.md,
-// "Running an event"). The consumers' claims, takeovers, renewals and
-// outcomes are applied by the real engine and then answered with a
-// timeout, answered past the store timeout, or applied only after it: no
-// process crashes, so no event may carry a crash (with MaxCrashes 1, one
-// would archive it as crashed), every event ends terminal, and its
-// attempts are the runs that failed.
+// "Running an event"). A fifth of all writes (the consumers' claims,
+// takeovers, renewals and outcomes among them, the archiver's moves, the
+// producer's checkpoints) are applied by the real engine and then
+// answered with a timeout, answered past the store timeout, or applied
+// only after it. No process crashes, so no event may carry a crash (with
+// MaxCrashes 1, one would archive it as crashed), every event ends
+// terminal, and its attempts are the runs that failed.
 func TestSlowDatabaseIsNotACrash(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -45,11 +46,11 @@ func TestSlowDatabaseIsNotACrash(t *testing.T) {
 			})
 			var fdb *faultstore.DB
 			b := setup(t, rec, func(o *Options) {
-				o.Worker.AckWait = 3 * time.Second // a store timeout of 1s
-				o.Worker.MaxCrashes = 1            // a single crash counted archives the event
+				// Store timeouts of 1.5s, so that a late answer costs little.
+				o.Worker.AckWait, o.Archiver.AckWait = 4500*time.Millisecond, 4500*time.Millisecond
+				o.Worker.MaxCrashes = 1 // a single crash counted archives the event
 				o.WrapStore = func(db store.Database) store.Database {
-					fdb = faultstore.Wrap(db, faultstore.Random(11, 0.2,
-						faultstore.Methods("events", "FindOneAndUpdate", "UpdateOne"), tt.faults...))
+					fdb = faultstore.Wrap(db, faultstore.Random(11, 0.2, faultstore.Op.Write, tt.faults...))
 					return fdb
 				}
 			})
@@ -62,14 +63,18 @@ func TestSlowDatabaseIsNotACrash(t *testing.T) {
 				require.NoError(t, err)
 				return n == 0
 			})
-			var succeeded, archived int
+			var (
+				succeeded, archived int
+				failedRuns          int64
+			)
 			for _, id := range ids {
+				failedRuns += b.rec.failuresOf(id.Hex())
 				ev := get(t, b.events(), id)
 				if ev != nil {
 					require.Equal(t, event.StateSuccess, ev.State)
 					require.Zero(t, ev.Crashes, "event %s", id.Hex())
 					require.Nil(t, ev.Lease, "event %s keeps a lease", id.Hex())
-					require.Equal(t, b.rec.failuresOf(id.Hex()), ev.Attempts, "attempts of %s", id.Hex())
+					require.Equal(t, b.rec.failuresOf(id.Hex()), ev.Attempts, "attempts of %s: %+v", id.Hex(), ev.History)
 					succeeded++
 					continue
 				}
@@ -78,16 +83,33 @@ func TestSlowDatabaseIsNotACrash(t *testing.T) {
 				require.Equal(t, "exhausted", doc.Lookup("retrigger", "reason").StringValue(), "event %s: %s", id.Hex(), doc)
 				_, err = doc.LookupErr("retrigger", "crashes")
 				require.Error(t, err, "archived event %s carries a crash", id.Hex())
-				require.Equal(t, b.rec.failuresOf(id.Hex()), doc.Lookup("attempts").AsInt64(), "attempts of archived %s", id.Hex())
+				require.Equal(t, b.rec.failuresOf(id.Hex()), doc.Lookup("attempts").AsInt64(), "attempts of archived %s: %s", id.Hex(), doc)
 				archived++
 			}
 			crashed, err := b.errs().Count(context.Background(), bson.D{{Key: "retrigger.reason", Value: "crashed"}})
 			require.NoError(t, err)
 			require.Zero(t, crashed)
-			var retried, afterCrash int64
-			for _, w := range b.Workers() {
-				retried += w.Stats().Retried.Load()
-				afterCrash += w.Stats().AfterCrash.Load()
+			var retried, afterCrash, succ, failed, errored int64
+			counts := func() {
+				retried, afterCrash, succ, failed, errored = 0, 0, 0, 0, 0
+				for _, w := range b.Workers() {
+					retried += w.Stats().Retried.Load()
+					afterCrash += w.Stats().AfterCrash.Load()
+					succ += w.Stats().Succeeded.Load()
+					failed += w.Stats().Failed.Load()
+					errored += w.Stats().Errored.Load()
+				}
+			}
+			// The transitions counted are the ones written, once each,
+			// however many tries each took: once the replica that wrote
+			// one settled its last try.
+			deadline := time.Now().Add(30 * time.Second)
+			for counts(); succ != int64(succeeded) || errored != int64(archived) || failed != failedRuns-int64(archived); counts() {
+				if time.Now().After(deadline) {
+					t.Fatalf("transitions counted: %d successes, %d failures, %d errors; written: %d, %d, %d",
+						succ, failed, errored, succeeded, failedRuns-int64(archived), archived)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			require.Zero(t, afterCrash, "claims of events carrying a crash")
 			for _, f := range tt.faults {

@@ -29,6 +29,10 @@ type ClaimRequest struct {
 	// Early lets a failed event be claimed this long before its due time,
 	// to absorb small clock differences between the producer and consumers.
 	Early time.Duration
+	// Grace is how long after its end a lease is still left to its holder
+	// before it is taken over (and a crash counted): room for clocks that
+	// differ, and for a release its holder sent late.
+	Grace time.Duration
 }
 
 // Outcome says what a claim found.
@@ -100,7 +104,7 @@ func (s *Store) ClaimEvent(ctx context.Context, r ClaimRequest) (Claim, error) {
 	case ev.Lease != nil && ev.Lease.Token == r.Token:
 		// This claim, applied by an earlier try, between the two reads.
 		return Claim{Outcome: Claimed, Event: ev, Lease: lease}, nil
-	case ev.Leased(r.Now):
+	case ev.Leased(r.Now.Add(-r.Grace)):
 		return Claim{Outcome: Leased, Event: ev}, nil
 	case ev.Lease == nil:
 		// Released between the two reads, or a malformed lease: claim it
@@ -250,16 +254,12 @@ func (s *Store) Complete(ctx context.Context, c *Claim, t Transition) error {
 // holds: whether a Complete whose answer was lost was applied after all,
 // when a later try of it found nothing to update (ErrStale). It looks for
 // the run's history entry (its start, replica and outcome) in the event,
-// or in its archive when the run errored and the event was moved there;
-// with the history off, for the version and update time the transition
-// wrote. A transition the event has since moved past is still found by
-// its history entry, while the history keeps it.
+// or in its archive (the event may have moved on and been archived
+// since); with the history off, for the version and update time the
+// transition wrote. A transition the event has since moved past is still
+// found by its history entry, while the history keeps it.
 func (s *Store) Recorded(ctx context.Context, c *Claim, t Transition) (bool, error) {
-	colls := []store.Collection{s.events}
-	if t.To == event.StateError {
-		colls = append(colls, s.errs)
-	}
-	for _, coll := range colls {
+	for _, coll := range []store.Collection{s.events, s.errs} {
 		doc, err := coll.FindOne(ctx, byID(c.Event.ID))
 		if errors.Is(err, store.ErrNotFound) {
 			continue

@@ -297,6 +297,9 @@ func testRecorded(t *testing.T, b *bundle) {
 	ok, err = b.store.Recorded(b.ctx, &c2, errored)
 	require.NoError(t, err)
 	require.True(t, ok, "an error found in the archive")
+	ok, err = b.store.Recorded(b.ctx, &c, fail)
+	require.NoError(t, err)
+	require.True(t, ok, "a failure found in the archive of the event it moved on to")
 
 	other := b.insert(t, job("b"))
 	c3 := b.claim(t, other)
@@ -304,4 +307,20 @@ func testRecorded(t *testing.T, b *bundle) {
 	ok, err = b.store.Recorded(b.ctx, &c3, success(b.now))
 	require.NoError(t, err)
 	require.False(t, ok)
+}
+
+// An expired lease is left to its holder for the claim's Grace: a claim
+// inside it finds the event leased, one after it takes it over.
+func testTakeoverAfterGrace(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a"))
+	require.Equal(t, eventstore.Claimed, b.claim(t, id).Outcome)
+	claim := func(now time.Time, token int64) eventstore.Claim {
+		c, err := b.store.ClaimEvent(b.ctx, eventstore.ClaimRequest{ID: id, Type: "job", Owner: "r2", Token: token, Now: now, TTL: 30 * time.Second, Grace: time.Second})
+		require.NoError(t, err)
+		return c
+	}
+	require.Equal(t, eventstore.Leased, claim(b.now.Add(30500*time.Millisecond), 50).Outcome, "expired, inside its grace")
+	taken := claim(b.now.Add(31500*time.Millisecond), 51)
+	require.Equal(t, eventstore.Claimed, taken.Outcome, "expired, past its grace")
+	require.EqualValues(t, 1, taken.Event.Crashes)
 }

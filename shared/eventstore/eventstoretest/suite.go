@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"ClaimRetriedWithItsTokenCountsNothing", testClaimRetriedWithItsToken, false, false},
 		{"TakeoverRetriedWithItsTokenCountsOneCrash", testTakeoverRetriedWithItsToken, false, false},
 		{"AbandonKeepsTheCrashes", testAbandon, false, false},
+		{"TakeoverAfterTheGrace", testTakeoverAfterGrace, false, false},
 		{"RecordedFindsAnAppliedTransition", testRecorded, false, false},
 		{"ClaimHandTypedNumbers", testClaimDoubles, false, true},
 		{"ClaimWithDefaultType", testClaimDefaultType, false, false},

@@ -57,7 +57,8 @@ type Op struct {
 	Collection string
 	// Method is the store.Collection method: "InsertOne", "InsertMany",
 	// "FindOne", "Find", "Count", "CountBy", "FindOneAndUpdate",
-	// "ReplaceOne", "UpdateOne", "DeleteOne" or "DeleteMany".
+	// "ReplaceOne", "UpdateOne", "DeleteOne" or "DeleteMany"; or
+	// "Transact" for a whole transaction (Collection empty).
 	Method string
 }
 
@@ -109,7 +110,10 @@ func Methods(collection string, methods ...string) func(Op) bool {
 }
 
 // DB is a store.Database whose collections inject the faults its policy
-// decides. Watch, Transact and Close pass through.
+// decides. A transaction takes its fault as a whole (Op.Method
+// "Transact"): the operations inside it run as the engine runs them, so
+// that a fault never holds a transaction open (which on the embedded
+// engine would hold every other write). Watch and Close pass through.
 type DB struct {
 	store.Database
 	policy Policy
@@ -130,6 +134,19 @@ func (d *DB) Injected(f Fault) int64 {
 	return d.injected[f].Load()
 }
 
+// inTransaction marks the context of the operations of a transaction.
+type inTransaction struct{}
+
+// Transact runs fn in a transaction of the engine, under the fault the
+// policy decides for Op{Method: "Transact"}.
+func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) error {
+	c := &collection{db: d}
+	_, err := do(ctx, c, "Transact", func(ctx context.Context) (none, error) {
+		return none{}, d.Database.Transact(context.WithValue(ctx, inTransaction{}, true), fn)
+	})
+	return err
+}
+
 // Collection returns the named collection with faults.
 func (d *DB) Collection(name string) store.Collection {
 	return &collection{c: d.Database.Collection(name), db: d, name: name}
@@ -144,6 +161,9 @@ type collection struct {
 // do runs one operation under the policy's fault. run executes it on the
 // engine with the context it is given.
 func do[T any](ctx context.Context, c *collection, method string, run func(context.Context) (T, error)) (T, error) {
+	if ctx.Value(inTransaction{}) != nil {
+		return run(ctx) // the transaction takes the fault as a whole
+	}
 	op := Op{Collection: c.name, Method: method}
 	f := c.db.policy(op)
 	if _, ok := ctx.Deadline(); !ok && (f == LateAnswer || f == LateWrite) {

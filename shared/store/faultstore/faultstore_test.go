@@ -102,3 +102,28 @@ func TestRandomIsSeeded(t *testing.T) {
 	require.False(t, match(faultstore.Op{Collection: "errors", Method: "UpdateOne"}))
 	require.False(t, match(faultstore.Op{Collection: "events", Method: "FindOne"}))
 }
+
+// A transaction takes its fault as a whole: what runs inside it runs as
+// the engine runs it, and the caller hears the fault once the
+// transaction is applied.
+func TestTransaction(t *testing.T) {
+	t.Parallel()
+	db, err := embedded.Open(context.Background(), embedded.Options{})
+	require.NoError(t, err)
+	fdb := faultstore.Wrap(db, func(op faultstore.Op) faultstore.Fault {
+		if op.Method == "Transact" || op.Method == "UpdateOne" {
+			return faultstore.LostAnswer
+		}
+		return faultstore.None
+	})
+	t.Cleanup(func() { require.NoError(t, fdb.Close(context.Background())) })
+	c := fdb.Collection("c")
+	require.NoError(t, c.InsertOne(t.Context(), bson.D{{Key: "_id", Value: 1}, {Key: "n", Value: 0}}))
+	err = fdb.Transact(t.Context(), func(ctx context.Context) error {
+		_, err := c.UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, inc, false)
+		return err // no fault inside
+	})
+	require.ErrorIs(t, err, faultstore.ErrInjected)
+	require.EqualValues(t, 1, n(t, c), "applied")
+	require.EqualValues(t, 1, fdb.Injected(faultstore.LostAnswer), "one fault, the transaction's")
+}
