@@ -202,7 +202,12 @@ func (a *Admin) act(ctx context.Context, sc scope, r ActionRequest, progress fun
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		act, why, err := apply(ctx, id, eventstore.Operator{Now: a.now(), By: r.By})
+		actx, span := a.tracing.Action(ctx, sc.name, id, r.By)
+		op := eventstore.Operator{Now: a.now(), By: r.By}
+		op.TraceID, op.SpanID = span.IDs()
+		act, why, err := apply(actx, id, op)
+		span.Outcome(act.String())
+		span.End(err)
 		if err != nil {
 			return res, err
 		}

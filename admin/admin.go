@@ -22,6 +22,7 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Operations are the operator's operations. Admin runs them; Client asks
@@ -151,6 +152,8 @@ type Admin struct {
 	js    jetstream.JetStream // nil: no stream figures
 	names messaging.Names
 	now   func() time.Time
+	// tracing makes a span of each action on an event; nil: off.
+	tracing *tracing.Tracer
 }
 
 // New returns the operations on st; js may be nil (stats then say the
@@ -160,6 +163,14 @@ func New(st *eventstore.Store, js jetstream.JetStream, names messaging.Names) *A
 		names = messaging.DefaultNames()
 	}
 	return &Admin{store: st, js: js, names: names, now: time.Now}
+}
+
+// WithTracing makes a span of each retry, cancel and redrive of an event
+// with t, whose ids the action's history entry keeps (the event's next run
+// links to it). It returns a.
+func (a *Admin) WithTracing(t *tracing.Tracer) *Admin {
+	a.tracing = t
+	return a
 }
 
 var _ Operations = (*Admin)(nil)

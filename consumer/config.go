@@ -16,6 +16,7 @@ import (
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Defaults of a worker.
@@ -65,7 +66,8 @@ type Config struct {
 	// for the remaining delay; one due later is dropped, the producer's
 	// scheduler publishing it again when it is due. Default 1s.
 	NakWindow time.Duration
-	// StoreTimeout bounds each storage call. Default 10s.
+	// StoreTimeout bounds each storage call. Default a third of AckWait,
+	// at most 10s.
 	StoreTimeout time.Duration
 	// Replica names this replica in leases and histories. Default: the
 	// host name, the process id and a random suffix.
@@ -81,6 +83,10 @@ type Config struct {
 	// readiness. nil: none.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+	// Tracing makes a span of each run, which the handler's ctx carries,
+	// and writes its ids into the run's history entry (package tracing).
+	// nil: off.
+	Tracing *tracing.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -177,8 +183,8 @@ func (c Config) validate() error {
 		return f("MaxCrashes", "max-crashes", "must be at least 1, got %d", c.MaxCrashes)
 	case c.NakWindow < 0:
 		return f("NakWindow", "nak-window", "must not be negative, got %s", c.NakWindow)
-	case c.StoreTimeout <= 0 || c.StoreTimeout >= c.AckWait:
-		return f("StoreTimeout", "store-timeout", "must be positive and shorter than the ack wait %s, got %s", c.AckWait, c.StoreTimeout)
+	case c.StoreTimeout < 0 || c.StoreTimeout >= c.AckWait:
+		return f("StoreTimeout", "store-timeout", "must be shorter than the ack wait %s and not negative (0: a third of the ack wait, at most %s), got %s", c.AckWait, DefaultStoreTimeout, c.StoreTimeout)
 	}
 	if err := c.Policies.Validate("consumer.Config.Policies"); err != nil {
 		return err

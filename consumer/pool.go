@@ -38,8 +38,11 @@ func (p *pool) add(name string, open func(context.Context) (jetstream.Consumer, 
 }
 
 // run pulls until ctx ends. Then it stops pulling, hands messages not yet
-// started back (nak) and waits up to drain for the handlers in flight;
-// after that it cancels their context and waits for them to return.
+// started back (nak) and waits up to drain for the pullers to stop and the
+// handlers in flight to finish; after that it cancels the handlers'
+// context, which also ends the pullers' wait for their iterators (a drain
+// that needs a server that is gone never ends), and waits for both to
+// return.
 func (p *pool) run(ctx context.Context) error {
 	// Handlers run under their own context, cancelled only after the drain
 	// deadline, so a shutdown lets in-flight work finish.
@@ -54,14 +57,20 @@ func (p *pool) run(ctx context.Context) error {
 			p.consume(ctx, hctx, s, slots, &handlers)
 		}()
 	}
-	pullers.Wait()
-	done := make(chan struct{})
-	go func() { handlers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(p.drain):
-		hcancel()
-		<-done
+	<-ctx.Done()
+	deadline := time.NewTimer(p.drain)
+	defer deadline.Stop()
+	for _, wg := range []*sync.WaitGroup{&pullers, &handlers} {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-deadline.C:
+			hcancel()
+			<-done
+		case <-hctx.Done(): // the deadline passed while waiting for the pullers
+			<-done
+		}
 	}
 	return nil
 }
@@ -111,7 +120,9 @@ func (p *pool) pull(ctx, hctx context.Context, s source, cons jetstream.Consumer
 	defer beat.Done()
 	for {
 		beat.Idle() // waiting for a message is not being stuck
-		msg, err := it.Next()
+		// hctx ends when the drain deadline passed: a drain that waits for
+		// a server that is gone (Stop cannot end one) ends there.
+		msg, err := it.Next(jetstream.NextContext(hctx))
 		beat.Beat()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {

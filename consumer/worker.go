@@ -18,6 +18,7 @@ import (
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // WorkerStats count what a worker did.
@@ -63,7 +64,7 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 	sort.Strings(types)
 	w := &Worker{
 		cfg:   cfg,
-		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger(),
+		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger().Hook(tracing.LogHook),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
 		types: types,
@@ -160,7 +161,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now.Add(-leaseGrace)))
 		return
 	default: // Gone, Done, Invalid: nothing to run
-		w.stale(msg, ref, claim.Outcome.String())
+		w.stale(ctx, msg, ref, claim.Outcome.String())
 		return
 	}
 	w.run(ctx, msg, &claim)
@@ -174,6 +175,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		herr    error
 		crashed = ev.Crashes >= w.cfg.MaxCrashes
 	)
+	ctx, span := w.cfg.Tracing.Run(ctx, msg.Subject(), msg.Headers(), ev, w.cfg.Replica)
+	defer func() { span.End(herr) }()
 	if !crashed {
 		w.stats.InFlight.Add(1)
 		w.cfg.Metrics.InFlight(1)
@@ -193,12 +196,14 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 	}
 	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, Took: now.Sub(start), At: now, Attempts: ev.Attempts}
 	t := eventstore.Transition{At: now, Run: event.Attempt{At: start, Took: now.Sub(start), Replica: w.cfg.Replica, Number: ev.Attempts + 1}}
+	traceID, spanID := span.IDs()
 	switch {
 	case crashed:
 		tr.To, tr.Error = event.StateError, fmt.Sprintf("its run never finished %d times: each crashed or hung its consumer", ev.Crashes)
 		t.To, t.Reason, t.Attempts = event.StateError, event.ReasonCrashed, ev.Attempts
 		t.LastError = event.LastError{Message: tr.Error, At: now}
 		t.Run = event.Attempt{At: start, Outcome: "crashed", Error: tr.Error, Replica: w.cfg.Replica}
+		herr = errors.New(tr.Error)
 	case herr == nil:
 		tr.To, t.To, t.Run.Outcome = event.StateSuccess, event.StateSuccess, "success"
 	default:
@@ -215,6 +220,8 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonExhausted, "error"
 		}
 	}
+	t.Run.TraceID, t.Run.SpanID = traceID, spanID
+	span.Outcome(t.Run.Outcome)
 	err := w.complete(ctx, msg, c, t)
 	if errors.Is(err, eventstore.ErrStale) {
 		// The application or an operator changed the event while it ran,
@@ -226,9 +233,10 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		err = w.store.Release(sctx, c)
 		cancel()
 		if err != nil {
-			w.log.Debug().Err(err).Str("event_id", tr.ID).Msg("releasing the lease of a changed event")
+			w.log.Debug().Ctx(ctx).Err(err).Str("event_id", tr.ID).Msg("releasing the lease of a changed event")
 		}
-		w.stale(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
+		span.Outcome("stale")
+		w.stale(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
 		return
 	}
 	if err != nil {
@@ -237,6 +245,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		// the same, which one more read tells.
 		w.abandon(ctx, c, "writing the outcome of", err)
 		if w.recorded(context.WithoutCancel(ctx), c, t) != nil {
+			span.Outcome("given back")
 			w.redeliver(msg)
 			return
 		}
@@ -252,7 +261,7 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		w.stats.Errored.Add(1)
 	}
 	w.cfg.Metrics.Transition(ev.Type, tr.From, tr.To, ev.Attempts+1, t.Run.Took)
-	w.log.Debug().Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
+	w.log.Debug().Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
@@ -279,7 +288,7 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 	defer stop()
 	defer func() {
 		if r := recover(); r != nil {
-			w.log.Error().Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
+			w.log.Error().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
@@ -316,7 +325,7 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, can
 			err := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
 			scancel()
 			if errors.Is(err, eventstore.ErrLeaseLost) {
-				w.log.Warn().Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
+				w.log.Warn().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
 				cancel()
 				return
 			}
@@ -338,9 +347,9 @@ func busyDelay(msg jetstream.Msg, lease *event.Lease, now time.Time) time.Durati
 	return max(delay, 100*time.Millisecond)
 }
 
-func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
+func (w *Worker) stale(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.stats.Stale.Add(1)
 	w.cfg.Metrics.Skipped(metrics.SkipStale)
-	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
+	w.log.Debug().Ctx(ctx).Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Stats count what the producer did since it started.
@@ -79,6 +80,7 @@ type routed struct {
 	// directly.
 	tooLarge string
 	sent     time.Time // when its publish started, for the latency metric
+	span     tracing.Span
 }
 
 // route decides what an event document needs at now: new events go to
@@ -148,6 +150,14 @@ func changeStamp(ts bson.Timestamp) string {
 	return "c" + strconv.FormatUint(uint64(ts.T), 10) + "." + strconv.FormatUint(uint64(ts.I), 10)
 }
 
+// traceRoom is kept free of max_payload for the trace context a traced
+// publish adds to the headers: traceparent, and tracestate (at most 512
+// characters by the W3C's rules).
+const traceRoom = 640
+
+// traceHeaders are the headers of the trace context, as written.
+var traceHeaders = []string{"traceparent", "tracestate", "Traceparent", "Tracestate"}
+
 // message builds the message of r: the body shows the document when it
 // fits, a stub otherwise. When NATS would refuse the message whatever its
 // body (the event's id too large for the Retrigger-Id header, or for
@@ -162,6 +172,9 @@ func (p *publisher) message(r routed, subject, stamp string) routed {
 		return r
 	}
 	room := p.maxPayload - messaging.HeaderBytes(msg)
+	if p.cfg.Tracing != nil {
+		room -= traceRoom
+	}
 	body, err := messaging.Body(r.doc)
 	if err != nil || len(body) > room {
 		body = messaging.StubBody(&r.ev, len(r.doc))
@@ -184,21 +197,32 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 	if r.msg == nil {
 		return nil, nil
 	}
+	r.span = p.cfg.Tracing.Publish(&r.ev, r.msg)
+	if err := messaging.CheckSize(r.msg, p.maxPayload); err != nil {
+		// The trace context took the headers past the limit (an id just
+		// under it): the event travels untraced rather than not at all.
+		for _, k := range traceHeaders {
+			r.msg.Header.Del(k)
+		}
+	}
 	if r.reject != "" {
 		p.stats.Rejected.Add(1)
-		p.log.Warn().Str("event_id", event.IDString(r.ev.ID)).Str("reason", r.reject).Msg("event document rejected; archiving it into errors")
+		r.span.Log(p.log.Warn()).Str("event_id", event.IDString(r.ev.ID)).Str("reason", r.reject).Msg("event document rejected; archiving it into errors")
 	}
 	r.sent = time.Now()
 	fut, err := p.js.PublishMsgAsync(r.msg)
 	if refused := messaging.Refusal(err); refused != nil {
-		return nil, p.fallback(ctx, *r, refused)
+		err = p.fallback(ctx, *r, refused)
+		r.span.End(err)
+		return nil, err
 	}
 	if err != nil {
+		r.span.End(err)
 		p.cfg.Metrics.NATSError("publish")
 		return nil, p.streamMissing(ctx, fmt.Errorf("publishing %s: %w", r.msg.Header.Get(nats.MsgIdHdr), err))
 	}
 	if e := p.log.Debug(); e.Enabled() {
-		e.Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
+		r.span.Log(e).Str("subject", r.msg.Subject).Str("msg_id", r.msg.Header.Get(nats.MsgIdHdr)).Msg("published")
 	}
 	return fut, nil
 }
@@ -206,7 +230,8 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 // acked waits for the ack of a publish of r. A message NATS refuses for
 // what it is (messaging.Refusal) falls back; other errors are returned
 // for the caller to retry.
-func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFuture) error {
+func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFuture) (err error) {
+	defer func() { r.span.End(err) }()
 	select {
 	case ack := <-fut.Ok():
 		p.stats.Published.Add(1)

@@ -29,6 +29,7 @@ import (
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"github.com/retrigger/retrigger/shared/version"
 )
 
@@ -203,10 +204,20 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 // parse reads flags anywhere among the arguments, then the RETRIGGER_*
 // variables of the flags not given, and returns the other arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	// The flag package prints the whole help after any error; only -help
+	// asks for it. A bad flag gets its error and a hint.
+	out, help := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() { fs.SetOutput(out); fs.Usage = help }()
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			help()
 			return nil, err
+		} else if err != nil {
+			return nil, fmt.Errorf("%w (retrigger -help lists every flag)", err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -261,7 +272,17 @@ func (r *runner) connect(ctx context.Context) (admin.Operations, func(), error) 
 	} else if js, err = jetstream.New(nc); err != nil {
 		return nil, nil, err
 	}
-	return admin.New(st, js, r.o.conn.Names()), func() {
+	// The actions' spans, when the OTEL_* variables configure an exporter.
+	tr, shutdown, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-admin", Global: true,
+		OnError: func(err error) { r.log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		_ = db.Close(context.Background())
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return admin.New(st, js, r.o.conn.Names()).WithTracing(tr), func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = shutdown(sctx)
+		cancel()
 		if nc != nil {
 			nc.Close()
 		}

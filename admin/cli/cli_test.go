@@ -41,6 +41,10 @@ func TestCommand(t *testing.T) {
 			{Key: "retrigger", Value: bson.D{{Key: "reason", Value: "exhausted"}, {Key: "archivedAt", Value: at},
 				{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: at}, {Key: "outcome", Value: "error"}, {Key: "attempt", Value: int64(3)}, {Key: "error", Value: "partner: 503"}}}}}}}))
 	}
+	require.NoError(t, db.Collection("events").InsertOne(ctx, bson.D{{Key: "_id", Value: "traced"}, {Key: "type", Value: "partner"},
+		{Key: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{Key: "retrigger", Value: bson.D{{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: at}, {Key: "outcome", Value: "failed"}, {Key: "attempt", Value: int64(1)},
+			{Key: "traceId", Value: "0af7651916cd43dd8448eb211c80319c"}, {Key: "spanId", Value: "b7ad6b7169203331"}}}}}}}))
 	run := func(in string, args ...string) (int, string, string) {
 		var out, errOut bytes.Buffer
 		code := Run(ctx, append([]string{"-server", srv.URL, "-log-format", "json"}, args...), IO{In: strings.NewReader(in), Out: &out, Err: &errOut})
@@ -56,6 +60,8 @@ func TestCommand(t *testing.T) {
 		{"ls", []string{"ls", "errors", "-type", "partner"}, 0, "partner: 503", ""},
 		{"show", []string{"show", "a"}, 0, "archived (exhausted)", ""},
 		{"show missing", []string{"show", "zzz"}, 1, "", "no event with id zzz"},
+		{"show the traces", []string{"show", "traced"}, 0, "0af7651916cd43dd8448eb211c80319c", ""},
+		{"show the traceparent", []string{"show", "traced"}, 0, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""},
 		{"dry run", []string{"redrive", "-type", "partner", "-dry-run"}, 0, "redrive would change 2 events", ""},
 		{"no filter", []string{"redrive"}, 2, "", "give a filter"},
 		{"not a terminal", []string{"redrive", "-type", "partner"}, 2, "", "pass -yes"},
@@ -113,4 +119,47 @@ func TestParsing(t *testing.T) {
 	}
 	_, err := parseRate("-1/s")
 	require.Error(t, err)
+}
+
+// A flag that does not exist is one line naming it and how to get help,
+// not the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
+	var out, errOut strings.Builder
+	require.Equal(t, 2, Run(t.Context(), []string{"stats", "-nope"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
+	require.Equal(t, "retrigger: flag provided but not defined: -nope (retrigger -help lists every flag)\n", errOut.String())
+	errOut.Reset()
+	require.Equal(t, 0, Run(t.Context(), []string{"-help"}, IO{In: strings.NewReader(""), Out: &out, Err: &errOut}))
+	require.Contains(t, errOut.String(), "Usage: retrigger")
+}
+
+// With nothing due, stats says whether failed events wait out their
+// backoff rather than that nothing waits.
+func TestStatsSaysWhatWaits(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		events []eventstore.GroupCount
+		want   string
+	}{
+		{nil, "oldest due: none, nothing waits to run\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "success", Count: 4}}, "oldest due: none, nothing waits to run\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "failed", Count: 1}}, "oldest due: none due now; 1 failed event waits for its next attempt\n"},
+		{[]eventstore.GroupCount{{Type: "mail", State: "failed", Count: 2}, {Type: "sms", State: "failed", Count: 1}}, "oldest due: none due now; 3 failed events wait for their next attempt\n"},
+	} {
+		var out strings.Builder
+		printStats(&out, &admin.Stats{Events: tt.events, StreamsError: "no NATS"}, time.Now())
+		require.Contains(t, out.String(), tt.want)
+	}
+}
+
+// A succeeded event's last error is an earlier attempt's: ls says so.
+func TestLsSuccessRowsAreNotFailures(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	printItems(&out, "events", []admin.Item{
+		{IDText: "s-1", Type: "mail", State: "success", Attempts: 1, LastError: "smtp: 421"},
+		{IDText: "f-1", Type: "mail", State: "failed", Attempts: 1, LastError: "timeout"},
+	}, time.Now())
+	require.Contains(t, out.String(), "earlier: smtp: 421")
+	require.NotContains(t, out.String(), "earlier: timeout")
 }

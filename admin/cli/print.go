@@ -107,6 +107,10 @@ func printStats(w io.Writer, s *admin.Stats, now time.Time) {
 	fmt.Fprintln(w)
 	if d := s.OldestDue; d != nil {
 		fmt.Fprintf(w, "oldest due: %s (%s, %s), due since %s (%s)\n", d.IDText, d.Type, d.State, stamp(d.Since), ago(d.Since, now))
+	} else if n := s.InState("failed"); n == 1 {
+		fmt.Fprintln(w, "oldest due: none due now; 1 failed event waits for its next attempt")
+	} else if n > 1 {
+		fmt.Fprintf(w, "oldest due: none due now; %d failed events wait for their next attempt\n", n)
 	} else {
 		fmt.Fprintln(w, "oldest due: none, nothing waits to run")
 	}
@@ -164,7 +168,11 @@ func printItems(w io.Writer, in string, items []admin.Item, now time.Time) {
 			if it.State == "failed" {
 				due = ago(it.NextAttemptAt, now)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, clip(it.LastError, 60))
+			lastError := clip(it.LastError, 60)
+			if it.State == "success" && it.LastError != "" {
+				lastError = "earlier: " + clip(it.LastError, 51) // the event succeeded after it
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, lastError)
 		}
 	}
 	tw.Flush()
@@ -203,13 +211,28 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 		if e.Invalid != "" {
 			fmt.Fprintf(tw, "  invalid\t%s\n", e.Invalid)
 		}
+		if e.TraceParent != "" || e.TraceInvalid != "" {
+			tp := e.TraceParent
+			if e.TraceInvalid != "" {
+				tp = "not used: " + e.TraceInvalid
+			}
+			fmt.Fprintf(tw, "  traceparent\t%s\n", tp)
+		}
 		if len(e.Payload) > 0 {
 			fmt.Fprintf(tw, "  payload\t%s\n", clip(string(e.Payload), 200))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
 		tw = table(w)
-		fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tERROR")
+		traced := false
+		for _, st := range e.Timeline {
+			traced = traced || st.TraceID != ""
+		}
+		if traced {
+			fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tTRACE\tERROR")
+		} else {
+			fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tERROR")
+		}
 		for _, st := range e.Timeline {
 			attempt, took := "", ""
 			if st.Attempt > 0 {
@@ -218,7 +241,11 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 			if st.TookMs > 0 || st.What == "success" || st.What == "failed" || st.What == "error" {
 				took = (time.Duration(st.TookMs) * time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, clip(st.Error, 70))
+			if traced {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, st.TraceID, clip(st.Error, 70))
+			} else {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, clip(st.Error, 70))
+			}
 		}
 		tw.Flush()
 		if e.Dropped > 0 {

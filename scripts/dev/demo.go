@@ -15,14 +15,19 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/scripts/pipeline"
+	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // demoType is the event type the generator inserts; seedType runs the
@@ -34,7 +39,15 @@ const (
 
 func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	feed := newFeed(5)
-	p, err := pipeline.Start(ctx, o.pipeline(feed, log))
+	tr, stopTracing, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-dev", Exporter: o.traces, Global: true,
+		OnError: func(err error) { log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		return config.Invalid("traces", "%v", err)
+	}
+	defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+	po := o.pipeline(feed, log)
+	po.Tracing = tr
+	p, err := pipeline.Start(ctx, po)
 	if err != nil {
 		return startError(err)
 	}
@@ -50,7 +63,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, log)
+		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, otel.Tracer("retrigger-dev demo"), log)
 	}()
 	go func() { defer wg.Done(); summarize(ctx, os.Stdout, p.DB, feed, o) }()
 	<-ctx.Done()
@@ -130,13 +143,35 @@ func banner(o options, natsURL, httpURL string) string {
 	if o.layout == layoutSeed {
 		fmt.Fprintf(&b, "layout seed: the hand-built trigger example's %s.%s and %s.%s, its counter %q, no type (documents run as %q)\n",
 			o.database, so.Events, o.database, so.Errors, so.Schema.Attempts(), so.Schema.DefaultType)
-		fmt.Fprintf(&b, "demo: {state: 0, %s: 0, timestamp} every %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
-			so.Schema.Attempts(), o.interval, o.maxAttempts, o.maxAttempts-1, so.Errors)
+		fmt.Fprintf(&b, "demo: %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
+			o.every(fmt.Sprintf("{state: 0, %s: 0, timestamp}", so.Schema.Attempts()), "documents"), o.maxAttempts, o.maxAttempts-1, so.Errors)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
-		demoType, o.interval, o.failureRate*100, o.maxAttempts, so.Errors)
+	fmt.Fprintf(&b, "demo: %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
+		o.every(fmt.Sprintf("a %q event", demoType), fmt.Sprintf("%q events", demoType)), o.failureRate*100, o.maxAttempts, so.Errors)
 	return b.String()
+}
+
+// every says how often the generator inserts one, or that it inserts no
+// such many (-interval 0).
+func (o options) every(one, many string) string {
+	if o.interval == 0 {
+		return "no " + many + " inserted (-interval 0): insert your own"
+	}
+	return one + " every " + durationText(o.interval)
+}
+
+// durationText is d without the zero units that time.Duration's String
+// writes: 2m, not 2m0s.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // handlers are the demo's handlers: its type's, and the default type's
@@ -174,8 +209,10 @@ func farewell(o options, took time.Duration) string {
 	return fmt.Sprintf("stopped cleanly in %s; start again to resume from %s\n", took.Round(time.Millisecond), o.dataDir)
 }
 
-// generate inserts a demo event every interval until ctx ends.
-func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, log zerolog.Logger) {
+// generate inserts a demo event every interval until ctx ends. It plays
+// the application: with tracing on, each insert has a span, whose context
+// the event carries in its traceparent and tracestate fields.
+func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, tracer trace.Tracer, log zerolog.Logger) {
 	if every == 0 {
 		return
 	}
@@ -189,7 +226,18 @@ func generate(ctx context.Context, events store.Collection, every time.Duration,
 		case <-t.C:
 		}
 		n++
-		err := events.InsertOne(ctx, doc(n, time.Now()))
+		sctx, span := tracer.Start(ctx, "insert demo event", trace.WithSpanKind(trace.SpanKindProducer))
+		d := doc(n, time.Now())
+		carrier := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(sctx, carrier) // nothing without a span
+		if tp := carrier["traceparent"]; tp != "" {
+			d = append(d, bson.E{Key: "traceparent", Value: tp})
+		}
+		if ts := carrier["tracestate"]; ts != "" {
+			d = append(d, bson.E{Key: "tracestate", Value: ts})
+		}
+		err := events.InsertOne(sctx, d)
+		span.End()
 		if err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("demo generator: inserting an event")
 		}

@@ -53,6 +53,17 @@ const (
 	FieldCreatedAt     = "createdAt"
 	FieldUpdatedAt     = "updatedAt"
 
+	// FieldTraceParent and FieldTraceState carry the application's W3C
+	// trace context (https://www.w3.org/TR/trace-context/): the span that
+	// inserted the event, as the strings of the traceparent and tracestate
+	// HTTP headers. They sit at the top level under the names the W3C
+	// headers and the CloudEvents distributed-tracing extension give them,
+	// so that any client can write them as plain fields; retrigger only
+	// reads them. Both are optional, and a malformed value never stops an
+	// event (package tracing says what happens then).
+	FieldTraceParent = "traceparent"
+	FieldTraceState  = "tracestate"
+
 	// FieldRetrigger is the one field retrigger reserves for its own
 	// bookkeeping: a document holding the lease of a running attempt, the
 	// count of runs that never finished, why an event was archived, and
@@ -118,6 +129,12 @@ type Event struct {
 	Version       int64
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	// TraceParent and TraceState are the application's trace context, as
+	// given (FieldTraceParent, FieldTraceState): package tracing validates
+	// them. TraceContextError says why a field could not be read (it is
+	// not a string); the event runs all the same.
+	TraceParent, TraceState string
+	TraceContextError       string
 
 	// retrigger's bookkeeping (FieldRetrigger)
 	Lease   *Lease    // nil: not running
@@ -142,6 +159,11 @@ type Attempt struct {
 	Error   string // the handler's error, truncated
 	Replica string // the consumer replica that ran it
 	Number  int64  // 1 for the first execution
+	// TraceID and SpanID name the span of the run or action in lower-case
+	// hex (32 and 16 digits), when it was traced and sampled: the span
+	// links of later runs point at it. "" otherwise.
+	TraceID string
+	SpanID  string
 }
 
 // History field names of an Attempt inside FieldHistory.
@@ -152,6 +174,8 @@ const (
 	HistoryError   = "error"
 	HistoryReplica = "replica"
 	HistoryNumber  = "attempt"
+	HistoryTraceID = "traceId"
+	HistorySpanID  = "spanId"
 )
 
 // Due reports whether a failed event is due at now: its nextAttemptAt is

@@ -409,6 +409,14 @@ func (s *Store) Ping(ctx context.Context) error {
 type Operator struct {
 	Now time.Time
 	By  string // who acted, e.g. "ada@host (retrigger)"; the history's replica
+	// TraceID and SpanID name the action's span, for its history entry
+	// (event.Attempt); "" when it is not traced.
+	TraceID, SpanID string
+}
+
+// entry is the history entry of an operator's action.
+func (op Operator) entry(outcome string) event.Attempt {
+	return event.Attempt{At: op.Now, Outcome: outcome, Replica: op.By, TraceID: op.TraceID, SpanID: op.SpanID}
 }
 
 // Action is what an operator's action did to one event.
@@ -478,7 +486,7 @@ func (s *Store) Retry(ctx context.Context, id bson.RawValue, op Operator) (Actio
 			{Key: event.FieldVersion, Value: ev.Version + 1},
 			{Key: event.FieldUpdatedAt, Value: op.Now},
 		}
-		if h := s.history(ev.History, event.Attempt{At: op.Now, Outcome: "retried", Replica: op.By}); h != nil {
+		if h := s.history(ev.History, op.entry("retried")); h != nil {
 			set = append(set, bson.E{Key: event.FieldHistory, Value: h})
 		}
 		n, err := s.events.UpdateOne(ctx, append(current(ev), notLeased(op.Now)), bson.D{{Key: "$set", Value: set}}, false)
@@ -511,7 +519,7 @@ func (s *Store) Cancel(ctx context.Context, id bson.RawValue, op Operator) (Acti
 			{Key: event.FieldUpdatedAt, Value: op.Now},
 			{Key: event.FieldReason, Value: string(event.ReasonCancelled)},
 		}
-		if h := s.history(ev.History, event.Attempt{At: op.Now, Outcome: "cancelled", Replica: op.By}); h != nil {
+		if h := s.history(ev.History, op.entry("cancelled")); h != nil {
 			set = append(set, bson.E{Key: event.FieldHistory, Value: h})
 		}
 		update := bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: event.FieldNextAttemptAt, Value: ""}}}}
@@ -522,7 +530,7 @@ func (s *Store) Cancel(ctx context.Context, id bson.RawValue, op Operator) (Acti
 		if err != nil {
 			return 0, "", wrap("cancelling an event", err)
 		}
-		err = s.MoveToErrors(ctx, doc, Archive{Reason: event.ReasonCancelled, At: op.Now})
+		err = s.MoveToErrors(ctx, doc, Archive{Reason: event.ReasonCancelled, At: op.Now, TraceID: op.TraceID, SpanID: op.SpanID})
 		if errors.Is(err, ErrStale) {
 			return SkippedChanged, "it changed while being archived: it stays in " + s.opts.Events, nil
 		}
@@ -647,7 +655,7 @@ func (s *Store) redriven(doc bson.Raw, op Operator) (bson.D, error) {
 	}
 	book = setField(kept, "redrives", ev.Redrives+1)
 	book = setField(book, "redrivenAt", op.Now)
-	if h := s.history(ev.History, event.Attempt{At: op.Now, Outcome: "redriven", Replica: op.By}); h != nil {
+	if h := s.history(ev.History, op.entry("redriven")); h != nil {
 		book = setField(book, "history", h)
 	}
 	return append(out, bson.E{Key: event.FieldRetrigger, Value: book}), nil

@@ -323,6 +323,9 @@ func attemptDoc(a event.Attempt) bson.D {
 	if a.Replica != "" {
 		d = append(d, bson.E{Key: event.HistoryReplica, Value: a.Replica})
 	}
+	if a.TraceID != "" {
+		d = append(d, bson.E{Key: event.HistoryTraceID, Value: a.TraceID}, bson.E{Key: event.HistorySpanID, Value: a.SpanID})
+	}
 	return d
 }
 

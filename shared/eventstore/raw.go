@@ -227,5 +227,8 @@ func appendAttempt(d *rawDoc, key string, a event.Attempt) {
 	if a.Replica != "" {
 		d.str(event.HistoryReplica, a.Replica)
 	}
+	if a.TraceID != "" {
+		d.str(event.HistoryTraceID, a.TraceID).str(event.HistorySpanID, a.SpanID)
+	}
 	d.end()
 }

@@ -35,7 +35,8 @@ func TestRawDocumentsAreTheirReadableTwins(t *testing.T) {
 	histories := [][]event.Attempt{nil, {
 		{At: now.Add(-time.Hour), Took: 1500 * time.Millisecond, Outcome: "failed", Error: string(long), Replica: "r1", Number: 1},
 		{At: now.Add(-time.Minute), Outcome: "crashed"},
-		{At: now.Add(-time.Second), Outcome: "failed", Error: "boom", Replica: "r2", Number: 2},
+		{At: now.Add(-time.Second), Outcome: "failed", Error: "boom", Replica: "r2", Number: 2,
+			TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", SpanID: "00f067aa0ba902b7"},
 	}}
 	for _, s := range stores {
 		for _, id := range ids {
@@ -55,6 +56,8 @@ func TestRawDocumentsAreTheirReadableTwins(t *testing.T) {
 						requireSame(t, append(current(&c.Event), bson.E{Key: event.FieldLeaseToken, Value: c.Lease.Token}), completeFilter(c))
 						for _, tr := range []Transition{
 							{To: event.StateSuccess, At: now, Run: event.Attempt{At: now, Took: 3 * time.Millisecond, Outcome: "success", Replica: "r", Number: 1}},
+							{To: event.StateSuccess, At: now, Run: event.Attempt{At: now, Outcome: "success", Replica: "r", Number: 3,
+								TraceID: "0af7651916cd43dd8448eb211c80319c", SpanID: "b7ad6b7169203331"}},
 							{To: event.StateFailed, At: now, Attempts: 2, NextAt: now.Add(1500 * time.Microsecond), Run: event.Attempt{At: now, Outcome: "failed", Error: "x"},
 								LastError: event.LastError{Message: "boom", Retryable: true, At: now}},
 							{To: event.StateError, At: now, Attempts: 5, Reason: event.ReasonExhausted, Run: event.Attempt{At: now, Outcome: "error"},

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/event"
@@ -120,5 +121,56 @@ func TestWrapDatabaseCountsErrors(t *testing.T) {
 	}
 	if !strings.HasPrefix(m.storageErrors.WithLabelValues("find").Desc().String(), "Desc{fqName: \"retrigger_storage_errors_total\"") {
 		t.Error(m.storageErrors.WithLabelValues("find").Desc().String())
+	}
+}
+
+// A process exports the metrics of the parts it runs and those of every
+// process, never another part's as 0: a consumer has no
+// retrigger_producer_leader.
+func TestPartsExportTheirMetrics(t *testing.T) {
+	t.Parallel()
+	exported := func(m *Metrics) map[string]bool {
+		// every metric once, so that the vectors show too
+		m.Transition("t", event.StateNew, event.StateSuccess, 1, time.Millisecond)
+		m.Skipped(SkipBusy)
+		m.Published("s", time.Millisecond, true)
+		m.Archived(event.ReasonExhausted)
+		m.StorageError("find")
+		m.NATSError("pull")
+		families, err := m.Registry().Gather()
+		require.NoError(t, err)
+		out := map[string]bool{}
+		for _, f := range families {
+			out[f.GetName()] = true
+		}
+		return out
+	}
+	parts := map[string][]Part{}
+	for _, d := range New("test").Definitions() {
+		parts[d.Name] = d.Parts
+	}
+	for _, tt := range []struct {
+		part Part
+		want []string
+		not  []string
+	}{
+		{Consumer, []string{"retrigger_events_handled_total", "retrigger_handlers_in_flight", "retrigger_storage_errors_total", "retrigger_build_info"},
+			[]string{"retrigger_producer_leader", "retrigger_changes_seen_total", "retrigger_swept_total", "retrigger_published_total", "retrigger_archived_total"}},
+		{Archiver, []string{"retrigger_archived_total", "retrigger_nats_errors_total"},
+			[]string{"retrigger_producer_leader", "retrigger_scheduled_total", "retrigger_handlers_in_flight", "retrigger_events_handled_total"}},
+		{Producer, []string{"retrigger_producer_leader", "retrigger_changes_seen_total", "retrigger_published_total", "retrigger_checkpoint_age_seconds", "retrigger_archived_total"},
+			[]string{"retrigger_handlers_in_flight", "retrigger_events_handled_total"}},
+	} {
+		got := exported(New("test", tt.part))
+		for _, name := range tt.want {
+			require.True(t, got[name], "%s exports %s", tt.part, name)
+		}
+		for _, name := range tt.not {
+			require.False(t, got[name], "%s exports %s, a metric of %v", tt.part, name, parts[name])
+		}
+	}
+	all := exported(New("test"))
+	for name := range parts {
+		require.True(t, all[name], "a process of every part exports %s", name)
 	}
 }

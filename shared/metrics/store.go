@@ -78,6 +78,12 @@ func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) (
 	return g, err
 }
 
+func (c *collection) CountByTime(ctx context.Context, filter any, path string, iv store.Intervals) ([]int64, error) {
+	counts, err := c.c.CountByTime(ctx, filter, path, iv)
+	c.count(ctx, "count", err)
+	return counts, err
+}
+
 func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error) {
 	doc, err := c.c.FindOneAndUpdate(ctx, filter, update)
 	c.count(ctx, "update", err)

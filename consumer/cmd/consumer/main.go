@@ -13,6 +13,7 @@ import (
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
 )
 
@@ -63,8 +64,10 @@ func newCommand() command.Command {
 			}
 			return cfg.Validate()
 		},
+		Part:         metrics.Consumer,
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			w, err := consumer.NewWorker(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

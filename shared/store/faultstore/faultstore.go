@@ -56,7 +56,7 @@ var ErrInjected = errors.New("faultstore: injected fault")
 type Op struct {
 	Collection string
 	// Method is the store.Collection method: "InsertOne", "InsertMany",
-	// "FindOne", "Find", "Count", "CountBy", "FindOneAndUpdate",
+	// "FindOne", "Find", "Count", "CountBy", "CountByTime", "FindOneAndUpdate",
 	// "ReplaceOne", "UpdateOne", "DeleteOne" or "DeleteMany"; or
 	// "Transact" for a whole transaction (Collection empty).
 	Method string
@@ -65,7 +65,7 @@ type Op struct {
 // Write reports whether the operation may change data.
 func (o Op) Write() bool {
 	switch o.Method {
-	case "FindOne", "Find", "Count", "CountBy":
+	case "FindOne", "Find", "Count", "CountBy", "CountByTime":
 		return false
 	}
 	return true
@@ -228,6 +228,10 @@ func (c *collection) Count(ctx context.Context, filter any) (int64, error) {
 
 func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) ([]store.Group, error) {
 	return do(ctx, c, "CountBy", func(ctx context.Context) ([]store.Group, error) { return c.c.CountBy(ctx, filter, paths...) })
+}
+
+func (c *collection) CountByTime(ctx context.Context, filter any, path string, iv store.Intervals) ([]int64, error) {
+	return do(ctx, c, "CountByTime", func(ctx context.Context) ([]int64, error) { return c.c.CountByTime(ctx, filter, path, iv) })
 }
 
 func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error) {
