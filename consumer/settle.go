@@ -81,7 +81,7 @@ func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, r eventstore.Clai
 		cancel()
 		if err == nil {
 			if failed > 0 {
-				w.settledAfter(failed, r.ID, "claim")
+				w.settledAfter(ctx, failed, r.ID, "claim")
 				if c.Outcome != eventstore.Claimed && c.Event.Lease != nil && c.Event.Lease.Token == r.Token {
 					// An earlier try claimed it, and then the event moved on
 					// (an edit): give that lease back.
@@ -90,7 +90,7 @@ func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, r eventstore.Clai
 			}
 			return c, nil
 		}
-		w.log.Debug().Err(err).Str("event_id", event.IDString(r.ID)).Int("try", failed+1).Msg("claiming an event failed; trying the same claim again")
+		w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(r.ID)).Int("try", failed+1).Msg("claiming an event failed; trying the same claim again")
 		wait := bo.NextBackOff()
 		if ctx.Err() != nil || !w.cfg.Now().Add(wait+w.cfg.StoreTimeout/10).Before(deadline) || !pause(ctx, msg, wait) {
 			return Claim{}, err
@@ -128,11 +128,11 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, c *Claim, t ev
 		}
 		if errors.Is(err, eventstore.ErrStale) {
 			if err = w.recorded(ctx, c, t); err == nil || errors.Is(err, eventstore.ErrStale) {
-				w.settledAfter(failed, c.Event.ID, "outcome")
+				w.settledAfter(ctx, failed, c.Event.ID, "outcome")
 				return err
 			}
 		}
-		w.log.Debug().Err(err).Str("event_id", event.IDString(c.Event.ID)).Int("try", failed+1).Msg("writing an outcome failed; writing it again")
+		w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(c.Event.ID)).Int("try", failed+1).Msg("writing an outcome failed; writing it again")
 		wait := bo.NextBackOff()
 		if ctx.Err() != nil || !w.cfg.Now().Add(wait).Before(giveUp) || !pause(ctx, msg, wait) {
 			return err
@@ -147,7 +147,7 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, c *Claim, t ev
 			// Gone: an earlier try wrote the outcome (which removes the
 			// lease), or the lease expired and was taken over.
 			if rerr = w.recorded(ctx, c, t); rerr == nil || errors.Is(rerr, eventstore.ErrStale) {
-				w.settledAfter(failed+1, c.Event.ID, "outcome")
+				w.settledAfter(ctx, failed+1, c.Event.ID, "outcome")
 				return rerr
 			}
 		}
@@ -170,8 +170,8 @@ func (w *Worker) recorded(ctx context.Context, c *Claim, t eventstore.Transition
 }
 
 // settledAfter notes a write that got its answer after failed tries.
-func (w *Worker) settledAfter(failed int, id bson.RawValue, what string) {
-	w.log.Debug().Str("event_id", event.IDString(id)).Int("failed_tries", failed).Str("write", what).Msg("a storage write settled after failed tries")
+func (w *Worker) settledAfter(ctx context.Context, failed int, id bson.RawValue, what string) {
+	w.log.Debug().Ctx(ctx).Str("event_id", event.IDString(id)).Int("failed_tries", failed).Str("write", what).Msg("a storage write settled after failed tries")
 }
 
 // giveBack removes the lease of c if it is still c's, keeping the crash
@@ -201,7 +201,7 @@ func (w *Worker) giveBack(ctx context.Context, c *Claim) error {
 // answer while the lease held, and says so.
 func (w *Worker) abandon(ctx context.Context, c *Claim, what string, cause error) {
 	err := w.giveBack(ctx, c)
-	l := w.log.Warn().Err(cause).Str("event_id", event.IDString(c.Event.ID))
+	l := w.log.Warn().Ctx(ctx).Err(cause).Str("event_id", event.IDString(c.Event.ID))
 	if err != nil {
 		l = l.AnErr("release_error", err)
 	}
