@@ -176,24 +176,29 @@ func (w *Worker) settledAfter(ctx context.Context, failed int, id bson.RawValue,
 
 // giveBack removes the lease of c if it is still c's, keeping the crash
 // count: a storage error is not a crash. It tries again with backoff
-// while the lease, with its grace, is not over: once it is, another
-// replica may take it over, and a release then changes nothing.
+// while the lease, with its grace, is not over (once it is, another
+// replica may take it over, and a release then changes nothing), unless
+// the worker stops hard: then it tries once.
 func (w *Worker) giveBack(ctx context.Context, c *Claim) error {
-	ctx = context.WithoutCancel(ctx)
 	end := c.Lease.Until.Add(leaseGrace)
 	bo := retryBackoff()
 	for {
-		sctx, cancel := w.storeCtx(ctx)
+		sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 		err := w.store.Abandon(sctx, c)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		wait := bo.NextBackOff()
-		if !w.cfg.Now().Add(wait).Before(end) {
+		if ctx.Err() != nil || !w.cfg.Now().Add(wait).Before(end) {
 			return err
 		}
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
