@@ -151,7 +151,7 @@ func (sc scope) check(r *ActionRequest) error {
 // act selects the events of r, and applies apply to each (or, for a dry
 // run, samples them). Ids r names that select nothing are explained in
 // the result (Unmatched); when none of them selects anything the action
-// is refused: ErrNotFound when no event has any of them, ErrNotApplicable
+// is refused: ErrNotFound when no event has any of them, ErrNoChange
 // when they exist but the action does not apply to them.
 func (a *Admin) act(ctx context.Context, sc scope, r ActionRequest, progress func(Progress),
 	apply func(context.Context, bson.RawValue, eventstore.Operator) (eventstore.Action, string, error)) (*ActionResult, error) {
@@ -294,7 +294,7 @@ func refusalOf(sc scope, unmatched []Skip) error {
 	parts := make([]string, len(unmatched))
 	for i, s := range unmatched {
 		if s.found {
-			kind = ErrNotApplicable
+			kind = ErrNoChange
 		}
 		parts[i] = s.IDText + ": " + s.Why
 	}

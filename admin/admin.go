@@ -36,6 +36,11 @@ type Operations interface {
 	Cancel(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
 	Redrive(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
 	Purge(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
+	// Flow control (flow.go): each type's breaker, pause and limits; pause
+	// and resume a type.
+	Flow(ctx context.Context) ([]FlowStatus, error)
+	Pause(ctx context.Context, r PauseRequest) (*FlowStatus, error)
+	Resume(ctx context.Context, r ResumeRequest) (*FlowStatus, error)
 }
 
 // Query selects events or archived events. Zero fields select everything.
@@ -65,13 +70,14 @@ var (
 	// ErrInvalid: a request that cannot be run as given: a malformed
 	// filter, or one that can never select anything the operation acts on.
 	ErrInvalid = errors.New("invalid request")
-	// ErrNotFound: the ids a request names are in neither events nor
-	// errors.
+	// ErrNotFound: what the request names exists nowhere: ids in neither
+	// events nor errors, a type retrigger has never seen.
 	ErrNotFound = errors.New("not found")
-	// ErrNotApplicable: the ids a request names exist, but the action does
-	// not apply to any of them as they are (retrying an event that
-	// succeeded, redriving one that is not archived).
-	ErrNotApplicable = errors.New("not applicable")
+	// ErrNoChange: the request would change nothing: ids of events the
+	// action does not apply to as they are (retrying an event that
+	// succeeded, redriving one that is not archived), a resume of a type
+	// that is neither paused nor held by its breaker.
+	ErrNoChange = errors.New("nothing to change")
 )
 
 func invalid(format string, args ...any) error {

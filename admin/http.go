@@ -23,8 +23,9 @@ import (
 // before an action starts, and any failed stats, list or show, is a
 // status code and {"error": "..."}: 400 a malformed request or a filter
 // that can never select anything the action changes (ErrInvalid), 404
-// ids that no event has (ErrNotFound), 409 ids of events the action does
-// not apply to (ErrNotApplicable), 500 anything else.
+// ids that no event has, or a type never seen (ErrNotFound), 409 a
+// request that would change nothing: ids of events the action does not
+// apply to, a resume of a type not held (ErrNoChange); 500 anything else.
 const apiPrefix = "/admin/v1/"
 
 // Handler serves ops over HTTP under /admin/v1/, logging every change to
@@ -56,6 +57,35 @@ func Handler(ops Operations, log zerolog.Logger) http.Handler {
 				return nil, err
 			}
 			return ops.Show(ctx, req.ID)
+		})
+	})
+	mux.HandleFunc("POST "+apiPrefix+"flow", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, _ json.RawMessage) (any, error) { return ops.Flow(ctx) })
+	})
+	mux.HandleFunc("POST "+apiPrefix+"pause", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, body json.RawMessage) (any, error) {
+			var req PauseRequest
+			if err := decode(body, &req); err != nil {
+				return nil, err
+			}
+			res, err := ops.Pause(ctx, req)
+			if err == nil {
+				h.log.Info().Str("type", req.Type).Time("until", req.Until).Str("reason", req.Reason).Str("by", req.By).Msg("paused a type")
+			}
+			return res, err
+		})
+	})
+	mux.HandleFunc("POST "+apiPrefix+"resume", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, body json.RawMessage) (any, error) {
+			var req ResumeRequest
+			if err := decode(body, &req); err != nil {
+				return nil, err
+			}
+			res, err := ops.Resume(ctx, req)
+			if err == nil {
+				h.log.Info().Str("type", req.Type).Str("by", req.By).Msg("resumed a type")
+			}
+			return res, err
 		})
 	})
 	for name, action := range map[string]func(context.Context, ActionRequest, func(Progress)) (*ActionResult, error){
@@ -197,7 +227,7 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrNotApplicable):
+	case errors.Is(err, ErrNoChange):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
@@ -245,13 +275,15 @@ func (c *Client) post(ctx context.Context, op string, req any) (*http.Response, 
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
+		// The server's refusals come back as the same errors, saying
+		// what the server said.
 		switch resp.StatusCode {
 		case http.StatusBadRequest:
 			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(e.Error, ErrInvalid.Error()+": "))
 		case http.StatusNotFound:
 			return nil, &refusal{kind: ErrNotFound, msg: e.Error}
 		case http.StatusConflict:
-			return nil, &refusal{kind: ErrNotApplicable, msg: e.Error}
+			return nil, &refusal{kind: ErrNoChange, msg: e.Error}
 		}
 		return nil, fmt.Errorf("%s: %s", c.BaseURL, e.Error)
 	}
@@ -314,6 +346,21 @@ func (c *Client) action(ctx context.Context, op string, r ActionRequest, progres
 		return nil, fmt.Errorf("reading the answer of %s: %w", c.BaseURL, err)
 	}
 	return nil, fmt.Errorf("%s ended its answer without a result", c.BaseURL)
+}
+
+func (c *Client) Flow(ctx context.Context) ([]FlowStatus, error) {
+	var out []FlowStatus
+	return out, c.call(ctx, "flow", struct{}{}, &out)
+}
+
+func (c *Client) Pause(ctx context.Context, r PauseRequest) (*FlowStatus, error) {
+	var out FlowStatus
+	return &out, c.call(ctx, "pause", r, &out)
+}
+
+func (c *Client) Resume(ctx context.Context, r ResumeRequest) (*FlowStatus, error) {
+	var out FlowStatus
+	return &out, c.call(ctx, "resume", r, &out)
 }
 
 func (c *Client) Retry(ctx context.Context, r ActionRequest, p func(Progress)) (*ActionResult, error) {

@@ -47,9 +47,9 @@ func TestHTTPRefusals(t *testing.T) {
 		{"ids no event has", "retry", `{"ids": ["nope123"]}`, 404, admin.ErrNotFound, "retry nope123: no event or archived event has this id"},
 		{"a dry run of ids no event has", "redrive", `{"ids": ["nope123", "nope456"], "dryRun": true}`, 404, admin.ErrNotFound, "nope456"},
 		{"show of an id no event has", "show", `{"id": "nope123"}`, 404, admin.ErrNotFound, "no event with id nope123"},
-		{"retry of an event that succeeded", "retry", `{"ids": ["s1"]}`, 409, admin.ErrNotApplicable, "s1: it is success in events: retry applies to failed events"},
-		{"cancel of an archived event", "cancel", `{"ids": ["a1"]}`, 409, admin.ErrNotApplicable, "archived in errors (exhausted)"},
-		{"redrive of an event not archived", "redrive", `{"ids": ["n1", "nope"]}`, 409, admin.ErrNotApplicable, "n1: it is new in events: redrive applies to archived events"},
+		{"retry of an event that succeeded", "retry", `{"ids": ["s1"]}`, 409, admin.ErrNoChange, "s1: it is success in events: retry applies to failed events"},
+		{"cancel of an archived event", "cancel", `{"ids": ["a1"]}`, 409, admin.ErrNoChange, "archived in errors (exhausted)"},
+		{"redrive of an event not archived", "redrive", `{"ids": ["n1", "nope"]}`, 409, admin.ErrNoChange, "n1: it is new in events: redrive applies to archived events"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,6 +28,9 @@ type Stats struct {
 	// Unserved are the event types with messages waiting and no consumer:
 	// no replica has a handler for them.
 	Unserved map[string]uint64 `json:"unserved,omitempty"`
+	// Flow is each type's flow control: breaker, pause, limits, and the
+	// events waiting behind them.
+	Flow []FlowStatus `json:"flow,omitempty"`
 }
 
 // InState is the number of events in state (new, failed, success, error),
@@ -98,6 +101,9 @@ func (a *Admin) Stats(ctx context.Context) (*Stats, error) {
 		s.OldestDue = &Due{ID: idJSON(due.ID), IDText: FormatID(due.ID), Type: due.Type, State: due.State.String(), Since: due.Since}
 	}
 	if s.ArchivedLastHour, s.ArchivedLastDay, err = a.store.ArchivedRecently(ctx, now); err != nil {
+		return nil, err
+	}
+	if s.Flow, err = a.flow(ctx, s.Events); err != nil {
 		return nil, err
 	}
 	if err := a.streams(ctx, s); err != nil {

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
@@ -62,6 +64,9 @@ type Config struct {
 	// (the process crashed, or the handler hung past its timeout) before
 	// the event is archived as crashed. Default 5.
 	MaxCrashes int64
+	// Flow is flow control: every type's breaker (on by default), and the
+	// rate limits and keys of the types that have them.
+	Flow flow.Config
 	// NakWindow: a message of an event due within this time is handed back
 	// for the remaining delay; one due later is dropped, the producer's
 	// scheduler publishing it again when it is due. Default 1s.
@@ -188,6 +193,13 @@ func (c Config) validate() error {
 	}
 	if err := c.Policies.Validate("consumer.Config.Policies"); err != nil {
 		return err
+	}
+	if err := c.Flow.Validate(types); err != nil {
+		var fe *flow.Error
+		if errors.As(err, &fe) {
+			return f("Flow", fe.Setting, "%v", err)
+		}
+		return f("Flow", "", "%v", err)
 	}
 	return c.Store.Validate()
 }

@@ -83,10 +83,11 @@ type routed struct {
 	span     tracing.Span
 }
 
-// route decides what an event document needs at now: new events go to
-// their type's subject; failed ones too when due, or to the scheduler
-// otherwise; errored ones to the DLQ; malformed ones to the DLQ with the
-// reason. Nothing is published for an event a consumer runs now (its
+// route decides what an event document needs at now: new and failed
+// events go to their type's subject when due, or to the scheduler
+// otherwise (a retry, a delayed first run), and nowhere when the change is
+// their park (they wait for their flow-control key); errored ones to the
+// DLQ; malformed ones to the DLQ with the reason. Nothing is published for an event a consumer runs now (its
 // lease holds: the transition that ends the run is routed instead) or one
 // that succeeded. change names the change the document comes from
 // (changeStamp), for the message's Nats-Msg-Id; "" when it does not come
@@ -113,17 +114,25 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 	if ev.Leased(now) {
 		return r
 	}
+	if ev.State.Runnable() && !ev.ParkedAt.IsZero() && change != "" {
+		// It waits for its key (flow control), out of NATS: the change is
+		// its park. A wake, or the sweeper after the stall, brings it back.
+		return r
+	}
 	switch ev.State {
-	case event.StateNew:
-		return p.message(r, p.cfg.Names.EventSubject(ev.Type), stamp)
-	case event.StateFailed:
+	case event.StateNew, event.StateFailed:
 		if !ev.Due(now) {
+			// A retry, or a delayed first run: the scheduler publishes it
+			// when it is due.
 			if p.schedule != nil {
 				p.schedule(ev.NextAttemptAt)
 			}
 			return r
 		}
-		return p.message(r, p.cfg.Names.EventSubject(ev.Type), dueStamp(&ev))
+		if ev.State == event.StateFailed {
+			stamp = dueStamp(&ev)
+		}
+		return p.message(r, p.cfg.Names.EventSubject(ev.Type), stamp)
 	case event.StateError:
 		return p.message(r, p.cfg.Names.DLQSubject(ev.Type), stamp)
 	}
@@ -134,7 +143,13 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 // the relay, the scheduler and the sweeper publishing it agree, and
 // JetStream keeps one.
 func dueStamp(ev *event.Event) string {
-	return "v" + strconv.FormatInt(ev.Version, 10) + ".due" + strconv.FormatInt(ev.NextAttemptAt.UnixMilli(), 10)
+	s := "v" + strconv.FormatInt(ev.Version, 10) + ".due" + strconv.FormatInt(ev.NextAttemptAt.UnixMilli(), 10)
+	if !ev.WokenAt.IsZero() {
+		// Woken by its key after it was parked: its retry's message went
+		// already, and this one must not be taken for a duplicate of it.
+		s += ".w" + strconv.FormatInt(ev.WokenAt.UnixMilli(), 10)
+	}
+	return s
 }
 
 // stateStamp names an event by its version and state: the stamp of the
@@ -143,12 +158,8 @@ func stateStamp(ev *event.Event) string {
 	return "v" + strconv.FormatInt(ev.Version, 10) + ".s" + strconv.Itoa(int(ev.State))
 }
 
-// changeStamp names a change by its cluster time: the same change read
-// again (after a restart) gives the same message id, and every other
-// change, a re-insert of an archived event included, a new one.
-func changeStamp(ts bson.Timestamp) string {
-	return "c" + strconv.FormatUint(uint64(ts.T), 10) + "." + strconv.FormatUint(uint64(ts.I), 10)
-}
+// changeStamp names a change by its cluster time (messaging.ChangeStamp).
+func changeStamp(ts bson.Timestamp) string { return messaging.ChangeStamp(ts) }
 
 // traceRoom is kept free of max_payload for the trace context a traced
 // publish adds to the headers: traceparent, and tracestate (at most 512

@@ -117,6 +117,11 @@ func printStats(w io.Writer, s *admin.Stats, now time.Time) {
 	fmt.Fprintln(w)
 	pivot(w, "ERRORS", s.Errors, []string{"exhausted", "permanent", "crashed", "rejected", "cancelled"}, func(g eventstore.GroupCount) string { return g.Reason })
 	fmt.Fprintf(w, "archived in the last hour: %d, in the last day: %d\n\n", s.ArchivedLastHour, s.ArchivedLastDay)
+	if len(s.Flow) > 0 {
+		fmt.Fprintln(w, "FLOW CONTROL")
+		printFlow(w, s.Flow, now)
+		fmt.Fprintln(w)
+	}
 	if s.StreamsError != "" {
 		fmt.Fprintf(w, "STREAMS unknown: %s\n", s.StreamsError)
 		return

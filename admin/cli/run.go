@@ -33,6 +33,8 @@ func (r *runner) run(ctx context.Context, pos []string) error {
 	case "stats", "ls", "show", "retry", "cancel", "redrive", "purge":
 	case "ui":
 		return r.serveUI(ctx, args)
+	case "pause", "resume", "flow":
+		return r.flow(ctx, cmd, args)
 	default:
 		return fmt.Errorf("%w: unknown command %q (see -help)", errUsage, cmd)
 	}

@@ -144,7 +144,7 @@ func (s *server) overview(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	d := overviewData{Stats: stats, Chart: newChart(act), Paused: r.FormValue("refresh") == "off"}
+	d := overviewData{Stats: stats, Chart: newChart(act), Paused: r.FormValue("refresh") == "off", Flow: flowRows(stats), FlowDone: r.FormValue("flow")}
 	d.States, d.Types = eventCounts(stats)
 	d.Archive, d.ArchivedTotal = archiveCounts(stats)
 	if stats.OldestDue != nil {
@@ -171,6 +171,8 @@ type overviewData struct {
 	OldestHref    template.URL
 	Unserved      []unserved
 	Paused        bool
+	Flow          []flowRow
+	FlowDone      string // what a pause or resume just did
 }
 
 type count struct {

@@ -28,6 +28,8 @@ type Backend interface {
 	Cancel(ctx context.Context, r admin.ActionRequest, progress func(admin.Progress)) (*admin.ActionResult, error)
 	Redrive(ctx context.Context, r admin.ActionRequest, progress func(admin.Progress)) (*admin.ActionResult, error)
 	Purge(ctx context.Context, r admin.ActionRequest, progress func(admin.Progress)) (*admin.ActionResult, error)
+	Pause(ctx context.Context, r admin.PauseRequest) (*admin.FlowStatus, error)
+	Resume(ctx context.Context, r admin.ResumeRequest) (*admin.FlowStatus, error)
 }
 
 var _ Backend = (*admin.Admin)(nil)
@@ -117,6 +119,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /event", s.event)
 	mux.HandleFunc("GET /confirm/{action}", s.confirm)
 	mux.HandleFunc("POST /do/{action}", s.act)
+	mux.HandleFunc("POST /flow/{op}", s.flowAction)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", cacheStatic(http.FileServerFS(static))))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "there is no page at "+r.URL.Path)
@@ -224,7 +227,7 @@ func (s *server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, admin.ErrNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, admin.ErrNotApplicable):
+	case errors.Is(err, admin.ErrNoChange):
 		status = http.StatusConflict
 	}
 	s.fail(w, r, status, err.Error())

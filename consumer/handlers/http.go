@@ -293,8 +293,9 @@ func (h *httpHandler) requestError(ctx context.Context, err error) error {
 }
 
 // StatusError is the error of an unsuccessful response. The HTTP handler
-// returns it wrapped by consumer.Permanent or consumer.After where they
-// apply; errors.As finds it.
+// returns it wrapped by consumer.Permanent, consumer.After or
+// consumer.Throttle (a 429 or 503 with Retry-After) where they apply;
+// errors.As finds it.
 type StatusError struct {
 	URL        string // userinfo redacted
 	StatusCode int
@@ -336,7 +337,12 @@ func (h *httpHandler) statusError(resp *http.Response) error {
 		return consumer.Permanent(serr)
 	}
 	if d, ok := retryAfter(resp.Header.Get("Retry-After"), h.cfg.Now()); ok {
-		return consumer.After(min(d, h.cfg.MaxRetryAfter), serr)
+		d = min(d, h.cfg.MaxRetryAfter)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			// The partner asks every caller to wait: the whole type pauses.
+			return consumer.Throttle(d, serr)
+		}
+		return consumer.After(d, serr)
 	}
 	return serr
 }

@@ -19,12 +19,15 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/retrigger/retrigger/admin"
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/flow"
+	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/tracing"
@@ -280,6 +283,7 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 	t := time.NewTicker(o.summaryEvery)
 	defer t.Stop()
 	st := eventstore.New(db, o.store)
+	ops := admin.New(st, nil, messaging.Names{})
 	prevTotal, prevAt := f.total.Load(), time.Now()
 	for {
 		select {
@@ -303,10 +307,43 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 		fmt.Fprintf(w, "%s  new %d · retrying %d · success %d · error %d │ archived in %s %d │ %.1f transitions/s\n",
 			now.Format(time.TimeOnly), in(event.StateNew), in(event.StateFailed),
 			in(event.StateSuccess), in(event.StateError), o.store.WithDefaults().Errors, count(eventstore.InErrors, eventstore.Filter{}), rate)
+		if all, err := ops.Flow(ctx); err == nil {
+			for _, fs := range all {
+				if line := flowLine(fs, now); line != "" {
+					fmt.Fprintf(w, "    %s\n", line)
+				}
+			}
+		}
 		for _, tr := range f.recent() {
 			fmt.Fprintf(w, "    %s  %s\n", tr.At.Format(time.TimeOnly), describe(tr, o.store.WithDefaults().Errors))
 		}
 	}
+}
+
+// flowLine says what holds a type back, if anything: its breaker, its
+// pause, events waiting for their keys. "" on the happy path.
+func flowLine(f admin.FlowStatus, now time.Time) string {
+	var parts []string
+	switch f.Breaker {
+	case flow.Open:
+		parts = append(parts, fmt.Sprintf("breaker open since %s, next probe in %s (%s)", now.Sub(f.Since).Round(time.Second), max(f.NextProbe.Sub(now), 0).Round(time.Second), f.Reason))
+	case flow.Recovering:
+		parts = append(parts, fmt.Sprintf("recovering: %d at once", f.WaveLimit))
+	}
+	if p := f.Pause; p != nil {
+		until := "until resumed"
+		if !p.Until.IsZero() {
+			until = "for " + p.Until.Sub(now).Round(time.Second).String()
+		}
+		parts = append(parts, fmt.Sprintf("paused by %s %s", p.By, until))
+	}
+	if f.Parked > 0 {
+		parts = append(parts, fmt.Sprintf("%d waiting for their keys", f.Parked))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("flow: %s %s · %d waiting", f.Type, strings.Join(parts, " · "), f.Waiting)
 }
 
 func describe(tr consumer.Transition, errorsCollection string) string {

@@ -83,6 +83,10 @@ const (
 	FieldHistory     = FieldRetrigger + ".history"    // array: the last attempts (see Attempt)
 	FieldRedrivenAt  = FieldRetrigger + ".redrivenAt" // date: when it was last moved back from errors
 	FieldRedrives    = FieldRetrigger + ".redrives"   // int64: how often it was moved back from errors
+	FieldParkedAt    = FieldRetrigger + ".parkedAt"   // date: it waits for its flow-control key, out of NATS, until woken
+	FieldWokenAt     = FieldRetrigger + ".wokenAt"    // date: when its key last woke it (a new message for it)
+	FieldKey         = FieldRetrigger + ".key"        // string: the normalised hash of its flow-control key
+	FieldSeq         = FieldRetrigger + ".seq"        // int64: its place in its key's order (the insert's cluster time)
 	fieldLeaseOwner  = "owner"
 	fieldLeaseTokenK = "token"
 	fieldLeaseUntilK = "until"
@@ -146,6 +150,14 @@ type Event struct {
 	ArchivedAt time.Time
 	RedrivenAt time.Time // when it was last moved back from errors
 	Redrives   int64     // how often it was moved back from errors
+	// Flow control of keyed types (package flow): the event waits for its
+	// key since ParkedAt (zero: it does not); Key is the hash of its key's
+	// value and Seq its place in the key's order, both set by its first
+	// claim.
+	ParkedAt time.Time
+	WokenAt  time.Time
+	Key      string
+	Seq      int64
 }
 
 // Attempt is one entry of an event's history: an execution of its handler
@@ -178,11 +190,17 @@ const (
 	HistorySpanID  = "spanId"
 )
 
-// Due reports whether a failed event is due at now: its nextAttemptAt is
-// not after now, or it has none (a hand-built document). New events are
-// always due.
+// Due reports whether the event may run at now. A failed event is due at
+// its nextAttemptAt, or at once when it has none (a hand-built document).
+// A new event is due at once, unless it never ran (version 0) and was
+// inserted with a nextAttemptAt in the future: a delayed first run. A
+// failed event that the application reset to new (its version is past 0)
+// runs at once, whatever its old nextAttemptAt says.
 func (e *Event) Due(now time.Time) bool {
-	return e.State != StateFailed || e.NextAttemptAt.IsZero() || !e.NextAttemptAt.After(now)
+	if e.NextAttemptAt.IsZero() || !e.NextAttemptAt.After(now) {
+		return true
+	}
+	return e.State == StateNew && e.Version > 0
 }
 
 // Leased reports whether a lease holds the event at now.

@@ -278,6 +278,10 @@ func readBookkeeping(ev *Event, d bson.Raw) {
 	if n, ok := d.Lookup("redrives").AsInt64OK(); ok && n > 0 {
 		ev.Redrives = n
 	}
+	ev.ParkedAt = date(d.Lookup("parkedAt"))
+	ev.WokenAt = date(d.Lookup("wokenAt"))
+	ev.Key, _ = d.Lookup("key").StringValueOK()
+	ev.Seq, _ = d.Lookup("seq").AsInt64OK()
 	if a, ok := d.Lookup("history").ArrayOK(); ok {
 		vals, _ := a.Values()
 		for _, v := range vals {

@@ -60,6 +60,7 @@ func (o Outcome) String() string {
 type Claim struct {
 	Outcome Outcome
 	Event   event.Event // as claimed, or as found
+	Doc     bson.Raw    // the document Event was read from, when Claimed
 	Lease   event.Lease // when Claimed
 	Err     error       // when Invalid
 }
@@ -134,7 +135,7 @@ func (s *Store) claimed(doc bson.Raw, lease event.Lease) (Claim, error) {
 	if err != nil {
 		return Claim{Outcome: Invalid, Event: ev, Lease: lease, Err: err}, nil
 	}
-	return Claim{Outcome: Claimed, Event: ev, Lease: lease}, nil
+	return Claim{Outcome: Claimed, Event: ev, Doc: doc, Lease: lease}, nil
 }
 
 func leaseDoc(l event.Lease) bson.D {
@@ -153,17 +154,23 @@ func (s *Store) ofType(typ string) bson.D {
 	return bson.D{{Key: event.FieldType, Value: typ}}
 }
 
-// runnable selects new events, and failed ones due at the given time; a
-// failed event whose nextAttemptAt is missing or not a date is due.
+// runnable selects the events due at the given time (event.Event.Due):
+// failed ones whose nextAttemptAt passed or is missing (or not a date), and
+// new ones, except those never run (version 0) whose nextAttemptAt is
+// still ahead: a delayed first run.
 func runnable(due time.Time) bson.D {
+	dueBy := bson.A{
+		bson.D{{Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$lte", Value: due}}}},
+		bson.D{{Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "date"}}}}}},
+	}
 	return bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: event.FieldState, Value: bson.D{{Key: "$in", Value: bson.A{stateValue(event.StateNew), nil}}}}},
+		bson.D{
+			{Key: event.FieldState, Value: bson.D{{Key: "$in", Value: bson.A{stateValue(event.StateNew), nil}}}},
+			{Key: "$or", Value: append(dueBy[:2:2], bson.D{{Key: event.FieldVersion, Value: bson.D{{Key: "$gt", Value: int64(0)}}}})},
+		},
 		bson.D{
 			{Key: event.FieldState, Value: stateValue(event.StateFailed)},
-			{Key: "$or", Value: bson.A{
-				bson.D{{Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$lte", Value: due}}}},
-				bson.D{{Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "date"}}}}}},
-			}},
+			{Key: "$or", Value: dueBy},
 		},
 	}}}
 }
@@ -206,7 +213,7 @@ func (s *Store) RenewLease(ctx context.Context, c *Claim, until time.Time) error
 // producer route the event as it now is.
 func (s *Store) Release(ctx context.Context, c *Claim) error {
 	_, err := s.events.UpdateOne(ctx, byLease(c), bson.D{{Key: "$unset", Value: bson.D{
-		{Key: event.FieldLease, Value: ""}, {Key: event.FieldCrashes, Value: ""}}}}, false)
+		{Key: event.FieldLease, Value: ""}, {Key: event.FieldCrashes, Value: ""}, {Key: event.FieldParkedAt, Value: ""}}}}, false)
 	return wrap("releasing a lease", err)
 }
 
@@ -231,6 +238,11 @@ type Transition struct {
 	NextAt    time.Time // failed: when it is due again
 	LastError event.LastError
 	Reason    event.Reason // error: why
+	// Key and Seq stamp an event of a keyed type (package flow) with its
+	// key's hash and its place in the key's order, so that the later
+	// events of its key find it while it is unfinished. "": not keyed.
+	Key string
+	Seq int64
 }
 
 // Complete records the outcome of a claimed run and releases the lease, in

@@ -143,10 +143,16 @@ func (s *Store) claimFilter(r ClaimRequest) bson.Raw {
 	} else {
 		d.doc("0").str(event.FieldType, r.Type).end()
 	}
+	due := r.Now.Add(r.Early)
 	d.doc("1").array("$or").
-		doc("0").doc(event.FieldState).array("$in").int32("0", stateValue(event.StateNew)).null("1").end().end().end().
+		doc("0").doc(event.FieldState).array("$in").int32("0", stateValue(event.StateNew)).null("1").end().end().
+		array("$or").
+		doc("0").doc(event.FieldNextAttemptAt).time("$lte", due).end().end().
+		doc("1").doc(event.FieldNextAttemptAt).doc("$not").str("$type", "date").end().end().end().
+		doc("2").doc(event.FieldVersion).int64("$gt", 0).end().end().
+		end().end().
 		doc("1").int32(event.FieldState, stateValue(event.StateFailed)).array("$or").
-		doc("0").doc(event.FieldNextAttemptAt).time("$lte", r.Now.Add(r.Early)).end().end().
+		doc("0").doc(event.FieldNextAttemptAt).time("$lte", due).end().end().
 		doc("1").doc(event.FieldNextAttemptAt).doc("$not").str("$type", "date").end().end().end().
 		end().end().
 		end().end()
@@ -205,9 +211,15 @@ func (s *Store) completeUpdate(ev *event.Event, t Transition) bson.Raw {
 		}
 		d.end()
 	}
+	if t.Key != "" {
+		d.str(event.FieldKey, t.Key).int64(event.FieldSeq, KeySeq(ev, t.Seq))
+	}
 	d.end().doc("$unset").str(event.FieldLease, "").str(event.FieldCrashes, "")
 	if t.To != event.StateFailed {
 		d.str(event.FieldNextAttemptAt, "")
+	}
+	if !ev.ParkedAt.IsZero() {
+		d.str(event.FieldParkedAt, "")
 	}
 	return d.done()
 }

@@ -62,8 +62,14 @@ func TestRawDocumentsAreTheirReadableTwins(t *testing.T) {
 								LastError: event.LastError{Message: "boom", Retryable: true, At: now}},
 							{To: event.StateError, At: now, Attempts: 5, Reason: event.ReasonExhausted, Run: event.Attempt{At: now, Outcome: "error"},
 								LastError: event.LastError{Message: "no", At: now}},
+							{To: event.StateSuccess, At: now, Key: "k1", Seq: 7 << 32, Run: event.Attempt{At: now, Outcome: "success"}},
+							{To: event.StateNew, At: now, Key: "k2", Seq: 1, Run: event.Attempt{At: now, Outcome: "probe", Error: "503"},
+								LastError: event.LastError{Message: "503", Retryable: true, At: now}},
 						} {
 							requireSame(t, completeTwin(s, &c.Event, tr), s.completeUpdate(&c.Event, tr))
+							parked := *c
+							parked.Event.ParkedAt = now
+							requireSame(t, completeTwin(s, &parked.Event, tr), s.completeUpdate(&parked.Event, tr))
 						}
 					}
 				}
@@ -96,6 +102,12 @@ func completeTwin(s *Store, ev *event.Event, t Transition) bson.D {
 	}
 	if h := s.history(ev.History, t.Run); h != nil {
 		set = append(set, bson.E{Key: event.FieldHistory, Value: h})
+	}
+	if t.Key != "" {
+		set = append(set, bson.E{Key: event.FieldKey, Value: t.Key}, bson.E{Key: event.FieldSeq, Value: KeySeq(ev, t.Seq)})
+	}
+	if !ev.ParkedAt.IsZero() {
+		unset = append(unset, bson.E{Key: event.FieldParkedAt, Value: ""})
 	}
 	return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}}
 }

@@ -73,6 +73,11 @@ type Metrics struct {
 	storageErrors *prometheus.CounterVec
 	natsErrors    *prometheus.CounterVec
 	leader        prometheus.Gauge
+	breaker       *prometheus.GaugeVec
+	trips         *prometheus.CounterVec
+	probes        *prometheus.CounterVec
+	flowWaits     *prometheus.CounterVec
+	paused        *prometheus.GaugeVec
 
 	defs []Definition
 
@@ -97,6 +102,11 @@ func New(version string, parts ...Part) *Metrics {
 	m.attempts = f.histogramVec("retrigger_attempts_at_success", "The attempt on which events succeeded (1: the first run), by event type.", []float64{1, 2, 3, 4, 5, 7, 10, 15, 20}, "type")
 	m.transitions = f.counterVec("retrigger_transitions_total", "State transitions written by consumer replicas, by the state left and the state entered.", "from", "to")
 	m.skipped = f.counterVec("retrigger_messages_skipped_total", "Messages a replica acknowledged or handed back without running them, by reason: stale (the event moved on), not_due, busy (another replica runs it).", "reason")
+	m.breaker = f.gaugeVec("retrigger_breaker_state", "The breaker of each event type as this replica last read it: 0 closed, 1 open, 2 recovering (its backlog let out in waves).", "type")
+	m.trips = f.counterVec("retrigger_breaker_trips_total", "Breaker trips this replica wrote, by event type.", "type")
+	m.probes = f.counterVec("retrigger_breaker_probes_total", "Probes this replica ran while a breaker was open, by event type and outcome (success, failure, inconclusive).", "type", "outcome")
+	m.flowWaits = f.counterVec("retrigger_flow_waits_total", "Claimed events flow control held back instead of running, by event type and reason (paused, breaker, rate, recovery, key).", "type", "reason")
+	m.paused = f.gaugeVec("retrigger_type_paused", "1 while an event type is paused (by hand, or by a partner's Retry-After), as this replica last read it.", "type")
 	f.parts = []Part{Producer}
 	m.changes = f.counter("retrigger_changes_seen_total", "Changes of the events collection read from the change stream.")
 	m.published = f.counterVec("retrigger_published_total", "Messages JetStream acknowledged, duplicates included, by stream.", "stream")
@@ -225,7 +235,7 @@ func (m *Metrics) Transition(typ string, from, to event.State, attempt int64, to
 	case event.StateSuccess:
 		outcome = OutcomeSuccess
 		m.attempts.WithLabelValues(typ).Observe(float64(attempt))
-	case event.StateFailed:
+	case event.StateFailed, event.StateNew: // new: a probe that failed, its attempt not spent
 		outcome = OutcomeRetry
 	}
 	m.handled.WithLabelValues(typ, outcome).Inc()
@@ -348,4 +358,49 @@ func (m *Metrics) Leader(active bool) {
 		v = 1
 	}
 	m.leader.Set(v)
+}
+
+// Breaker states of retrigger_breaker_state.
+const (
+	BreakerClosed     = 0
+	BreakerOpen       = 1
+	BreakerRecovering = 2
+)
+
+// FlowState records what a replica last read of a type's flow control: its
+// breaker (BreakerClosed, BreakerOpen, BreakerRecovering) and its pause.
+func (m *Metrics) FlowState(typ string, breaker int, paused bool) {
+	if m == nil {
+		return
+	}
+	m.breaker.WithLabelValues(typ).Set(float64(breaker))
+	p := 0.0
+	if paused {
+		p = 1
+	}
+	m.paused.WithLabelValues(typ).Set(p)
+}
+
+// BreakerTripped counts a trip this replica wrote.
+func (m *Metrics) BreakerTripped(typ string) {
+	if m == nil {
+		return
+	}
+	m.trips.WithLabelValues(typ).Inc()
+}
+
+// Probed counts a probe's outcome: success, failure or inconclusive.
+func (m *Metrics) Probed(typ, outcome string) {
+	if m == nil {
+		return
+	}
+	m.probes.WithLabelValues(typ, outcome).Inc()
+}
+
+// FlowWait counts a claimed event held back by flow control.
+func (m *Metrics) FlowWait(typ, reason string) {
+	if m == nil {
+		return
+	}
+	m.flowWaits.WithLabelValues(typ, reason).Inc()
 }

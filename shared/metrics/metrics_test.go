@@ -137,6 +137,10 @@ func TestPartsExportTheirMetrics(t *testing.T) {
 		m.Archived(event.ReasonExhausted)
 		m.StorageError("find")
 		m.NATSError("pull")
+		m.FlowState("t", BreakerOpen, true)
+		m.BreakerTripped("t")
+		m.Probed("t", "failure")
+		m.FlowWait("t", "breaker")
 		families, err := m.Registry().Gather()
 		require.NoError(t, err)
 		out := map[string]bool{}
@@ -154,7 +158,8 @@ func TestPartsExportTheirMetrics(t *testing.T) {
 		want []string
 		not  []string
 	}{
-		{Consumer, []string{"retrigger_events_handled_total", "retrigger_handlers_in_flight", "retrigger_storage_errors_total", "retrigger_build_info"},
+		{Consumer, []string{"retrigger_events_handled_total", "retrigger_handlers_in_flight", "retrigger_storage_errors_total", "retrigger_build_info",
+			"retrigger_breaker_state", "retrigger_breaker_trips_total", "retrigger_breaker_probes_total", "retrigger_flow_waits_total", "retrigger_type_paused"},
 			[]string{"retrigger_producer_leader", "retrigger_changes_seen_total", "retrigger_swept_total", "retrigger_published_total", "retrigger_archived_total"}},
 		{Archiver, []string{"retrigger_archived_total", "retrigger_nats_errors_total"},
 			[]string{"retrigger_producer_leader", "retrigger_scheduled_total", "retrigger_handlers_in_flight", "retrigger_events_handled_total"}},

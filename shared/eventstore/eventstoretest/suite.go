@@ -74,8 +74,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"MoveToErrors", testMoveToErrors, false, false},
 		{"MoveToErrorsOfAChangedEventTakesTheCopyBack", testMoveChanged, false, false},
 		{"RedrivenCopyArchivesAgain", testRearchive, false, false},
-		{"FailedAfterPagesInDueOrder", testFailedAfter, false, false},
-		{"FailedAfterFindsAnEventThatMovedLater", testFailedAfterMovedLater, false, false},
+		{"DueAfterPagesInDueOrder", testDueAfter, false, false},
+		{"DueAfterFindsAnEventThatMovedLater", testDueAfterMovedLater, false, false},
 		{"SweepFindsStalledEventsAndNoOthers", testSweep, false, false},
 		{"SweepPagesThroughMixedIDTypes", testSweepPaging, false, false},
 		{"RetireDeletesOldSuccessesInBatches", testRetire, false, false},
@@ -94,6 +94,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"PageArchive", testPageArchive, false, false},
 		{"PageExamineBound", testPageExamineBound, false, false},
 		{"Activity", testActivity, false, false},
+		{"FlowStateIsWrittenOverItsRevision", testFlowStateIsWrittenOverItsRevision, false, false},
+		{"Slots", testSlots, false, false},
+		{"SlotsAreExclusive", testSlotsAreExclusive, true, false},
+		{"Rate", testRate, false, false},
+		{"EarlierOfKey", testEarlierOfKey, false, false},
+		{"ParkAndWake", testParkAndWake, false, false},
+		{"ClaimDelayedFirstRun", testClaimDelayedFirstRun, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

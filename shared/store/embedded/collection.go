@@ -80,11 +80,28 @@ func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit in
 			return nil, err
 		}
 	}
-	res, err := txn.Find(c.handle, query, order, 0, limit)
+	if order == nil {
+		res, err := txn.Find(c.handle, query, nil, 0, limit)
+		if err != nil {
+			return nil, err
+		}
+		return res.Matched, nil
+	}
+	// lungo sorts the whole collection before it filters; filtering
+	// first sorts only the matches, which a query with a limit (the
+	// scheduler's, a key's next event) keeps few.
+	res, err := txn.Find(c.handle, query, nil, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	return res.Matched, nil
+	list, err := mongokit.Sort(res.Matched, order)
+	if err != nil {
+		return nil, err
+	}
+	if limit > 0 && len(list) > limit {
+		list = list[:limit]
+	}
+	return list, nil
 }
 
 func (c *collection) InsertOne(ctx context.Context, doc any) error {
