@@ -22,6 +22,7 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Operations are the operator's operations. Admin runs them; Client asks
@@ -35,6 +36,11 @@ type Operations interface {
 	Cancel(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
 	Redrive(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
 	Purge(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error)
+	// Flow control (flow.go): each type's breaker, pause and limits; pause
+	// and resume a type.
+	Flow(ctx context.Context) ([]FlowStatus, error)
+	Pause(ctx context.Context, r PauseRequest) (*FlowStatus, error)
+	Resume(ctx context.Context, r ResumeRequest) (*FlowStatus, error)
 }
 
 // Query selects events or archived events. Zero fields select everything.
@@ -57,14 +63,48 @@ func (q Query) Empty() bool {
 		q.Error == "" && q.Since.IsZero() && q.Until.IsZero()
 }
 
-// ErrInvalid: a request that cannot be run as given.
-var ErrInvalid = errors.New("invalid request")
+// Errors of a request, which the HTTP API answers with a status code
+// (400, 404, 409) and {"error": "..."}, and the retrigger command with a
+// non-zero exit.
+var (
+	// ErrInvalid: a request that cannot be run as given: a malformed
+	// filter, or one that can never select anything the operation acts on.
+	ErrInvalid = errors.New("invalid request")
+	// ErrNotFound: what the request names exists nowhere: ids in neither
+	// events nor errors, a type retrigger has never seen.
+	ErrNotFound = errors.New("not found")
+	// ErrNoChange: the request would change nothing: ids of events the
+	// action does not apply to as they are (retrying an event that
+	// succeeded, redriving one that is not archived), a resume of a type
+	// that is neither paused nor held by its breaker.
+	ErrNoChange = errors.New("nothing to change")
+)
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
+// refusal is an error of one of the kinds above whose text is only its
+// message: "retry nope: no event or archived event has this id".
+type refusal struct {
+	kind error
+	msg  string
+}
+
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.kind }
+
+func refuse(kind error, format string, args ...any) error {
+	return &refusal{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
 var stateNames = map[string]event.State{"new": event.StateNew, "success": event.StateSuccess, "failed": event.StateFailed, "error": event.StateError}
+
+// reasonNames are the archive reasons a filter may name.
+var reasonNames = map[string]bool{
+	string(event.ReasonExhausted): true, string(event.ReasonPermanent): true, string(event.ReasonRejected): true,
+	string(event.ReasonCrashed): true, string(event.ReasonCancelled): true, string(event.ReasonApplication): true,
+}
 
 // filter is q for the event store.
 func (q Query) filter() (eventstore.Filter, error) {
@@ -84,7 +124,19 @@ func (q Query) filter() (eventstore.Filter, error) {
 		f.States = append(f.States, st)
 	}
 	for _, r := range q.Reasons {
+		if !reasonNames[r] {
+			return f, invalid("reason %q is none of exhausted, permanent, rejected, crashed, cancelled, application", r)
+		}
 		f.Reasons = append(f.Reasons, event.Reason(r))
+	}
+	for _, t := range q.Types {
+		if t == "" {
+			return f, invalid("an empty type")
+		}
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+		return f, invalid("since %s is not before until %s: the time range selects nothing",
+			q.Since.UTC().Format(time.RFC3339), q.Until.UTC().Format(time.RFC3339))
 	}
 	if q.Error != "" {
 		re, err := regexp.Compile(q.Error)
@@ -106,6 +158,8 @@ type Admin struct {
 	js    jetstream.JetStream // nil: no stream figures
 	names messaging.Names
 	now   func() time.Time
+	// tracing makes a span of each action on an event; nil: off.
+	tracing *tracing.Tracer
 }
 
 // New returns the operations on st; js may be nil (stats then say the
@@ -115,6 +169,14 @@ func New(st *eventstore.Store, js jetstream.JetStream, names messaging.Names) *A
 		names = messaging.DefaultNames()
 	}
 	return &Admin{store: st, js: js, names: names, now: time.Now}
+}
+
+// WithTracing makes a span of each retry, cancel and redrive of an event
+// with t, whose ids the action's history entry keeps (the event's next run
+// links to it). It returns a.
+func (a *Admin) WithTracing(t *tracing.Tracer) *Admin {
+	a.tracing = t
+	return a
 }
 
 var _ Operations = (*Admin)(nil)

@@ -19,8 +19,13 @@ import (
 
 // The HTTP API: POST /admin/v1/<operation> with the request as JSON. An
 // action answers with newline-delimited JSON: {"progress": ...} lines as
-// it goes, then {"result": ...} or {"error": ...}. An error before an
-// action starts is a status code and {"error": "..."}.
+// it goes, then {"result": ...} or {"error": ...}. A request refused
+// before an action starts, and any failed stats, list or show, is a
+// status code and {"error": "..."}: 400 a malformed request or a filter
+// that can never select anything the action changes (ErrInvalid), 404
+// ids that no event has, or a type never seen (ErrNotFound), 409 a
+// request that would change nothing: ids of events the action does not
+// apply to, a resume of a type not held (ErrNoChange); 500 anything else.
 const apiPrefix = "/admin/v1/"
 
 // Handler serves ops over HTTP under /admin/v1/, logging every change to
@@ -52,6 +57,35 @@ func Handler(ops Operations, log zerolog.Logger) http.Handler {
 				return nil, err
 			}
 			return ops.Show(ctx, req.ID)
+		})
+	})
+	mux.HandleFunc("POST "+apiPrefix+"flow", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, _ json.RawMessage) (any, error) { return ops.Flow(ctx) })
+	})
+	mux.HandleFunc("POST "+apiPrefix+"pause", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, body json.RawMessage) (any, error) {
+			var req PauseRequest
+			if err := decode(body, &req); err != nil {
+				return nil, err
+			}
+			res, err := ops.Pause(ctx, req)
+			if err == nil {
+				h.log.Info().Str("type", req.Type).Time("until", req.Until).Str("reason", req.Reason).Str("by", req.By).Msg("paused a type")
+			}
+			return res, err
+		})
+	})
+	mux.HandleFunc("POST "+apiPrefix+"resume", func(w http.ResponseWriter, r *http.Request) {
+		h.call(w, r, func(ctx context.Context, body json.RawMessage) (any, error) {
+			var req ResumeRequest
+			if err := decode(body, &req); err != nil {
+				return nil, err
+			}
+			res, err := ops.Resume(ctx, req)
+			if err == nil {
+				h.log.Info().Str("type", req.Type).Str("by", req.By).Msg("resumed a type")
+			}
+			return res, err
 		})
 	})
 	for name, action := range map[string]func(context.Context, ActionRequest, func(Progress)) (*ActionResult, error){
@@ -127,17 +161,23 @@ func (h *server) action(w http.ResponseWriter, r *http.Request, name string, fn 
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
+	// The status is sent with the first line: until then a refusal can
+	// still be a status code.
 	var (
-		mu   sync.Mutex
-		enc  = json.NewEncoder(w)
-		last time.Time
+		mu      sync.Mutex
+		enc     = json.NewEncoder(w)
+		last    time.Time
+		started bool
 	)
 	flusher, _ := w.(http.Flusher)
 	send := func(l line) {
 		mu.Lock()
 		defer mu.Unlock()
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
 		_ = enc.Encode(l)
 		if flusher != nil {
 			flusher.Flush()
@@ -154,7 +194,17 @@ func (h *server) action(w http.ResponseWriter, r *http.Request, name string, fn 
 			Strs("ids", res.Changed[:min(len(res.Changed), 20)]).Msg("admin action changed events")
 	}
 	if err != nil {
-		h.log.Warn().Err(err).Str("action", name).Msg("admin action stopped")
+		status := statusOf(err)
+		if status >= http.StatusInternalServerError {
+			h.log.Warn().Err(err).Str("action", name).Msg("admin action stopped")
+		}
+		mu.Lock()
+		refused := !started
+		mu.Unlock()
+		if refused {
+			writeError(w, status, err)
+			return
+		}
 		send(line{Error: err.Error(), Invalid: errors.Is(err, ErrInvalid), Result: res})
 		return
 	}
@@ -170,9 +220,15 @@ func decode(body json.RawMessage, v any) error {
 	return nil
 }
 
+// statusOf is the status code of an operation's error.
 func statusOf(err error) int {
-	if errors.Is(err, ErrInvalid) {
+	switch {
+	case errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrNoChange):
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
@@ -219,8 +275,15 @@ func (c *Client) post(ctx context.Context, op string, req any) (*http.Response, 
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		if resp.StatusCode == http.StatusBadRequest {
+		// The server's refusals come back as the same errors, saying
+		// what the server said.
+		switch resp.StatusCode {
+		case http.StatusBadRequest:
 			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(e.Error, ErrInvalid.Error()+": "))
+		case http.StatusNotFound:
+			return nil, &refusal{kind: ErrNotFound, msg: e.Error}
+		case http.StatusConflict:
+			return nil, &refusal{kind: ErrNoChange, msg: e.Error}
 		}
 		return nil, fmt.Errorf("%s: %s", c.BaseURL, e.Error)
 	}
@@ -283,6 +346,21 @@ func (c *Client) action(ctx context.Context, op string, r ActionRequest, progres
 		return nil, fmt.Errorf("reading the answer of %s: %w", c.BaseURL, err)
 	}
 	return nil, fmt.Errorf("%s ended its answer without a result", c.BaseURL)
+}
+
+func (c *Client) Flow(ctx context.Context) ([]FlowStatus, error) {
+	var out []FlowStatus
+	return out, c.call(ctx, "flow", struct{}{}, &out)
+}
+
+func (c *Client) Pause(ctx context.Context, r PauseRequest) (*FlowStatus, error) {
+	var out FlowStatus
+	return &out, c.call(ctx, "pause", r, &out)
+}
+
+func (c *Client) Resume(ctx context.Context, r ResumeRequest) (*FlowStatus, error) {
+	var out FlowStatus
+	return &out, c.call(ctx, "resume", r, &out)
 }
 
 func (c *Client) Retry(ctx context.Context, r ActionRequest, p func(Progress)) (*ActionResult, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Show is what ShowEvent found for an id: usually one event, in events or
@@ -28,6 +29,10 @@ type Shown struct {
 	// Dropped is how many attempts ran before the oldest one the bounded
 	// history keeps.
 	Dropped int64 `json:"dropped,omitempty"`
+	// TraceParent is the application's trace context, as the event gives
+	// it; TraceInvalid says why it cannot be used.
+	TraceParent  string `json:"traceparent,omitempty"`
+	TraceInvalid string `json:"traceInvalid,omitempty"`
 }
 
 // Step is one moment of an event's life.
@@ -38,11 +43,16 @@ type Step struct {
 	TookMs  int64     `json:"tookMs,omitempty"`
 	Error   string    `json:"error,omitempty"`
 	Replica string    `json:"replica,omitempty"` // the replica, or the operator, that acted
+	// TraceID and SpanID name the step's span: the application's for the
+	// insert, the run's or action's for the others, when traced.
+	TraceID string `json:"traceId,omitempty"`
+	SpanID  string `json:"spanId,omitempty"`
 }
 
 // Show finds the event with the id, in events and in errors, and tells
 // its timeline: insert, each attempt kept in its history (time, duration,
-// error, replica), archives and redrives, and when it is due next.
+// error, replica, trace), archives and redrives, and when it is due next.
+// ErrNotFound: no event has the id.
 func (a *Admin) Show(ctx context.Context, id string) (*Show, error) {
 	ids, err := ParseID(id)
 	if err != nil {
@@ -51,6 +61,9 @@ func (a *Admin) Show(ctx context.Context, id string) (*Show, error) {
 	events, archived, err := a.store.FindIDs(ctx, ids)
 	if err != nil {
 		return nil, err
+	}
+	if len(events)+len(archived) == 0 {
+		return nil, refuse(ErrNotFound, "no event with id %s in events or errors", id)
 	}
 	out := &Show{Query: id, Found: []Shown{}}
 	for _, doc := range events {
@@ -74,12 +87,18 @@ func (a *Admin) shown(w eventstore.Where, doc bson.Raw) Shown {
 	if inserted.IsZero() && ev.ID.Type == bson.TypeObjectID {
 		inserted = ev.ID.ObjectID().Timestamp().UTC()
 	}
+	origin, invalid := tracing.Origin(&ev)
+	s.TraceParent, s.TraceInvalid = ev.TraceParent, invalid
 	if !inserted.IsZero() {
-		s.Timeline = append(s.Timeline, Step{At: inserted, What: "inserted"})
+		st := Step{At: inserted, What: "inserted"}
+		if origin.IsValid() {
+			st.TraceID, st.SpanID = origin.TraceID().String(), origin.SpanID().String()
+		}
+		s.Timeline = append(s.Timeline, st)
 	}
 	var oldest int64
 	for _, h := range ev.History {
-		s.Timeline = append(s.Timeline, Step{At: h.At, What: h.Outcome, Attempt: h.Number, TookMs: h.Took.Milliseconds(), Error: h.Error, Replica: h.Replica})
+		s.Timeline = append(s.Timeline, Step{At: h.At, What: h.Outcome, Attempt: h.Number, TookMs: h.Took.Milliseconds(), Error: h.Error, Replica: h.Replica, TraceID: h.TraceID, SpanID: h.SpanID})
 		if h.Number > 0 && (oldest == 0 || h.Number < oldest) {
 			oldest = h.Number
 		}

@@ -28,6 +28,21 @@ type Stats struct {
 	// Unserved are the event types with messages waiting and no consumer:
 	// no replica has a handler for them.
 	Unserved map[string]uint64 `json:"unserved,omitempty"`
+	// Flow is each type's flow control: breaker, pause, limits, and the
+	// events waiting behind them.
+	Flow []FlowStatus `json:"flow,omitempty"`
+}
+
+// InState is the number of events in state (new, failed, success, error),
+// of every type.
+func (s *Stats) InState(state string) int64 {
+	var n int64
+	for _, g := range s.Events {
+		if g.State == state {
+			n += g.Count
+		}
+	}
+	return n
 }
 
 // Due is the event that has waited longest to run.
@@ -85,10 +100,10 @@ func (a *Admin) Stats(ctx context.Context) (*Stats, error) {
 	if due != nil {
 		s.OldestDue = &Due{ID: idJSON(due.ID), IDText: FormatID(due.ID), Type: due.Type, State: due.State.String(), Since: due.Since}
 	}
-	if s.ArchivedLastHour, err = a.store.Count(ctx, eventstore.InErrors, eventstore.Filter{Since: now.Add(-time.Hour)}); err != nil {
+	if s.ArchivedLastHour, s.ArchivedLastDay, err = a.store.ArchivedRecently(ctx, now); err != nil {
 		return nil, err
 	}
-	if s.ArchivedLastDay, err = a.store.Count(ctx, eventstore.InErrors, eventstore.Filter{Since: now.Add(-24 * time.Hour)}); err != nil {
+	if s.Flow, err = a.flow(ctx, s.Events); err != nil {
 		return nil, err
 	}
 	if err := a.streams(ctx, s); err != nil {

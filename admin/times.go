@@ -15,6 +15,9 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if d, err := ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q is a negative age: give how long ago, like 36h or 2d", s)
+		}
 		return now.Add(-d), nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
@@ -34,4 +37,25 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 	}
 	return time.ParseDuration(s)
+}
+
+// ParseUntil reads when something ends, as an operator gives it: a time
+// (as ParseTime), or a positive duration from now (30m, 2h, 1d). "" is the
+// zero time (no end).
+func ParseUntil(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := ParseDuration(s); err == nil {
+		if d <= 0 {
+			return time.Time{}, fmt.Errorf("%q: give a positive duration from now", s)
+		}
+		return now.Add(d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a time (2025-06-01T11:00:00Z, 2025-06-01) nor a duration from now (30m, 2h, 1d)", s)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Defaults of the archiver.
@@ -46,6 +47,7 @@ type ArchiverConfig struct {
 	Logger       zerolog.Logger
 	Metrics      *metrics.Metrics // nil: none
 	Health       *health.Health   // nil: none
+	Tracing      *tracing.Tracer  // a span of each archive (package tracing); nil: off
 }
 
 func (c ArchiverConfig) withDefaults() ArchiverConfig {
@@ -89,8 +91,8 @@ func (c ArchiverConfig) validate() error {
 		return f("AckWait", "ack-wait", "must be longer than 1s, got %s", c.AckWait)
 	case c.DrainTimeout < 0:
 		return f("DrainTimeout", "drain-timeout", "must not be negative, got %s", c.DrainTimeout)
-	case c.StoreTimeout <= 0 || c.StoreTimeout >= c.AckWait:
-		return f("StoreTimeout", "store-timeout", "must be positive and shorter than the ack wait %s, got %s", c.AckWait, c.StoreTimeout)
+	case c.StoreTimeout < 0 || c.StoreTimeout >= c.AckWait:
+		return f("StoreTimeout", "store-timeout", "must be shorter than the ack wait %s and not negative (0: a third of the ack wait, at most %s), got %s", c.AckWait, DefaultStoreTimeout, c.StoreTimeout)
 	}
 	return c.Store.Validate()
 }
@@ -124,7 +126,7 @@ func NewArchiver(cfg ArchiverConfig, db store.Database, nc *nats.Conn) (*Archive
 	}
 	a := &Archiver{
 		cfg:   cfg,
-		log:   cfg.Logger.With().Str("component", "archiver").Logger(),
+		log:   cfg.Logger.With().Str("component", "archiver").Logger().Hook(tracing.LogHook),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
 	}
@@ -175,12 +177,15 @@ func (a *Archiver) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if err != nil {
-		a.retryLater(msg, id, err)
+		a.retryLater(ctx, msg, id, err)
 		return
 	}
 	now := a.cfg.Now()
 	ev, perr := a.store.Parse(doc)
+	ctx, span := a.cfg.Tracing.Archive(ctx, msg.Subject(), msg.Headers(), &ev)
+	defer func() { span.End(err) }()
 	arch := eventstore.Archive{At: now, Reason: ev.Reason}
+	arch.TraceID, arch.SpanID = span.IDs()
 	switch {
 	case ref.Reason != "":
 		arch.Reason, arch.Message = event.ReasonRejected, ref.Reason // the producer's reason
@@ -197,25 +202,28 @@ func (a *Archiver) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	err = a.store.MoveToErrors(sctx, doc, arch)
 	if errors.Is(err, eventstore.ErrStale) {
+		err = nil
+		span.Outcome("stale")
 		a.stats.Stale.Add(1)
 		_ = msg.Ack() // it changed while being archived: the change flows through the producer
 		return
 	}
 	if err != nil {
-		a.retryLater(msg, id, err)
+		a.retryLater(ctx, msg, id, err)
 		return
 	}
 	_ = msg.Ack()
+	span.Outcome(string(arch.Reason))
 	a.stats.Archived.Add(1)
 	a.cfg.Metrics.Archived(arch.Reason)
-	a.log.Debug().Str("event_id", id).Str("reason", string(arch.Reason)).Msg("archived")
+	a.log.Debug().Ctx(ctx).Str("event_id", id).Str("reason", string(arch.Reason)).Msg("archived")
 	if a.cfg.OnTransition != nil {
 		a.cfg.OnTransition(Transition{ID: id, Type: ev.Type, From: ev.State, To: event.StateError, Attempts: ev.Attempts, At: now, Archived: true, Error: arch.Message, Reason: arch.Reason})
 	}
 }
 
-func (a *Archiver) retryLater(msg jetstream.Msg, id string, err error) {
+func (a *Archiver) retryLater(ctx context.Context, msg jetstream.Msg, id string, err error) {
 	a.stats.Retried.Add(1)
-	a.log.Warn().Err(err).Str("event_id", id).Msg("archiving failed; the dead letter will be redelivered")
+	a.log.Warn().Ctx(ctx).Err(err).Str("event_id", id).Msg("archiving failed; the dead letter will be redelivered")
 	_ = msg.NakWithDelay(time.Second)
 }

@@ -12,11 +12,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/natsserver"
 	"github.com/retrigger/retrigger/shared/store/embedded"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Run: go test -run '^$' -bench Worker -benchmem ./consumer/
@@ -51,6 +54,27 @@ func BenchmarkWorker(b *testing.B) {
 			}
 			return err
 		}, nil
+	})
+}
+
+// BenchmarkWorkerTraced is BenchmarkWorker with tracing on: every run's
+// span made (sampler 1.0) and batched to an exporter that drops it, so it
+// measures the spans without their export.
+func BenchmarkWorkerTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	cfg := Config{
+		Handlers:     map[string]Handler{"bench": func(context.Context, *Event) error { return nil }},
+		DrainTimeout: 5 * time.Second,
+		Tracing:      tracing.New(tp),
+	}
+	benchBatches(b, "worker", func(env benchEnv, written *atomic.Int64) (func(context.Context) error, error) {
+		cfg.OnTransition = func(Transition) { written.Add(1) }
+		w, err := NewWorker(cfg, env.db, env.nc)
+		if err != nil {
+			return nil, err
+		}
+		return w.Run, nil
 	})
 }
 

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,10 +13,12 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Defaults of a worker.
@@ -61,11 +64,15 @@ type Config struct {
 	// (the process crashed, or the handler hung past its timeout) before
 	// the event is archived as crashed. Default 5.
 	MaxCrashes int64
+	// Flow is flow control: every type's breaker (on by default), and the
+	// rate limits and keys of the types that have them.
+	Flow flow.Config
 	// NakWindow: a message of an event due within this time is handed back
 	// for the remaining delay; one due later is dropped, the producer's
 	// scheduler publishing it again when it is due. Default 1s.
 	NakWindow time.Duration
-	// StoreTimeout bounds each storage call. Default 10s.
+	// StoreTimeout bounds each storage call. Default a third of AckWait,
+	// at most 10s.
 	StoreTimeout time.Duration
 	// Replica names this replica in leases and histories. Default: the
 	// host name, the process id and a random suffix.
@@ -81,6 +88,10 @@ type Config struct {
 	// readiness. nil: none.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+	// Tracing makes a span of each run, which the handler's ctx carries,
+	// and writes its ids into the run's history entry (package tracing).
+	// nil: off.
+	Tracing *tracing.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -177,11 +188,18 @@ func (c Config) validate() error {
 		return f("MaxCrashes", "max-crashes", "must be at least 1, got %d", c.MaxCrashes)
 	case c.NakWindow < 0:
 		return f("NakWindow", "nak-window", "must not be negative, got %s", c.NakWindow)
-	case c.StoreTimeout <= 0 || c.StoreTimeout >= c.AckWait:
-		return f("StoreTimeout", "store-timeout", "must be positive and shorter than the ack wait %s, got %s", c.AckWait, c.StoreTimeout)
+	case c.StoreTimeout < 0 || c.StoreTimeout >= c.AckWait:
+		return f("StoreTimeout", "store-timeout", "must be shorter than the ack wait %s and not negative (0: a third of the ack wait, at most %s), got %s", c.AckWait, DefaultStoreTimeout, c.StoreTimeout)
 	}
 	if err := c.Policies.Validate("consumer.Config.Policies"); err != nil {
 		return err
+	}
+	if err := c.Flow.Validate(types); err != nil {
+		var fe *flow.Error
+		if errors.As(err, &fe) {
+			return f("Flow", fe.Setting, "%v", err)
+		}
+		return f("Flow", "", "%v", err)
 	}
 	return c.Store.Validate()
 }

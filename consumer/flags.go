@@ -7,6 +7,10 @@ import (
 	"github.com/retrigger/retrigger/shared/retry"
 )
 
+// StoreTimeoutUsage is the help of -store-timeout, which the worker and the
+// archiver share: its default follows -ack-wait.
+const StoreTimeoutUsage = "longest storage call, shorter than -ack-wait (0 or unset: a third of -ack-wait, at most 10s; not negative)"
+
 // RegisterFlags binds the worker's settings and its default retry policy to
 // fs; the collections' are eventstore.Options.RegisterFlags. Every flag also
 // reads its RETRIGGER_* variable. Per-type policies are read by the caller
@@ -20,7 +24,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "how long a stopping replica lets handlers finish (not negative)")
 	fs.Int64Var(&c.MaxCrashes, "max-crashes", DefaultMaxCrashes, "runs of one event that may end without an outcome (crash, hang) before it is archived as crashed (at least 1)")
 	fs.DurationVar(&c.NakWindow, "nak-window", DefaultNakWindow, "a message of an event due within this time is handed back for the rest; one due later waits for the scheduler (not negative)")
-	fs.DurationVar(&c.StoreTimeout, "store-timeout", DefaultStoreTimeout, "longest storage call (positive, shorter than -ack-wait; default at most a third of it)")
+	fs.DurationVar(&c.StoreTimeout, "store-timeout", 0, StoreTimeoutUsage)
 	fs.StringVar(&c.Replica, "replica", "", "name of this replica in leases and histories (any text; empty: host name, process id and a random suffix)")
 	fs.DurationVar(&p.InitialInterval, "retry-initial", retry.DefaultInitialInterval, "delay after the first failure (positive)")
 	fs.Float64Var(&p.Multiplier, "retry-multiplier", retry.DefaultMultiplier, "growth of the delay after each further failure (a finite number, at least 1)")

@@ -7,8 +7,12 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/retrigger/retrigger/shared/flow"
+	"github.com/retrigger/retrigger/shared/health"
 )
 
 // pool runs the handlers of one replica: it pulls from one durable
@@ -21,6 +25,9 @@ type pool struct {
 	ackWait     time.Duration
 	sources     []source
 	obs         observer
+	// gate says what a source's pull loop may do now (flow control);
+	// nil: always pull.
+	gate func(source string) (flow.Mode, time.Time, <-chan struct{})
 }
 
 type source struct {
@@ -38,8 +45,11 @@ func (p *pool) add(name string, open func(context.Context) (jetstream.Consumer, 
 }
 
 // run pulls until ctx ends. Then it stops pulling, hands messages not yet
-// started back (nak) and waits up to drain for the handlers in flight;
-// after that it cancels their context and waits for them to return.
+// started back (nak) and waits up to drain for the pullers to stop and the
+// handlers in flight to finish; after that it cancels the handlers'
+// context, which also ends the pullers' wait for their iterators (a drain
+// that needs a server that is gone never ends), and waits for both to
+// return.
 func (p *pool) run(ctx context.Context) error {
 	// Handlers run under their own context, cancelled only after the drain
 	// deadline, so a shutdown lets in-flight work finish.
@@ -54,14 +64,20 @@ func (p *pool) run(ctx context.Context) error {
 			p.consume(ctx, hctx, s, slots, &handlers)
 		}()
 	}
-	pullers.Wait()
-	done := make(chan struct{})
-	go func() { handlers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(p.drain):
-		hcancel()
-		<-done
+	<-ctx.Done()
+	deadline := time.NewTimer(p.drain)
+	defer deadline.Stop()
+	for _, wg := range []*sync.WaitGroup{&pullers, &handlers} {
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-deadline.C:
+			hcancel()
+			<-done
+		case <-hctx.Done(): // the deadline passed while waiting for the pullers
+			<-done
+		}
 	}
 	return nil
 }
@@ -93,10 +109,54 @@ func (p *pool) consume(ctx, hctx context.Context, s source, slots chan struct{},
 }
 
 // pull delivers the messages of cons to s.handle until ctx ends or the
-// iterator fails. A message waits for a free slot in the replica, sending
-// progress acks meanwhile, so a backlog behind slow handlers is never
-// redelivered while it waits.
+// pulls fail, pulling as the gate allows: as many as the replica has room
+// for, one at a time (each run needs a turn: a rate, a wave, a probe), or
+// none while the type is held (paused, its breaker open), with no pull
+// request outstanding.
 func (p *pool) pull(ctx, hctx context.Context, s source, cons jetstream.Consumer, slots chan struct{}, handlers *sync.WaitGroup) error {
+	beat := p.obs.loop(s.name)
+	defer beat.Done()
+	for ctx.Err() == nil {
+		mode, until, changed := flow.Pull, time.Time{}, (<-chan struct{})(nil)
+		if p.gate != nil {
+			mode, until, changed = p.gate(s.name)
+		}
+		var err error
+		switch mode {
+		case flow.Hold:
+			beat.Idle() // waiting for a resume is not being stuck
+			waitUntil(ctx, until, changed)
+		case flow.PullOne:
+			err = p.pullOne(ctx, hctx, s, cons, slots, handlers, beat)
+		default:
+			err = p.iterate(ctx, hctx, s, cons, slots, handlers, beat, changed)
+		}
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitUntil waits for until (zero: no deadline), changed or ctx.
+func waitUntil(ctx context.Context, until time.Time, changed <-chan struct{}) {
+	var timer <-chan time.Time
+	if !until.IsZero() {
+		t := time.NewTimer(max(time.Until(until), 0))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-changed:
+	case <-timer:
+	}
+}
+
+// iterate pulls with a message iterator until ctx ends, the iterator
+// fails, or changed says the gate's answer may have changed (it then
+// returns nil, and the messages it held come back after the ack wait).
+func (p *pool) iterate(ctx, hctx context.Context, s source, cons jetstream.Consumer, slots chan struct{}, handlers *sync.WaitGroup, beat *health.Loop, changed <-chan struct{}) error {
 	// A small pull window per source: messages beyond the free slots wait
 	// in the server, not here. A 5s expiry (2.5s heartbeats) notices a
 	// lost pull request, such as one to a deleted consumer, within 5s.
@@ -107,11 +167,22 @@ func (p *pool) pull(ctx, hctx context.Context, s source, cons jetstream.Consumer
 	}
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
-	beat := p.obs.loop(s.name)
-	defer beat.Done()
+	if changed != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-changed:
+				it.Stop()
+			case <-done:
+			}
+		}()
+	}
 	for {
 		beat.Idle() // waiting for a message is not being stuck
-		msg, err := it.Next()
+		// hctx ends when the drain deadline passed: a drain that waits for
+		// a server that is gone (Stop cannot end one) ends there.
+		msg, err := it.Next(jetstream.NextContext(hctx))
 		beat.Beat()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
@@ -120,15 +191,62 @@ func (p *pool) pull(ctx, hctx context.Context, s source, cons jetstream.Consumer
 			it.Stop()
 			return err
 		}
-		if !p.acquire(ctx, msg, slots) {
-			_ = msg.Nak() // stopping, not started: let another replica take it now
-			continue
+		p.dispatch(ctx, hctx, s, msg, slots, handlers)
+	}
+}
+
+// pullOne fetches one message, waiting for it at most 2s, and returns
+// once its handler says whether it runs (decided): each run of the type
+// needs a turn (a rate's, a wave's, the probe), and turns are asked for
+// one at a time.
+func (p *pool) pullOne(ctx, hctx context.Context, s source, cons jetstream.Consumer, slots chan struct{}, handlers *sync.WaitGroup, beat *health.Loop) error {
+	beat.Idle()
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		return err
+	}
+	for msg := range batch.Messages() {
+		beat.Beat()
+		ready := make(chan struct{})
+		var once sync.Once
+		done := p.dispatch(ctx, context.WithValue(hctx, decidedKey{}, func() { once.Do(func() { close(ready) }) }), s, msg, slots, handlers)
+		select {
+		case <-ready:
+		case <-done:
+		case <-ctx.Done():
 		}
-		handlers.Add(1)
-		go func() {
-			defer func() { <-slots; handlers.Done() }()
-			s.handle(hctx, s.name, msg)
-		}()
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// dispatch runs msg in a free slot, or hands it back when stopping. The
+// channel it returns is closed when the handler returns.
+func (p *pool) dispatch(ctx, hctx context.Context, s source, msg jetstream.Msg, slots chan struct{}, handlers *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
+	if !p.acquire(ctx, msg, slots) {
+		_ = msg.Nak() // stopping, not started: let another replica take it now
+		close(done)
+		return done
+	}
+	handlers.Add(1)
+	go func() {
+		defer func() { <-slots; handlers.Done(); close(done) }()
+		s.handle(hctx, s.name, msg)
+	}()
+	return done
+}
+
+type decidedKey struct{}
+
+// decided tells a pull loop that pulls one message at a time (pullOne)
+// that the message handled under ctx runs or was handed back, so it may
+// pull the next. Safe to call more than once, and under any context.
+func decided(ctx context.Context) {
+	if f, ok := ctx.Value(decidedKey{}).(func()); ok {
+		f()
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime/debug"
 	"sort"
 	"sync/atomic"
@@ -16,9 +15,12 @@ import (
 
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
+	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // WorkerStats count what a worker did.
@@ -31,7 +33,11 @@ type WorkerStats struct {
 	Busy      atomic.Int64 // messages of events another replica runs now, handed back
 	Changed   atomic.Int64 // runs whose outcome was not written: the event changed meanwhile
 	Retried   atomic.Int64 // messages handed back after a storage error
-	InFlight  atomic.Int64 // handlers running now
+	Held      atomic.Int64 // claimed events flow control held back (paused, breaker open, limits, keys)
+	// AfterCrash counts claims of events whose last run never recorded an
+	// outcome (retrigger.crashes above 0): crashed or hung runs.
+	AfterCrash atomic.Int64
+	InFlight   atomic.Int64 // handlers running now
 }
 
 // Worker is one consumer replica.
@@ -42,6 +48,7 @@ type Worker struct {
 	js    jetstream.JetStream
 	stats WorkerStats
 	types []string
+	flow  *flow.Controller
 }
 
 // NewWorker builds a worker on db and nc.
@@ -61,17 +68,22 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 	sort.Strings(types)
 	w := &Worker{
 		cfg:   cfg,
-		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger(),
+		log:   cfg.Logger.With().Str("component", "consumer").Str("replica", cfg.Replica).Logger().Hook(tracing.LogHook),
 		store: eventstore.New(db, cfg.Store),
 		js:    js,
 		types: types,
 	}
+	w.flow = flow.New(w.store, cfg.Flow, flow.Options{Types: types, Owner: cfg.Replica, RunTTL: cfg.HandlerTimeout + cfg.AckWait,
+		Now: cfg.Now, Log: w.log, Metrics: cfg.Metrics})
 	cfg.Health.Check("consumer "+cfg.Replica, w.checkReady)
 	return w, nil
 }
 
 // Stats returns the worker's counters.
 func (w *Worker) Stats() *WorkerStats { return &w.stats }
+
+// Flow is the replica's flow control: what each of its types may do now.
+func (w *Worker) Flow() *flow.Controller { return w.flow }
 
 // Replica is the name of this replica in leases and histories.
 func (w *Worker) Replica() string { return w.cfg.Replica }
@@ -83,11 +95,18 @@ func (w *Worker) Replica() string { return w.cfg.Replica }
 func (w *Worker) Run(ctx context.Context) error {
 	p := newPool(w.log, w.cfg.Concurrency, w.cfg.DrainTimeout, w.cfg.AckWait)
 	p.observe(w.cfg.Metrics, w.cfg.Health, w.cfg.HandlerTimeout)
+	p.gate = w.flow.Pulling
 	for _, typ := range w.types {
 		p.add(typ, func(ctx context.Context) (jetstream.Consumer, error) {
 			return w.open(ctx, typ)
 		}, w.handle)
 	}
+	// Flow control reads and writes the types' shared state beside the
+	// pulls, and stops with them.
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.flow.Run(fctx) }()
+	defer func() { stop(); <-done }()
 	return p.run(ctx)
 }
 
@@ -116,6 +135,7 @@ func (w *Worker) storeCtx(ctx context.Context) (context.Context, context.CancelF
 // lease, write the outcome, ack. A message is only a reminder: the event
 // document in MongoDB decides whether and what to run.
 func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
+	defer decided(ctx)
 	ref, err := messaging.ReadRef(msg.Headers())
 	if err != nil {
 		// Not a message of ours; the event, if any, is swept from MongoDB.
@@ -124,17 +144,20 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		return
 	}
 	now := w.cfg.Now()
-	sctx, cancel := w.storeCtx(ctx)
-	claim, err := w.store.ClaimEvent(sctx, eventstore.ClaimRequest{
-		ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: rand.Int64(), Now: now, TTL: w.cfg.AckWait,
-	})
-	cancel()
+	r := eventstore.ClaimRequest{ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: newToken(), Now: now, TTL: w.cfg.AckWait, Grace: leaseGrace}
+	claim, err := w.claim(ctx, msg, r)
 	if err != nil {
-		w.retryLater(msg, ref, err)
+		// No answer while the lease it may have written holds: give that
+		// lease back, so it never passes for a crashed run.
+		w.abandon(ctx, &Claim{Event: event.Event{ID: ref.ID, Version: ref.Version}, Lease: event.Lease{Owner: r.Owner, Token: r.Token, Until: r.Now.Add(r.TTL)}}, "claiming", err)
+		w.redeliver(msg)
 		return
 	}
 	switch claim.Outcome {
 	case eventstore.Claimed:
+		if claim.Event.Crashes > 0 {
+			w.stats.AfterCrash.Add(1)
+		}
 	case eventstore.NotDue:
 		w.stats.Early.Add(1)
 		w.cfg.Metrics.Skipped(metrics.SkipNotDue)
@@ -152,23 +175,52 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		// ..., never later than the lease's end.
 		w.stats.Busy.Add(1)
 		w.cfg.Metrics.Skipped(metrics.SkipBusy)
-		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
+		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now.Add(-leaseGrace)))
 		return
 	default: // Gone, Done, Invalid: nothing to run
-		w.stale(msg, ref, claim.Outcome.String())
+		w.stale(ctx, msg, ref, claim.Outcome.String())
 		return
 	}
-	w.run(ctx, msg, &claim)
+	// May it run now, and if not, until when? Flow control (breakers,
+	// pauses, rate limits, keys) parks what may not.
+	permit, err := w.flow.Admit(ctx, &claim, messaging.ChangeOrder(msg.Headers()))
+	decided(ctx)
+	if !permit.Run {
+		if err != nil {
+			// Parking it may have failed, leaving the lease: give it
+			// back, so that it never passes for a crashed run.
+			_ = w.giveBack(ctx, &claim)
+		}
+		w.held(ctx, msg, ref, permit, err)
+		return
+	}
+	w.run(ctx, msg, &claim, &permit)
+}
+
+// held hands back the message of an event flow control holds: until it
+// may look again, or for good when its key wakes it.
+func (w *Worker) held(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, p flow.Permit, err error) {
+	w.stats.Held.Add(1)
+	if err != nil {
+		w.log.Warn().Ctx(ctx).Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error while holding an event back; the sweeper brings it back if it stays parked")
+	}
+	if p.Until.IsZero() {
+		_ = msg.Ack() // it waits for its key, out of NATS
+		return
+	}
+	_ = msg.NakWithDelay(max(p.Until.Sub(w.cfg.Now()), 0))
 }
 
 // run runs a claimed event and records its outcome.
-func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *flow.Permit) {
 	ev := &c.Event
 	start := w.cfg.Now()
 	var (
 		herr    error
 		crashed = ev.Crashes >= w.cfg.MaxCrashes
 	)
+	ctx, span := w.cfg.Tracing.Run(ctx, msg.Subject(), msg.Headers(), ev, w.cfg.Replica)
+	defer func() { span.End(herr) }()
 	if !crashed {
 		w.stats.InFlight.Add(1)
 		w.cfg.Metrics.InFlight(1)
@@ -176,64 +228,105 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 		w.cfg.Metrics.InFlight(-1)
 		w.stats.InFlight.Add(-1)
 	}
-	now := w.cfg.Now()
 	if herr != nil && ctx.Err() != nil && !errors.Is(herr, errHandlerTimeout) {
 		// Hard stop: the handler was cut short by the shutdown, not by its
 		// own failure. Give the event back to be run again.
 		sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 		_ = w.store.Release(sctx, c)
+		permit.Release(sctx, false, retry.EventFault(herr)) // says nothing of the partner
 		cancel()
 		_ = msg.Nak()
 		return
 	}
-	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, Took: now.Sub(start), At: now, Attempts: ev.Attempts}
-	t := eventstore.Transition{At: now, Run: event.Attempt{At: start, Took: now.Sub(start), Replica: w.cfg.Replica, Number: ev.Attempts + 1}}
-	switch {
-	case crashed:
-		tr.To, tr.Error = event.StateError, fmt.Sprintf("its run never finished %d times: each crashed or hung its consumer", ev.Crashes)
-		t.To, t.Reason, t.Attempts = event.StateError, event.ReasonCrashed, ev.Attempts
-		t.LastError = event.LastError{Message: tr.Error, At: now}
-		t.Run = event.Attempt{At: start, Outcome: "crashed", Error: tr.Error, Replica: w.cfg.Replica}
-	case herr == nil:
-		tr.To, t.To, t.Run.Outcome = event.StateSuccess, event.StateSuccess, "success"
-	default:
-		d := w.cfg.Policies.For(ev.Type).Decide(ev.Attempts+1, ev.MaxAttempts, herr, now, w.cfg.Rand)
-		tr.Attempts, tr.Error = d.Attempts, herr.Error()
-		t.Attempts, t.LastError = d.Attempts, event.LastError{Message: herr.Error(), Retryable: d.Retry, At: now}
-		t.Run.Error = herr.Error()
-		switch {
-		case d.Retry:
-			tr.To, t.To, t.NextAt, t.Run.Outcome = event.StateFailed, event.StateFailed, d.NextAt, "failed"
-		case d.Permanent:
-			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonPermanent, "error"
-		default:
-			tr.To, t.To, t.Reason, t.Run.Outcome = event.StateError, event.StateError, event.ReasonExhausted, "error"
-		}
+	spend := crashed || permit.Settle(herr)
+	t := w.outcome(ev, herr, crashed, spend, start, w.cfg.Now())
+	if key, seq := permit.Stamp(); key != "" {
+		t.Key, t.Seq = key, seq
 	}
+	if crashed {
+		// The span records why; it says nothing of the partner.
+		herr = retry.EventFault(errors.New(t.LastError.Message))
+	}
+	t.Run.TraceID, t.Run.SpanID = span.IDs()
+	span.Outcome(t.Run.Outcome)
+	err := w.complete(ctx, msg, c, t)
 	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
-	err := w.store.Complete(sctx, c, t)
+	defer cancel()
 	if errors.Is(err, eventstore.ErrStale) {
 		// The application or an operator changed the event while it ran,
 		// or the lease expired and another replica took it over: the
 		// change stands. Releasing the lease lets the producer route the
 		// event as it now is.
 		w.stats.Changed.Add(1)
-		err = w.store.Release(sctx, c)
-		cancel()
-		if err != nil {
-			w.log.Debug().Err(err).Str("event_id", tr.ID).Msg("releasing the lease of a changed event")
+		if err := w.store.Release(sctx, c); err != nil {
+			w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(ev.ID)).Msg("releasing the lease of a changed event")
 		}
-		w.stale(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
+		permit.Release(sctx, false, herr)
+		span.Outcome("stale")
+		w.stale(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, "the event changed while it ran")
 		return
 	}
-	cancel()
 	if err != nil {
-		w.retryLater(msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
-		return
+		// No answer while the lease held: give the lease back, so it never
+		// passes for a crashed run. The outcome may have been written all
+		// the same, which one more read tells.
+		w.abandon(ctx, c, "writing the outcome of", err)
+		if w.recorded(context.WithoutCancel(ctx), c, t) != nil {
+			rctx, rcancel := w.storeCtx(context.WithoutCancel(ctx))
+			permit.Release(rctx, false, herr)
+			rcancel()
+			span.Outcome("given back")
+			w.redeliver(msg)
+			return
+		}
+		cancel()
+		sctx, cancel = w.storeCtx(context.WithoutCancel(ctx))
+		defer cancel()
 	}
 	_ = msg.Ack()
-	tr.Reason = t.Reason
-	switch tr.To {
+	permit.Release(sctx, t.To == event.StateSuccess || t.To == event.StateError, herr)
+	w.report(ctx, ev, &t)
+}
+
+// outcome is the transition a run ends in: success; failed, to be retried
+// by the type's policy; error (exhausted, permanent, or crashed too
+// often); or, when the run does not spend the event's attempt (a probe
+// that found its partner still down), the state it had, due again now.
+func (w *Worker) outcome(ev *event.Event, herr error, crashed, spend bool, start, now time.Time) eventstore.Transition {
+	t := eventstore.Transition{At: now, Attempts: ev.Attempts,
+		Run: event.Attempt{At: start, Took: now.Sub(start), Replica: w.cfg.Replica, Number: ev.Attempts + 1}}
+	switch {
+	case crashed:
+		msg := fmt.Sprintf("its run never finished %d times: each crashed or hung its consumer", ev.Crashes)
+		t.To, t.Reason = event.StateError, event.ReasonCrashed
+		t.LastError = event.LastError{Message: msg, At: now}
+		t.Run = event.Attempt{At: start, Outcome: "crashed", Error: msg, Replica: w.cfg.Replica}
+	case herr == nil:
+		t.To, t.Run.Outcome = event.StateSuccess, "success"
+	case !spend:
+		t.To, t.NextAt, t.Run.Outcome = ev.State, now, "probe"
+		t.LastError = event.LastError{Message: herr.Error(), Retryable: true, At: now}
+		t.Run.Error = herr.Error()
+	default:
+		d := w.cfg.Policies.For(ev.Type).Decide(ev.Attempts+1, ev.MaxAttempts, herr, now, w.cfg.Rand)
+		t.Attempts, t.LastError = d.Attempts, event.LastError{Message: herr.Error(), Retryable: d.Retry, At: now}
+		t.Run.Error = herr.Error()
+		switch {
+		case d.Retry:
+			t.To, t.NextAt, t.Run.Outcome = event.StateFailed, d.NextAt, "failed"
+		case d.Permanent:
+			t.To, t.Reason, t.Run.Outcome = event.StateError, event.ReasonPermanent, "error"
+		default:
+			t.To, t.Reason, t.Run.Outcome = event.StateError, event.ReasonExhausted, "error"
+		}
+	}
+	return t
+}
+
+// report tells the counters, the metrics, the log and the observer of a
+// transition written.
+func (w *Worker) report(ctx context.Context, ev *event.Event, t *eventstore.Transition) {
+	switch t.To {
 	case event.StateSuccess:
 		w.stats.Succeeded.Add(1)
 	case event.StateFailed:
@@ -241,8 +334,10 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim) {
 	case event.StateError:
 		w.stats.Errored.Add(1)
 	}
-	w.cfg.Metrics.Transition(ev.Type, tr.From, tr.To, ev.Attempts+1, t.Run.Took)
-	w.log.Debug().Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
+	w.cfg.Metrics.Transition(ev.Type, ev.State, t.To, ev.Attempts+1, t.Run.Took)
+	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, To: t.To, Attempts: t.Attempts,
+		Error: t.Run.Error, Took: t.Run.Took, At: t.At, Reason: t.Reason}
+	w.log.Debug().Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
@@ -269,7 +364,7 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 	defer stop()
 	defer func() {
 		if r := recover(); r != nil {
-			w.log.Error().Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
+			w.log.Error().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
@@ -282,27 +377,31 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 }
 
 // keepAlive renews the lease and sends a progress ack every AckWait/2
-// until ctx ends; if the lease was taken over it cancels the run.
+// until ctx ends; if the lease was taken over it cancels the run. The
+// first renewal comes sooner when the lease has less than an ack wait
+// left (a claim answered only on a retry): at half of what is left.
 func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) (stop func()) {
 	every := w.cfg.AckWait / 2
+	first := min(every, max(c.Lease.Until.Sub(w.cfg.Now())/2, 0))
 	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(every)
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				t.Reset(every)
 			}
 			_ = msg.InProgress()
 			sctx, scancel := w.storeCtx(ctx)
 			err := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
 			scancel()
 			if errors.Is(err, eventstore.ErrLeaseLost) {
-				w.log.Warn().Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
+				w.log.Warn().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
 				cancel()
 				return
 			}
@@ -324,16 +423,9 @@ func busyDelay(msg jetstream.Msg, lease *event.Lease, now time.Time) time.Durati
 	return max(delay, 100*time.Millisecond)
 }
 
-func (w *Worker) stale(msg jetstream.Msg, ref messaging.Ref, why string) {
+func (w *Worker) stale(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, why string) {
 	w.stats.Stale.Add(1)
 	w.cfg.Metrics.Skipped(metrics.SkipStale)
-	w.log.Debug().Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
+	w.log.Debug().Ctx(ctx).Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
-}
-
-// retryLater hands a message back after a storage error.
-func (w *Worker) retryLater(msg jetstream.Msg, ref messaging.Ref, err error) {
-	w.stats.Retried.Add(1)
-	w.log.Warn().Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
-	_ = msg.NakWithDelay(time.Second)
 }

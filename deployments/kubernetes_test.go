@@ -1,10 +1,12 @@
 package deployments
 
 import (
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,30 +23,109 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
+	kusttypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	stock "github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/messaging"
 )
 
 var kubeDir = filepath.Join(repoRoot, "deployments", "kubernetes")
 
-// kustomizations returns the base and every overlay, relative to kubeDir.
+// The deployable kustomizations: the example overlay as its README says to
+// use it (with mongodb.env made from mongodb.env.example), and the example
+// with each component and with both, as variants/NAME. They are built in a
+// copy of kubeDir (kubeTree) that holds those files.
+var deployable = []string{
+	filepath.Join("overlays", "example"),
+	filepath.Join("variants", "keda"),
+	filepath.Join("variants", "monitoring"),
+	filepath.Join("variants", "keda-monitoring"),
+}
+
+// kustomizations returns the deployable kustomizations, relative to
+// kubeTree, after checking that the example is the only overlay (a new
+// one must be added to deployable).
 func kustomizations(t *testing.T) []string {
 	t.Helper()
 	overlays, err := filepath.Glob(filepath.Join(kubeDir, "overlays", "*", "kustomization.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirs := []string{"base"}
-	for _, o := range overlays {
-		rel, _ := filepath.Rel(kubeDir, filepath.Dir(o))
-		dirs = append(dirs, rel)
+	if len(overlays) != 1 || filepath.Base(filepath.Dir(overlays[0])) != "example" {
+		t.Fatalf("overlays %v: want the example only (add others to deployable)", overlays)
 	}
-	if len(dirs) < 3 {
-		t.Fatalf("kustomizations %v: want the base and the keda and monitoring overlays", dirs)
+	return deployable
+}
+
+var (
+	kubeTreeOnce sync.Once
+	kubeTreeDir  string
+	kubeTreeErr  error
+)
+
+// kubeTree returns the copy of kubeDir the deployable kustomizations are
+// built in.
+func kubeTree(t *testing.T) string {
+	t.Helper()
+	kubeTreeOnce.Do(func() { kubeTreeDir, kubeTreeErr = makeKubeTree(kubeDir, true) })
+	if kubeTreeErr != nil {
+		t.Fatalf("copying %s: %v", kubeDir, kubeTreeErr)
 	}
-	return dirs
+	return kubeTreeDir
+}
+
+// makeKubeTree copies src into a new folder under binDir, without any
+// mongodb.env of a developer's; with env, it writes the example's
+// mongodb.env from its mongodb.env.example, and the variants.
+func makeKubeTree(src string, env bool) (string, error) {
+	dst, err := os.MkdirTemp(binDir, "kubernetes-")
+	if err != nil {
+		return "", err
+	}
+	err = filepath.WalkDir(src, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if e.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if e.Name() == "mongodb.env" {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil || !env {
+		return dst, err
+	}
+	example := filepath.Join(dst, "overlays", "example")
+	data, err := os.ReadFile(filepath.Join(example, "mongodb.env.example"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(example, "mongodb.env"), data, 0o600); err != nil {
+		return "", err
+	}
+	for name, components := range map[string][]string{"keda": {"keda"}, "monitoring": {"monitoring"}, "keda-monitoring": {"keda", "monitoring"}} {
+		k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../overlays/example\ncomponents:\n"
+		for _, c := range components {
+			k += "  - ../../components/" + c + "\n"
+		}
+		dir := filepath.Join(dst, "variants", name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dst, nil
 }
 
 var builds sync.Map // dir -> buildResult
@@ -54,8 +135,8 @@ type buildResult struct {
 	err  error
 }
 
-// kustomizeBuild runs `kustomize build` of kubeDir/dir with krusty on the
-// real filesystem, and strictly decodes its output.
+// kustomizeBuild runs `kustomize build` of kubeTree/dir with krusty, and
+// strictly decodes its output.
 func kustomizeBuild(t *testing.T, dir string) []object {
 	t.Helper()
 	if r, ok := builds.Load(dir); ok {
@@ -65,20 +146,27 @@ func kustomizeBuild(t *testing.T, dir string) []object {
 		return r.(buildResult).objs
 	}
 	var r buildResult
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	resMap, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(kubeDir, dir))
-	if err == nil {
-		var out []byte
-		if out, err = resMap.AsYaml(); err == nil {
-			r.objs, err = decodeManifests("kustomize build "+dir, out)
-		}
-	}
-	r.err = err
+	r.objs, r.err = kustomizeBuildIn(kubeTree(t), dir)
 	builds.Store(dir, r)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+	if r.err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, r.err)
 	}
 	return r.objs
+}
+
+// kustomizeBuildIn runs `kustomize build` of root/dir with krusty on the
+// real filesystem, and strictly decodes its output.
+func kustomizeBuildIn(root, dir string) ([]object, error) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	resMap, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, dir))
+	if err != nil {
+		return nil, err
+	}
+	out, err := resMap.AsYaml()
+	if err != nil {
+		return nil, err
+	}
+	return decodeManifests("kustomize build "+dir, out)
 }
 
 // TestManifestsDecodeStrictly decodes every YAML file under kubernetes/
@@ -117,7 +205,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		}
 	}
 	t.Logf("decoded %v", kinds)
-	for _, k := range []string{"Deployment", "ConfigMap", "Secret", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "ScaledObject", "ServiceMonitor", "PrometheusRule", "MongoDBCommunity", "Kustomization"} {
+	for _, k := range []string{"Deployment", "ConfigMap", "Component", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "ScaledObject", "ServiceMonitor", "PrometheusRule", "MongoDBCommunity", "Kustomization"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s among the manifests", k)
 		}
@@ -167,26 +255,27 @@ func TestKustomizeBuilds(t *testing.T) {
 			}
 			hpas := find[*autoscalingv2.HorizontalPodAutoscaler](objs)
 			scaled := find[*scaledObject](objs)
-			switch dir {
-			case "base", filepath.Join("overlays", "monitoring"):
-				if hpas["retrigger-consumer"] == nil {
-					t.Errorf("no HorizontalPodAutoscaler retrigger-consumer")
-				}
-				if len(scaled) > 0 {
-					t.Errorf("a ScaledObject outside the keda overlay")
-				}
-			case filepath.Join("overlays", "keda"):
+			if strings.Contains(dir, "keda") {
 				if len(hpas) > 0 {
 					t.Errorf("HorizontalPodAutoscaler %v left beside KEDA's ScaledObject: two autoscalers would fight", keys(hpas))
 				}
 				if scaled["retrigger-consumer"] == nil {
 					t.Errorf("no ScaledObject retrigger-consumer")
 				}
-			}
-			if dir == filepath.Join("overlays", "monitoring") {
-				if len(find[*monitoringv1.ServiceMonitor](objs)) != 1 || len(find[*monitoringv1.PrometheusRule](objs)) != 1 {
-					t.Errorf("want one ServiceMonitor and one PrometheusRule")
+			} else {
+				if hpas["retrigger-consumer"] == nil {
+					t.Errorf("no HorizontalPodAutoscaler retrigger-consumer")
 				}
+				if len(scaled) > 0 {
+					t.Errorf("a ScaledObject without the keda component")
+				}
+			}
+			monitors, rules := len(find[*monitoringv1.ServiceMonitor](objs)), len(find[*monitoringv1.PrometheusRule](objs))
+			if want := boolInt(strings.Contains(dir, "monitoring")); monitors != want || rules != want {
+				t.Errorf("%d ServiceMonitor and %d PrometheusRule, want %d of each", monitors, rules, want)
+			}
+			if secrets := find[*corev1.Secret](objs); len(secrets) != 1 {
+				t.Errorf("Secrets %v, want the one the overlay makes from mongodb.env", keys(secrets))
 			}
 			if hpa := hpas["retrigger-consumer"]; hpa != nil {
 				if ref := hpa.Spec.ScaleTargetRef; ref.Kind != "Deployment" || deps[ref.Name] == nil {
@@ -354,7 +443,7 @@ func TestProbesAndPorts(t *testing.T) {
 		}
 	})
 
-	objs := kustomizeBuild(t, filepath.Join("overlays", "monitoring"))
+	objs := kustomizeBuild(t, filepath.Join("variants", "monitoring"))
 	svc := find[*corev1.Service](objs)["retrigger-metrics"]
 	if svc == nil {
 		t.Fatal("no Service retrigger-metrics")
@@ -400,8 +489,9 @@ func portIs(p intstr.IntOrString, c corev1.ContainerPort) bool {
 
 // TestGracePeriodExceedsDrain: Kubernetes kills a pod
 // terminationGracePeriodSeconds after SIGTERM; the command must have
-// drained by then, so the grace period exceeds its -drain-timeout (set in
-// its environment, or the default its -help shows).
+// drained and exited by then, so the grace period exceeds its
+// -drain-timeout (set in its environment, or the default its -help shows)
+// and the seconds past it that command.Run may take to exit.
 func TestGracePeriodExceedsDrain(t *testing.T) {
 	miss := missing{}
 	forEachContainer(t, func(where string, d *appsv1.Deployment, c corev1.Container, cmd *command, env map[string]string) {
@@ -422,8 +512,9 @@ func TestGracePeriodExceedsDrain(t *testing.T) {
 			t.Errorf("%s: no terminationGracePeriodSeconds (the default 30s)", where)
 			return
 		}
-		if time.Duration(*grace)*time.Second <= drain {
-			t.Errorf("%s: terminationGracePeriodSeconds %d does not exceed the drain timeout %s", where, *grace, drain)
+		// past the drain, a command exits within StopGrace and CloseTimeout
+		if need := drain + stock.ExitGrace; time.Duration(*grace)*time.Second <= need {
+			t.Errorf("%s: terminationGracePeriodSeconds %d does not exceed the drain timeout %s and the %s a command may take past it", where, *grace, drain, need-drain)
 		}
 	})
 	miss.skipIfAny(t, "grace periods")
@@ -505,7 +596,7 @@ var kedaMetadata = map[string]bool{
 // type's durable consumer of the events stream, named as the code names
 // them with the configured stream prefix, and reads NATS's monitoring port.
 func TestKEDATriggersMatchCode(t *testing.T) {
-	objs := kustomizeBuild(t, filepath.Join("overlays", "keda"))
+	objs := kustomizeBuild(t, filepath.Join("variants", "keda"))
 	so := find[*scaledObject](objs)["retrigger-consumer"]
 	if so == nil {
 		t.Fatal("no ScaledObject retrigger-consumer")
@@ -660,24 +751,88 @@ func TestNATSHelmValues(t *testing.T) {
 	checkJetStreamBlock(t, merge.(map[string]any))
 }
 
-// TestExampleSecretHasNoCredentials: the example Secret's connection string
-// carries the placeholder password only.
+// TestExampleSecretHasNoCredentials: the example's connection string
+// carries the placeholder password only, and the overlay makes the Secret
+// the commands read from it.
 func TestExampleSecretHasNoCredentials(t *testing.T) {
-	s := find[*corev1.Secret](kustomizeBuild(t, "base"))["retrigger-mongodb"]
-	if s == nil {
-		t.Fatal("no Secret retrigger-mongodb in the base")
+	data, err := os.ReadFile(filepath.Join(kubeDir, "overlays", "example", "mongodb.env.example"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(s.Data) > 0 {
-		t.Errorf("the example Secret has base64 data: keep it in readable stringData")
+	k, v, ok := strings.Cut(strings.TrimSpace(string(data)), "=")
+	if !ok || k != "RETRIGGER_MONGODB_URI" {
+		t.Fatalf("mongodb.env.example: want RETRIGGER_MONGODB_URI=..., got %q", data)
 	}
-	for k, v := range s.StringData {
-		u, err := url.Parse(v)
+	u, err := url.Parse(v)
+	if err != nil {
+		t.Fatalf("%s: %v", k, err)
+	}
+	if p, ok := u.User.Password(); !ok || p != "CHANGE-ME" {
+		t.Errorf("%s carries a password other than the placeholder CHANGE-ME", k)
+	}
+	for _, s := range find[*corev1.Secret](kustomizeBuild(t, filepath.Join("overlays", "example"))) {
+		if !strings.HasPrefix(s.Name, "retrigger-mongodb") || string(s.Data[k]) != v {
+			t.Errorf("Secret %s: want retrigger-mongodb with the %s of mongodb.env", s.Name, k)
+		}
+	}
+}
+
+// Applying the base overwrites no Secret and names no image: the Secret
+// and the image come from the overlay, the image from one setting there.
+// Without its mongodb.env the overlay does not build, naming the file.
+func TestBaseHasNoSecretAndOverlaySetsTheImage(t *testing.T) {
+	base, err := kustomizeBuildIn(kubeDir, "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secrets := find[*corev1.Secret](base); len(secrets) > 0 {
+		t.Errorf("the base holds Secrets %v: applying it would overwrite the real ones", keys(secrets))
+	}
+	for _, d := range find[*appsv1.Deployment](base) {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Image != "retrigger" {
+				t.Errorf("base %s: image %q, want the name the overlay's images setting replaces, retrigger", d.Name, c.Image)
+			}
+		}
+	}
+	// one images setting in the whole tree, in the example overlay
+	var settings []string
+	err = filepath.WalkDir(kubeDir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || e.Name() != "kustomization.yaml" {
+			return err
+		}
+		data, err := os.ReadFile(p)
 		if err != nil {
-			t.Errorf("%s: %v", k, err)
-			continue
+			return err
 		}
-		if p, ok := u.User.Password(); ok && p != "CHANGE-ME" {
-			t.Errorf("%s carries a password other than the placeholder CHANGE-ME", k)
+		var k kusttypes.Kustomization
+		if err := yaml.Unmarshal(data, &k); err != nil {
+			return err
 		}
+		for _, img := range k.Images {
+			rel, _ := filepath.Rel(kubeDir, p)
+			settings = append(settings, rel+": "+img.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	if want := []string{filepath.Join("overlays", "example", "kustomization.yaml") + ": retrigger"}; !slices.Equal(settings, want) {
+		t.Errorf("image settings %v, want %v", settings, want)
+	}
+	bare, err := makeKubeTree(kubeDir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kustomizeBuildIn(bare, filepath.Join("overlays", "example")); err == nil || !strings.Contains(err.Error(), "mongodb.env") {
+		t.Errorf("the example overlay without mongodb.env: %v, want an error naming mongodb.env", err)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

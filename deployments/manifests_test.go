@@ -60,7 +60,7 @@ func newTyped(apiVersion, kind string) (any, bool) {
 		return &scaledObject{}, true
 	case "mongodbcommunity.mongodb.com/v1 MongoDBCommunity":
 		return &mongoDBCommunity{}, true
-	case "kustomize.config.k8s.io/v1beta1 Kustomization":
+	case "kustomize.config.k8s.io/v1beta1 Kustomization", "kustomize.config.k8s.io/v1alpha1 Component":
 		return &kusttypes.Kustomization{}, true
 	}
 	return nil, false

@@ -104,7 +104,7 @@ func checkQuery(t *testing.T, where, q string, used map[string]bool) {
 // TestPrometheusRules: the alerts parse, read known metrics, carry a
 // severity and a summary, and cover what the issue asks for.
 func TestPrometheusRules(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(kubeDir, "overlays", "monitoring", "prometheusrule.yaml"))
+	data, err := os.ReadFile(filepath.Join(kubeDir, "components", "monitoring", "prometheusrule.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

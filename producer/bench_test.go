@@ -10,12 +10,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/natsserver"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/embedded"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Run: go test -run '^$' -bench 'Relay|JetStreamPublishAsync' -benchmem ./producer/
@@ -128,7 +131,18 @@ func (d replayDB) Collection(name string) store.Collection {
 // encode; async publish; in-order ack collection; checkpoints every second)
 // fed by a change stream that replays inserts from memory. One op is one
 // event.
-func BenchmarkRelay(b *testing.B) {
+func BenchmarkRelay(b *testing.B) { benchRelay(b, nil) }
+
+// BenchmarkRelayTraced is BenchmarkRelay with tracing on: every publish's
+// span made (sampler 1.0), its context written into the message, and
+// batched to an exporter that drops it.
+func BenchmarkRelayTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	benchRelay(b, tracing.New(tp))
+}
+
+func benchRelay(b *testing.B, tr *tracing.Tracer) {
 	nc := benchServer(b)
 	ctx := context.Background()
 	db, err := embedded.Open(ctx, embedded.Options{})
@@ -136,7 +150,7 @@ func BenchmarkRelay(b *testing.B) {
 	b.Cleanup(func() { _ = db.Close(ctx) })
 	start := make(chan struct{})
 	stream := &replayStream{changes: insertChanges(b, b.N), start: start}
-	p, err := New(Config{Sweeper: SweeperConfig{Interval: time.Hour}}, replayDB{Database: db, events: replayEvents{Collection: db.Collection("events"), stream: stream}}, nc)
+	p, err := New(Config{Sweeper: SweeperConfig{Interval: time.Hour}, Tracing: tr}, replayDB{Database: db, events: replayEvents{Collection: db.Collection("events"), stream: stream}}, nc)
 	require.NoError(b, err)
 
 	rctx, cancel := context.WithCancel(ctx)

@@ -13,6 +13,7 @@ import (
 	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/metrics"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Defaults of the producer's services.
@@ -60,6 +61,9 @@ type Config struct {
 	// Metrics records what the producer does; Health its heartbeats and
 	// readiness. nil: none.
 	Metrics *metrics.Metrics
+	// Tracing makes a span of each publish, and writes its context into
+	// the message (package tracing). nil: off.
+	Tracing *tracing.Tracer
 	Health  *health.Health
 }
 

@@ -113,7 +113,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) publishDue(ctx context.Context, cur *eventstore.Cursor) (time.Time, error) {
 	for {
 		s.beat.Beat()
-		docs, _, err := s.store.FailedAfter(ctx, *cur, s.cfg.Batch)
+		docs, _, err := s.store.DueAfter(ctx, *cur, s.cfg.Batch)
 		if err != nil {
 			return time.Time{}, err
 		}

@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -9,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/health"
 )
 
@@ -92,6 +94,14 @@ func (s *Sweeper) Sweep(ctx context.Context, stall time.Duration) (int, error) {
 func (s *Sweeper) sweep(ctx context.Context, o eventstore.SweepOptions) (int, error) {
 	now := s.now()
 	o.Now, o.LeaseGrace, o.Page = now, s.cfg.LeaseGrace, s.cfg.Batch
+	// The events of a type flow control holds (paused, its breaker open)
+	// wait where they are: sweeping them would pile duplicates into the
+	// stream for as long as the hold lasts.
+	held, err := flow.Held(ctx, s.store, now)
+	if err != nil {
+		return 0, fmt.Errorf("reading which types are held: %w", err)
+	}
+	o.Held = held
 	type inFlight struct {
 		r   routed
 		fut jetstream.PubAckFuture
@@ -119,7 +129,7 @@ func (s *Sweeper) sweep(ctx context.Context, o eventstore.SweepOptions) (int, er
 		batch = batch[:0]
 		return nil
 	}
-	err := s.store.Sweep(ctx, o,
+	err = s.store.Sweep(ctx, o,
 		func(doc bson.Raw) error {
 			s.beat.Beat()
 			r := s.pub.route(doc, "", now)

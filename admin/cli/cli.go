@@ -29,6 +29,7 @@ import (
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"github.com/retrigger/retrigger/shared/version"
 )
 
@@ -46,6 +47,11 @@ Commands:
   redrive ID...|FILTER        move archived events back into events as new
   purge errors FILTER -older-than D
                               delete archived events archived more than D ago
+  pause TYPE [-until T] [-reason TEXT]
+                              hold a type: none of its events runs, none spends
+                              an attempt (T: a time, or a duration from now)
+  resume TYPE                 lift a type's pause and close its open breaker
+  flow                        each type's breaker, pause, limits and waiting events
   ui                          serve the web view on -http-addr (default
                               127.0.0.1:8090): read-only unless -allow-writes
 
@@ -61,24 +67,27 @@ http://127.0.0.1:8080); otherwise it connects to MongoDB and NATS.
 
 // options are the command's flags.
 type options struct {
-	conn      command.Flags
-	server    string
-	output    string
-	yes       bool
-	dryRun    bool
-	all       bool
-	oldest    bool
-	types     list
-	states    list
-	reasons   list
-	errorRE   string
-	since     string
-	until     string
-	limit     int
-	rate      string
-	olderThan string
-	by        string
-	ui        uiOptions
+	conn    command.Flags
+	server  string
+	output  string
+	yes     bool
+	dryRun  bool
+	all     bool
+	oldest  bool
+	types   list
+	states  list
+	reasons list
+	// reasonText are the -reason values as given: a pause's reason.
+	reasonText []string
+	force      bool
+	errorRE    string
+	since      string
+	until      string
+	limit      int
+	rate       string
+	olderThan  string
+	by         string
+	ui         uiOptions
 }
 
 // list is a flag given several times or comma-separated.
@@ -104,14 +113,18 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.oldest, "oldest", false, "ls: oldest first")
 	fs.Var(&o.types, "type", "filter: event type (repeat or comma-separate for several)")
 	fs.Var(&o.states, "state", "filter: state new, failed, success or error (events)")
-	fs.Var(&o.reasons, "reason", "filter: archive reason exhausted, permanent, rejected, crashed, cancelled or application (errors)")
+	fs.Func("reason", "filter: archive reason exhausted, permanent, rejected, crashed, cancelled or application (errors); pause: why, as text", func(v string) error {
+		o.reasonText = append(o.reasonText, v)
+		return o.reasons.Set(v)
+	})
 	fs.StringVar(&o.errorRE, "error", "", "filter: regular expression the last error matches")
 	fs.StringVar(&o.since, "since", "", "filter: from this time (events: last transition; errors: archive time), or this long ago (36h, 2d)")
 	fs.StringVar(&o.until, "until", "", "filter: before this time, or this long ago")
 	fs.IntVar(&o.limit, "limit", 0, "at most this many events (ls default 50; 0 elsewhere: all)")
 	fs.StringVar(&o.rate, "rate", "", "redrive: at most this many events per second, e.g. 100/s (default: no bound)")
 	fs.StringVar(&o.olderThan, "older-than", "", "purge: archived longer ago than this, e.g. 720h or 30d")
-	fs.StringVar(&o.by, "by", "", "who acts, recorded in each changed event's history (default user@host)")
+	fs.StringVar(&o.by, "by", "", "who acts, recorded in each changed event's history and on a pause (default user@host)")
+	fs.BoolVar(&o.force, "force", false, "pause: a type retrigger has never seen (no event, archive or flow state of it)")
 	o.ui.register(fs)
 }
 
@@ -203,10 +216,20 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 // parse reads flags anywhere among the arguments, then the RETRIGGER_*
 // variables of the flags not given, and returns the other arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	// The flag package prints the whole help after any error; only -help
+	// asks for it. A bad flag gets its error and a hint.
+	out, help := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() { fs.SetOutput(out); fs.Usage = help }()
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			help()
 			return nil, err
+		} else if err != nil {
+			return nil, fmt.Errorf("%w (retrigger -help lists every flag)", err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -261,7 +284,17 @@ func (r *runner) connect(ctx context.Context) (admin.Operations, func(), error) 
 	} else if js, err = jetstream.New(nc); err != nil {
 		return nil, nil, err
 	}
-	return admin.New(st, js, r.o.conn.Names()), func() {
+	// The actions' spans, when the OTEL_* variables configure an exporter.
+	tr, shutdown, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-admin", Global: true,
+		OnError: func(err error) { r.log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		_ = db.Close(context.Background())
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return admin.New(st, js, r.o.conn.Names()).WithTracing(tr), func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = shutdown(sctx)
+		cancel()
 		if nc != nil {
 			nc.Close()
 		}

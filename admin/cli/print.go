@@ -107,12 +107,21 @@ func printStats(w io.Writer, s *admin.Stats, now time.Time) {
 	fmt.Fprintln(w)
 	if d := s.OldestDue; d != nil {
 		fmt.Fprintf(w, "oldest due: %s (%s, %s), due since %s (%s)\n", d.IDText, d.Type, d.State, stamp(d.Since), ago(d.Since, now))
+	} else if n := s.InState("failed"); n == 1 {
+		fmt.Fprintln(w, "oldest due: none due now; 1 failed event waits for its next attempt")
+	} else if n > 1 {
+		fmt.Fprintf(w, "oldest due: none due now; %d failed events wait for their next attempt\n", n)
 	} else {
 		fmt.Fprintln(w, "oldest due: none, nothing waits to run")
 	}
 	fmt.Fprintln(w)
 	pivot(w, "ERRORS", s.Errors, []string{"exhausted", "permanent", "crashed", "rejected", "cancelled"}, func(g eventstore.GroupCount) string { return g.Reason })
 	fmt.Fprintf(w, "archived in the last hour: %d, in the last day: %d\n\n", s.ArchivedLastHour, s.ArchivedLastDay)
+	if len(s.Flow) > 0 {
+		fmt.Fprintln(w, "FLOW CONTROL")
+		printFlow(w, s.Flow, now)
+		fmt.Fprintln(w)
+	}
 	if s.StreamsError != "" {
 		fmt.Fprintf(w, "STREAMS unknown: %s\n", s.StreamsError)
 		return
@@ -164,7 +173,11 @@ func printItems(w io.Writer, in string, items []admin.Item, now time.Time) {
 			if it.State == "failed" {
 				due = ago(it.NextAttemptAt, now)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, clip(it.LastError, 60))
+			lastError := clip(it.LastError, 60)
+			if it.State == "success" && it.LastError != "" {
+				lastError = "earlier: " + clip(it.LastError, 51) // the event succeeded after it
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, state, it.Attempts, ago(it.UpdatedAt, now), due, lastError)
 		}
 	}
 	tw.Flush()
@@ -192,12 +205,23 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 			state += ", next attempt " + ago(e.NextAttemptAt, now)
 		}
 		fmt.Fprintf(tw, "  state\t%s\n", state)
-		fmt.Fprintf(tw, "  failed runs\t%d (version %d, redriven %d times)\n", e.Attempts, e.Version, e.Redrives)
+		runs := fmt.Sprintf("%d (version %d", e.Attempts, e.Version)
+		if e.Redrives > 0 {
+			runs += ", redriven " + times(e.Redrives)
+		}
+		fmt.Fprintf(tw, "  failed runs\t%s)\n", runs)
 		if e.LastError != "" {
 			fmt.Fprintf(tw, "  last error\t%s\n", clip(e.LastError, 200))
 		}
 		if e.Invalid != "" {
 			fmt.Fprintf(tw, "  invalid\t%s\n", e.Invalid)
+		}
+		if e.TraceParent != "" || e.TraceInvalid != "" {
+			tp := e.TraceParent
+			if e.TraceInvalid != "" {
+				tp = "not used: " + e.TraceInvalid
+			}
+			fmt.Fprintf(tw, "  traceparent\t%s\n", tp)
 		}
 		if len(e.Payload) > 0 {
 			fmt.Fprintf(tw, "  payload\t%s\n", clip(string(e.Payload), 200))
@@ -205,7 +229,15 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 		tw.Flush()
 		fmt.Fprintln(w)
 		tw = table(w)
-		fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tERROR")
+		traced := false
+		for _, st := range e.Timeline {
+			traced = traced || st.TraceID != ""
+		}
+		if traced {
+			fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tTRACE\tERROR")
+		} else {
+			fmt.Fprintln(tw, "  TIME (UTC)\tWHAT\tATTEMPT\tTOOK\tBY\tERROR")
+		}
 		for _, st := range e.Timeline {
 			attempt, took := "", ""
 			if st.Attempt > 0 {
@@ -214,7 +246,11 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 			if st.TookMs > 0 || st.What == "success" || st.What == "failed" || st.What == "error" {
 				took = (time.Duration(st.TookMs) * time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, clip(st.Error, 70))
+			if traced {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, st.TraceID, clip(st.Error, 70))
+			} else {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", stamp(st.At), st.What, attempt, took, st.Replica, clip(st.Error, 70))
+			}
 		}
 		tw.Flush()
 		if e.Dropped > 0 {
@@ -223,18 +259,46 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 	}
 }
 
+// count is n and the noun, plural unless n is 1: "1 event", "2 events".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// times is how often: "once", "3 times".
+func times(n int64) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
+}
+
 func printPreview(w io.Writer, cmd string, p *admin.ActionResult) {
-	fmt.Fprintf(w, "%s would change %d events", cmd, p.Selected)
+	fmt.Fprintf(w, "%s would change %s", cmd, count(p.Selected, "event"))
 	if len(p.Sample) == 0 {
 		fmt.Fprintln(w)
-		return
+	} else {
+		if p.Selected == 1 {
+			fmt.Fprintln(w, ":")
+		} else {
+			fmt.Fprintln(w, "; the first of them:")
+		}
+		tw := table(w)
+		for _, it := range p.Sample {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, it.State+" "+it.Reason, clip(it.LastError, 60))
+		}
+		tw.Flush()
 	}
-	fmt.Fprintln(w, "; the first of them:")
-	tw := table(w)
-	for _, it := range p.Sample {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, it.State+" "+it.Reason, clip(it.LastError, 60))
+	printUnmatched(w, p.Unmatched)
+}
+
+// printUnmatched lists the ids given that selected nothing, and why.
+func printUnmatched(w io.Writer, unmatched []admin.Skip) {
+	for _, s := range unmatched {
+		fmt.Fprintf(w, "  not selected %s: %s\n", clip(s.IDText, 40), s.Why)
 	}
-	tw.Flush()
 }
 
 func printResult(w io.Writer, r *admin.ActionResult) {
@@ -245,4 +309,5 @@ func printResult(w io.Writer, r *admin.ActionResult) {
 	if len(r.Skips) > 20 {
 		fmt.Fprintf(w, "  … and %d more skipped (-o json lists them)\n", r.Skipped-20)
 	}
+	printUnmatched(w, r.Unmatched)
 }

@@ -62,7 +62,7 @@ func (r *runner) serveUI(ctx context.Context, args []string) error {
 	if r.o.by != "" {
 		by = r.o.by
 	}
-	log := r.log.With().Str("component", "ui").Logger()
+	log := r.log // "component":"retrigger" already: a JSON line carries a key once
 	h, err := ui.New(ui.Config{Ops: backend, AllowWrites: r.o.ui.allowWrites, Users: users, By: by, Logger: &log})
 	if err != nil {
 		return err

@@ -103,8 +103,34 @@ func newChart(a *admin.Activity) chart {
 		c.Columns = append(c.Columns, column{X: int(x(i) - w/2), W: int(w + 0.5),
 			Title: fmt.Sprintf("%s UTC: %d succeeded, %d failed, %d archived", b.Start.UTC().Format("15:04"), b.Succeeded, b.Failed, b.Archived)})
 	}
-	c.Caption = fmt.Sprintf("per %s, %s to %s UTC", a.Step, a.From.UTC().Format("15:04"), a.From.Add(time.Duration(n)*a.Step).UTC().Format("15:04"))
+	c.Caption = fmt.Sprintf("%s, %s to %s UTC", per(a.Step), a.From.UTC().Format("15:04"), a.From.Add(time.Duration(n)*a.Step).UTC().Format("15:04"))
 	return c
+}
+
+// per says "per minute" for a step of a minute, and "per 90s" for others.
+func per(step time.Duration) string {
+	switch step {
+	case time.Second:
+		return "per second"
+	case time.Minute:
+		return "per minute"
+	case time.Hour:
+		return "per hour"
+	}
+	return "per " + durationText(step)
+}
+
+// durationText is d without the zero units that time.Duration's String
+// writes: 2m, not 2m0s; 2h, not 2h0m0s.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten (at least 4,

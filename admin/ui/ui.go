@@ -28,6 +28,8 @@ type Backend interface {
 	Cancel(ctx context.Context, r admin.ActionRequest, progress func(admin.Progress)) (*admin.ActionResult, error)
 	Redrive(ctx context.Context, r admin.ActionRequest, progress func(admin.Progress)) (*admin.ActionResult, error)
 	Purge(ctx context.Context, r admin.ActionRequest, progress func(admin.Progress)) (*admin.ActionResult, error)
+	Pause(ctx context.Context, r admin.PauseRequest) (*admin.FlowStatus, error)
+	Resume(ctx context.Context, r admin.ResumeRequest) (*admin.FlowStatus, error)
 }
 
 var _ Backend = (*admin.Admin)(nil)
@@ -117,6 +119,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /event", s.event)
 	mux.HandleFunc("GET /confirm/{action}", s.confirm)
 	mux.HandleFunc("POST /do/{action}", s.act)
+	mux.HandleFunc("POST /flow/{op}", s.flowAction)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", cacheStatic(http.FileServerFS(static))))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "there is no page at "+r.URL.Path)
@@ -215,11 +218,17 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	}{status, msg}})
 }
 
-// failErr renders err: a request the operations refuse is the caller's.
+// failErr renders err: a request the operations refuse is the caller's,
+// with the status the admin API gives it.
 func (s *server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
-	if errors.Is(err, admin.ErrInvalid) {
+	switch {
+	case errors.Is(err, admin.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, admin.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, admin.ErrNoChange):
+		status = http.StatusConflict
 	}
 	s.fail(w, r, status, err.Error())
 }

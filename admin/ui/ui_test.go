@@ -131,6 +131,11 @@ func TestPages(t *testing.T) {
 		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)},
 		{Key: "lastError", Value: bson.D{{Key: "message", Value: "timeout"}}}}))
 	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "n-1"}, {Key: "type", Value: "sms"}, {Key: "createdAt", Value: b.now.Add(-time.Hour)}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "t-1"}, {Key: "type", Value: "sms"}, {Key: "createdAt", Value: b.now.Add(-time.Hour)},
+		{Key: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{Key: "retrigger", Value: bson.D{{Key: "history", Value: bson.A{bson.D{{Key: "at", Value: b.now}, {Key: "outcome", Value: "redriven"},
+			{Key: "traceId", Value: "0af7651916cd43dd8448eb211c80319c"}, {Key: "spanId", Value: "b7ad6b7169203331"}}}}}}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "t-2"}, {Key: "type", Value: "sms"}, {Key: "traceparent", Value: "00-zz-01"}}))
 
 	tests := []struct {
 		name, path string
@@ -140,7 +145,7 @@ func TestPages(t *testing.T) {
 	}{
 		{"overview", "/", 200, []string{`<meta http-equiv="refresh" content="10">`, `data-state="failed"><span class="label">failed</span><span class="count" data-count="1">`,
 			`data-state="archived"><span class="label">archived</span><span class="count" data-count="2">`, `<svg id="activity"`, `polyline class="line s-succeeded"`,
-			"mail · exhausted", `id="oldest-due"><a href="/event?id=%22n-1%22">`, "no NATS connection"}, nil},
+			"mail · exhausted", `id="oldest-due"><a href="/event?id=%22n-1%22">`, "no NATS connection", "per minute, "}, []string{"1m0s"}},
 		{"overview paused", "/?refresh=off", 200, []string{"Not refreshing"}, []string{`http-equiv="refresh"`}},
 		{"events", "/events", 200, []string{"f-1", "n-1", "never run", "timeout"}, []string{"a-1"}},
 		{"events by state", "/events?state=failed", 200, []string{"f-1"}, []string{"n-1"}},
@@ -156,6 +161,9 @@ func TestPages(t *testing.T) {
 		{"event by extended JSON", "/event?id=" + url.QueryEscape(`{"$numberLong":"42"}`), 200, []string{"partner: 400"}, nil},
 		{"event in events", "/event?id=f-1", 200, []string{"timeout", `data-what="due"`}, nil},
 		{"no such event", "/event?id=nope", 404, []string{"No event with id"}, nil},
+		{"an event's traces", "/event?id=t-1", 200, []string{"<code>00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01</code>",
+			`trace <code>4bf92f3577b34da6a3ce929d0e0e4736</code>`, `trace <code>0af7651916cd43dd8448eb211c80319c</code>`}, nil},
+		{"an unusable traceparent", "/event?id=t-2", 200, []string{`not used: traceparent &#34;00-zz-01&#34; is not a W3C trace context`}, []string{"trace <code>"}},
 		{"no page", "/nope", 404, []string{"there is no page"}, nil},
 		{"static", "/static/ui.js", 200, []string{"use strict"}, nil},
 		{"read-only: no actions", "/errors", 200, []string{"read-only"}, []string{"/confirm/"}},
@@ -422,4 +430,94 @@ func TestActionsNameTheActor(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.Contains(t, logs.String(), `"by":"ada (retrigger ui)"`)
 	require.Contains(t, get("/event?id=x"), "by ada (retrigger ui)", "the history names the operator")
+}
+
+// The confirm page of an action shows what it would change and nothing
+// else: a filter that selects nothing lists no events, and ids the action
+// cannot change are refused with the status and the reason the admin API
+// gives.
+func TestConfirmSaysNo(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.AllowWrites = true })
+	b.archived(t, "a1", "partner", "exhausted", "partner: 503", b.now)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "s1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(1)}, {Key: "updatedAt", Value: b.now}}))
+
+	status, page := b.get(t, "/confirm/redrive?type=nosuch")
+	require.Equal(t, http.StatusOK, status, page)
+	require.Contains(t, page, `data-count="0"`)
+	require.NotContains(t, page, "The first", "a preview of nothing lists nothing")
+	require.NotContains(t, page, "a1")
+	status, page = b.get(t, "/confirm/retry?state=failed&type=nosuch")
+	require.Equal(t, http.StatusOK, status, page)
+	require.NotContains(t, page, "s1")
+
+	status, page = b.get(t, "/confirm/redrive?id=a1&id=s1")
+	require.Equal(t, http.StatusOK, status, page)
+	require.Contains(t, page, `data-count="1"`)
+	require.Contains(t, page, `id="unmatched"`, "the id it passes by is named, with why")
+	require.Contains(t, page, "it is success in events")
+
+	for _, tt := range []struct {
+		path   string
+		status int
+		says   string
+	}{
+		{"/confirm/retry?id=nope123", http.StatusNotFound, "retry nope123: no event or archived event has this id"},
+		{"/confirm/retry?id=s1", http.StatusConflict, "retry s1: it is success in events: retry applies to failed events"},
+		{"/confirm/redrive?id=s1", http.StatusConflict, "redrive applies to archived events"},
+		{"/confirm/cancel?state=success", http.StatusBadRequest, "state success selects none of them"},
+		{"/confirm/retry?error=(", http.StatusBadRequest, "error pattern"},
+		{"/event?id=nope123", http.StatusNotFound, "in events or errors"},
+	} {
+		status, page := b.get(t, tt.path)
+		require.Equal(t, tt.status, status, "%s: %s", tt.path, page)
+		require.Contains(t, page, html.EscapeString(tt.says), tt.path)
+	}
+}
+
+// With nothing due, the overview says whether failed events wait out
+// their backoff rather than that nothing waits.
+func TestOverviewSaysWhatWaits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	_, body := b.get(t, "/")
+	require.Contains(t, body, `<p id="oldest-due">Nothing is waiting to run.</p>`)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "f-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(2)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)}}))
+	_, body = b.get(t, "/")
+	require.Contains(t, body, `<p id="oldest-due">Nothing is due now; 1 failed event waits for its next attempt.</p>`)
+}
+
+// A succeeded event's last error is an earlier attempt's: its row does not
+// show it as a failure.
+func TestSuccessRowsAreNotFailures(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "s-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(1)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "lastError", Value: bson.D{{Key: "message", Value: "smtp: 421"}, {Key: "at", Value: b.now}}}}))
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "f-1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(2)},
+		{Key: "attempts", Value: int64(1)}, {Key: "updatedAt", Value: b.now}, {Key: "nextAttemptAt", Value: b.now.Add(time.Hour)},
+		{Key: "lastError", Value: bson.D{{Key: "message", Value: "timeout"}, {Key: "at", Value: b.now}}}}))
+	_, body := b.get(t, "/events")
+	require.Contains(t, body, `class="past-err" title="an earlier attempt's error: the event succeeded">earlier: smtp: 421</td>`)
+	require.Contains(t, body, `<td class="err">timeout</td>`)
+	require.NotContains(t, body, `<td class="err">smtp: 421</td>`)
+	_, body = b.get(t, "/event?id=s-1")
+	require.Contains(t, body, `<td class="past-err" id="last-error">smtp: 421 <small>(an earlier attempt's: the event succeeded)</small></td>`)
+}
+
+// The state pills are round at both ends: no coloured left border, which a
+// border radius bends into a dark crescent.
+func TestStatePillsHaveNoLeftBorder(t *testing.T) {
+	t.Parallel()
+	css, err := staticFS.ReadFile("static/style.css")
+	require.NoError(t, err)
+	for _, rule := range strings.Split(string(css), "}") {
+		selector, body, _ := strings.Cut(rule, "{")
+		for _, sel := range strings.Split(selector, ",") {
+			if strings.TrimSpace(sel) == ".state" {
+				require.NotContains(t, body, "border-left", ".state {%s}", body)
+			}
+		}
+	}
 }

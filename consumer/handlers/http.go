@@ -20,6 +20,7 @@ import (
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/redact"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Headers the HTTP handler sets on every request.
@@ -140,8 +141,10 @@ func parseEndpoint(raw string) (*url.URL, error) {
 // id is the event id as in logs (an ObjectID in hex), attempt counts from 1,
 // and payload is the event's payload in relaxed extended JSON, or null. The
 // request carries the Retrigger-Event-Id, Retrigger-Event-Type and
-// Retrigger-Attempt headers; a receiver can deduplicate on the id, since
-// delivery is at least once.
+// Retrigger-Attempt headers, and the W3C traceparent (and tracestate) of
+// the run's span when the worker traces, so the endpoint's own spans join
+// the run's trace; a receiver can deduplicate on the id, since delivery is
+// at least once.
 //
 // A 2xx response is a success. 408, 429 and 5xx responses are retried, after
 // their Retry-After (seconds or an HTTP date, capped at cfg.MaxRetryAfter)
@@ -252,6 +255,7 @@ func (h *httpHandler) handle(ctx context.Context, ev *consumer.Event) error {
 	req.Header.Set(HeaderEventID, headerID(ev.ID))
 	req.Header.Set(HeaderEventType, headerValue(ev.Type))
 	req.Header.Set(HeaderAttempt, strconv.FormatInt(ev.Attempts+1, 10))
+	tracing.Inject(ctx, req.Header) // the run's span: the endpoint's spans join its trace
 
 	resp, err := h.client.Do(req)
 	if err != nil {
@@ -289,8 +293,9 @@ func (h *httpHandler) requestError(ctx context.Context, err error) error {
 }
 
 // StatusError is the error of an unsuccessful response. The HTTP handler
-// returns it wrapped by consumer.Permanent or consumer.After where they
-// apply; errors.As finds it.
+// returns it wrapped by consumer.Permanent, consumer.After or
+// consumer.Throttle (a 429 or 503 with Retry-After) where they apply;
+// errors.As finds it.
 type StatusError struct {
 	URL        string // userinfo redacted
 	StatusCode int
@@ -332,7 +337,12 @@ func (h *httpHandler) statusError(resp *http.Response) error {
 		return consumer.Permanent(serr)
 	}
 	if d, ok := retryAfter(resp.Header.Get("Retry-After"), h.cfg.Now()); ok {
-		return consumer.After(min(d, h.cfg.MaxRetryAfter), serr)
+		d = min(d, h.cfg.MaxRetryAfter)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			// The partner asks every caller to wait: the whole type pauses.
+			return consumer.Throttle(d, serr)
+		}
+		return consumer.After(d, serr)
 	}
 	return serr
 }

@@ -26,9 +26,9 @@ import (
 var commands = []struct {
 	name, pkg, note string
 }{
-	{"producer", "./producer/cmd/producer", "Run one. A numeric or duration flag set to 0 takes its default unless its rule says what 0 means."},
-	{"consumer", "./consumer/cmd/consumer", "Run as many replicas as the load needs. A numeric or duration flag set to 0 takes its default unless its rule says what 0 means."},
-	{"archiver", "./consumer/cmd/archiver", "Run one or more. A numeric or duration flag set to 0 takes its default."},
+	{"producer", "./producer/cmd/producer", "Run one. A numeric or duration flag set to 0 takes its default unless its rule says what 0 means. Tracing is set by the OTEL_* variables (README, Tracing)."},
+	{"consumer", "./consumer/cmd/consumer", "Run as many replicas as the load needs. A numeric or duration flag set to 0 takes its default unless its rule says what 0 means. Tracing is set by the OTEL_* variables (README, Tracing)."},
+	{"archiver", "./consumer/cmd/archiver", "Run one or more. A numeric or duration flag set to 0 takes its default. Tracing is set by the OTEL_* variables (README, Tracing)."},
 	{"dev", "./scripts/dev", "`go run ./scripts/dev`: the local run of the README's quick start; every value is checked as given."},
 	{"loadgen", "./scripts/loadgen", "`go run ./scripts/loadgen`: see `scripts/loadgen/README.md`. A numeric or duration flag set to 0 takes its default unless its rule says what 0 means."},
 }

@@ -40,6 +40,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/connstring"
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/producer"
@@ -191,10 +192,58 @@ func (c *checker) deployment(ctx context.Context) {
 	default:
 		c.report("transactions", nil, fmt.Sprintf(": no (%v): the archive's move is an ordered pair of idempotent writes", err))
 	}
-	var res bson.M
-	if err := c.client.Database("admin").RunCommand(ctx, bson.D{{Key: "getDefaultRWConcern", Value: 1}}).Decode(&res); err == nil {
-		c.report("default write concern", nil, fmt.Sprintf(": %v", res["defaultWriteConcern"]))
+	c.writeConcern(ctx)
+	c.uriWriteConcern()
+}
+
+// writeConcern reports the write concern the deployment's writes get by
+// default: every write but the archive's move uses it (README,
+// Production).
+func (c *checker) writeConcern(ctx context.Context) {
+	var res bson.Raw
+	err := c.client.Database("admin").RunCommand(ctx, bson.D{{Key: "getDefaultRWConcern", Value: 1}}).Decode(&res)
+	if err != nil {
+		c.skip(fmt.Sprintf("default write concern: the server does not say (getDefaultRWConcern: %v); MongoDB 4.4+ does", err))
+		return
 	}
+	wc, ok := res.Lookup("defaultWriteConcern").DocumentOK()
+	source, _ := res.Lookup("defaultWriteConcernSource").StringValueOK()
+	if !ok {
+		c.report("default write concern", nil, ": none set: the server's implicit default (w: majority on a replica set of data-bearing members, MongoDB 5.0+)")
+		return
+	}
+	detail := ": " + wc.String()
+	if source != "" {
+		detail += " (" + source + ")"
+	}
+	if w := wc.Lookup("w"); w.Type != bson.TypeString || w.StringValue() != "majority" {
+		c.warn("default write concern", detail+": not w: majority, so a failover can roll back a claim, a completion or a checkpoint, and that work runs again (README, Production)")
+		return
+	}
+	c.report("default write concern", nil, detail)
+}
+
+// uriWriteConcern reports a write concern the connection string sets,
+// which overrides the deployment's default for every write but the
+// archive's move.
+func (c *checker) uriWriteConcern() {
+	cs, err := connstring.Parse(c.o.uri)
+	if err != nil {
+		return
+	}
+	switch {
+	case cs.WString == "majority":
+		c.report("the connection string's write concern", nil, ": w=majority")
+	case cs.WString != "":
+		c.warn("the connection string's write concern", fmt.Sprintf(": w=%s overrides the deployment's default; w=majority keeps every write through a failover", cs.WString))
+	case cs.WNumberSet:
+		c.warn("the connection string's write concern", fmt.Sprintf(": w=%d overrides the deployment's default; w=majority keeps every write through a failover (README, Production: do not put w=1 in it)", cs.WNumber))
+	}
+}
+
+// warn reports what works but is not what retrigger recommends.
+func (c *checker) warn(name, detail string) {
+	fmt.Fprintf(c.out, "warn  %s%s\n", name, detail)
 }
 
 // start runs a producer, a worker and an archiver on the scratch names.
@@ -219,17 +268,30 @@ func (c *checker) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range []interface{ Run(context.Context) error }{p, w, a} {
+	stopped := make(chan error, 1) // the producer's, when it stops by itself
+	for i, r := range []interface{ Run(context.Context) error }{p, w, a} {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(rctx) }()
+		go func() {
+			defer close(done)
+			if err := r.Run(rctx); i == 0 && rctx.Err() == nil {
+				stopped <- err
+			}
+		}()
 		c.cancels = append(c.cancels, func() { cancel(); <-done })
 	}
 	select {
 	case <-p.Ready():
 		return nil
+	case err := <-stopped:
+		if errors.Is(err, producer.ErrNoChangeStreams) {
+			// as the producer command says it: the flag to run with
+			return fmt.Errorf("the server has no change streams: run deploycheck with -disable-change-streams, "+
+				"and the producer with -disable-change-streams (its sweeper then publishes new events); the producer said: %w", err)
+		}
+		return fmt.Errorf("the producer stopped: %w", err)
 	case <-time.After(c.o.timeout):
-		return errors.New("the producer did not start: is the replica set primary reachable, and does NATS have JetStream?")
+		return fmt.Errorf("the producer did not start within -timeout %s: is the replica set primary reachable, and does NATS have JetStream?", c.o.timeout)
 	}
 }
 
@@ -363,7 +425,7 @@ func (c *checker) cleanup(ctx context.Context) {
 	err := db.Drop(ctx)
 	if isCommandNotFound(err) { // a server without dropDatabase: remove what deploycheck wrote
 		err = nil
-		for _, name := range []string{eventstore.DefaultEvents, eventstore.DefaultErrors, eventstore.DefaultCheckpoints} {
+		for _, name := range []string{eventstore.DefaultEvents, eventstore.DefaultErrors, eventstore.DefaultCheckpoints, eventstore.DefaultFlow} {
 			coll := db.Collection(name)
 			if derr := coll.Drop(ctx); isCommandNotFound(derr) {
 				_, derr = coll.DeleteMany(ctx, bson.D{})

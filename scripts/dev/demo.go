@@ -15,16 +15,24 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/retrigger/retrigger/admin"
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/scripts/pipeline"
+	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/filelock"
+	"github.com/retrigger/retrigger/shared/flow"
+	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/embedded"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // demoType is the event type the generator inserts; seedType runs the
@@ -36,7 +44,15 @@ const (
 
 func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	feed := newFeed(5)
-	p, err := pipeline.Start(ctx, o.pipeline(feed, log))
+	tr, stopTracing, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-dev", Exporter: o.traces, Global: true,
+		OnError: func(err error) { log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		return config.Invalid("traces", "%v", err)
+	}
+	defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+	po := o.pipeline(feed, log)
+	po.Tracing = tr
+	p, err := pipeline.Start(ctx, po)
 	if err != nil {
 		return startError(err)
 	}
@@ -53,7 +69,7 @@ func demo(ctx context.Context, o options, log zerolog.Logger) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, log)
+		generate(ctx, p.DB.Collection(o.store.WithDefaults().Events), o.interval, o.newEvent, otel.Tracer("retrigger-dev demo"), log)
 	}()
 	go func() { defer wg.Done(); summarize(ctx, os.Stdout, p.DB, feed, o) }()
 	<-ctx.Done()
@@ -160,13 +176,35 @@ func banner(o options, natsURL, httpURL string) string {
 	if o.layout == layoutSeed {
 		fmt.Fprintf(&b, "layout seed: the hand-built trigger example's %s.%s and %s.%s, its counter %q, no type (documents run as %q)\n",
 			o.database, so.Events, o.database, so.Errors, so.Schema.Attempts(), so.Schema.DefaultType)
-		fmt.Fprintf(&b, "demo: {state: 0, %s: 0, timestamp} every %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
-			so.Schema.Attempts(), o.interval, o.maxAttempts, o.maxAttempts-1, so.Errors)
+		fmt.Fprintf(&b, "demo: %s; the example's function succeeds on an even number from 1 to 10; %d runs (Attempts = %d), then %s. Ctrl-C to stop.\n\n",
+			o.every(fmt.Sprintf("{state: 0, %s: 0, timestamp}", so.Schema.Attempts()), "documents"), o.maxAttempts, o.maxAttempts-1, so.Errors)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "demo: a %q event every %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
-		demoType, o.interval, o.failureRate*100, o.maxAttempts, so.Errors)
+	fmt.Fprintf(&b, "demo: %s; the handler fails %.0f%% of runs; %d attempts, then %s. Ctrl-C to stop.\n\n",
+		o.every(fmt.Sprintf("a %q event", demoType), fmt.Sprintf("%q events", demoType)), o.failureRate*100, o.maxAttempts, so.Errors)
 	return b.String()
+}
+
+// every says how often the generator inserts one, or that it inserts no
+// such many (-interval 0).
+func (o options) every(one, many string) string {
+	if o.interval == 0 {
+		return "no " + many + " inserted (-interval 0): insert your own"
+	}
+	return one + " every " + durationText(o.interval)
+}
+
+// durationText is d without the zero units that time.Duration's String
+// writes: 2m, not 2m0s.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // handlers are the demo's handlers: its type's, and the default type's
@@ -204,8 +242,10 @@ func farewell(o options, took time.Duration) string {
 	return fmt.Sprintf("stopped cleanly in %s; start again to resume from %s\n", took.Round(time.Millisecond), o.dataDir)
 }
 
-// generate inserts a demo event every interval until ctx ends.
-func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, log zerolog.Logger) {
+// generate inserts a demo event every interval until ctx ends. It plays
+// the application: with tracing on, each insert has a span, whose context
+// the event carries in its traceparent and tracestate fields.
+func generate(ctx context.Context, events store.Collection, every time.Duration, doc func(int, time.Time) bson.D, tracer trace.Tracer, log zerolog.Logger) {
 	if every == 0 {
 		return
 	}
@@ -219,7 +259,18 @@ func generate(ctx context.Context, events store.Collection, every time.Duration,
 		case <-t.C:
 		}
 		n++
-		err := events.InsertOne(ctx, doc(n, time.Now()))
+		sctx, span := tracer.Start(ctx, "insert demo event", trace.WithSpanKind(trace.SpanKindProducer))
+		d := doc(n, time.Now())
+		carrier := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(sctx, carrier) // nothing without a span
+		if tp := carrier["traceparent"]; tp != "" {
+			d = append(d, bson.E{Key: "traceparent", Value: tp})
+		}
+		if ts := carrier["tracestate"]; ts != "" {
+			d = append(d, bson.E{Key: "tracestate", Value: ts})
+		}
+		err := events.InsertOne(sctx, d)
+		span.End()
 		if err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("demo generator: inserting an event")
 		}
@@ -262,6 +313,7 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 	t := time.NewTicker(o.summaryEvery)
 	defer t.Stop()
 	st := eventstore.New(db, o.store)
+	ops := admin.New(st, nil, messaging.Names{})
 	prevTotal, prevAt := f.total.Load(), time.Now()
 	for {
 		select {
@@ -285,10 +337,43 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 		fmt.Fprintf(w, "%s  new %d · retrying %d · success %d · error %d │ archived in %s %d │ %.1f transitions/s\n",
 			now.Format(time.TimeOnly), in(event.StateNew), in(event.StateFailed),
 			in(event.StateSuccess), in(event.StateError), o.store.WithDefaults().Errors, count(eventstore.InErrors, eventstore.Filter{}), rate)
+		if all, err := ops.Flow(ctx); err == nil {
+			for _, fs := range all {
+				if line := flowLine(fs, now); line != "" {
+					fmt.Fprintf(w, "    %s\n", line)
+				}
+			}
+		}
 		for _, tr := range f.recent() {
 			fmt.Fprintf(w, "    %s  %s\n", tr.At.Format(time.TimeOnly), describe(tr, o.store.WithDefaults().Errors))
 		}
 	}
+}
+
+// flowLine says what holds a type back, if anything: its breaker, its
+// pause, events waiting for their keys. "" on the happy path.
+func flowLine(f admin.FlowStatus, now time.Time) string {
+	var parts []string
+	switch f.Breaker {
+	case flow.Open:
+		parts = append(parts, fmt.Sprintf("breaker open since %s, next probe in %s (%s)", now.Sub(f.Since).Round(time.Second), max(f.NextProbe.Sub(now), 0).Round(time.Second), f.Reason))
+	case flow.Recovering:
+		parts = append(parts, fmt.Sprintf("recovering: %d at once", f.WaveLimit))
+	}
+	if p := f.Pause; p != nil {
+		until := "until resumed"
+		if !p.Until.IsZero() {
+			until = "for " + p.Until.Sub(now).Round(time.Second).String()
+		}
+		parts = append(parts, fmt.Sprintf("paused by %s %s", p.By, until))
+	}
+	if f.Parked > 0 {
+		parts = append(parts, fmt.Sprintf("%d waiting for their keys", f.Parked))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("flow: %s %s · %d waiting", f.Type, strings.Join(parts, " · "), f.Waiting)
 }
 
 func describe(tr consumer.Transition, errorsCollection string) string {

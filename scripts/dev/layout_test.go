@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
@@ -80,7 +81,10 @@ func TestSeedLayoutRunsTheExample(t *testing.T) {
 	var out syncBuffer
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); generate(ctx, events, o.interval, o.newEvent, zerolog.Nop()) }()
+	go func() {
+		defer wg.Done()
+		generate(ctx, events, o.interval, o.newEvent, noop.NewTracerProvider().Tracer(""), zerolog.Nop())
+	}()
 	go func() { defer wg.Done(); summarize(ctx, &out, p.DB, feed, o) }()
 	count := func(c store.Collection, filter bson.D) int {
 		docs, err := c.Find(context.Background(), filter, store.FindOptions{})
@@ -128,4 +132,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// The banner says how often the demo inserts an event in plain words, and
+// that it inserts none with -interval 0.
+func TestBannerSaysHowOften(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-interval", "0"}, `demo: no "demo" events inserted (-interval 0): insert your own;`},
+		{[]string{"-layout", "seed"}, "demo: {state: 0, count: 0, timestamp} every 2m;"},
+		{[]string{"-layout", "seed", "-interval", "0"}, "demo: no documents inserted (-interval 0)"},
+		{[]string{"-interval", "90s"}, `demo: a "demo" event every 1m30s;`},
+	} {
+		o, err := parse(tt.args, func(string) string { return "" })
+		require.NoError(t, err)
+		got := banner(o, "nats://x", "")
+		require.Contains(t, got, tt.want, "%v", tt.args)
+		require.NotContains(t, got, "every 0s")
+	}
 }

@@ -83,6 +83,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.retryInitial, "retry-initial", 2*time.Second, "delay after the first failure; doubles after each further one (positive)")
 	fs.DurationVar(&o.summaryEvery, "summary-every", 5*time.Second, "how often the live summary prints (positive)")
 	fs.DurationVar(&o.retention, "retention", 10*time.Minute, "delete succeeded events this long after success, keeping the embedded engine small (0 keeps them; not negative)")
+	fs.StringVar(&o.traces, "traces", "", "where OpenTelemetry spans go: console (printed on standard output), otlp (to OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318 over HTTP; OTEL_EXPORTER_OTLP_PROTOCOL=grpc for gRPC), none; empty: as the OTEL_* variables say (off without them)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug (every transition), info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", logging.FormatAuto, "log format: auto, json, console")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address serving the web view at /, /metrics, /healthz, /readyz and the admin API of `retrigger -server` (empty: none)")
@@ -90,7 +91,7 @@ func (o *options) register(fs *flag.FlagSet) {
 }
 
 type options struct {
-	layout, database                       string
+	layout, database, traces               string
 	store                                  eventstore.Options
 	dataDir, natsHost, logLevel, logFormat string
 	httpAddr                               string
@@ -170,6 +171,8 @@ func (o *options) validate() error {
 		return config.Invalid("retention", "must not be negative, got %s", o.retention)
 	case o.natsHost == "":
 		return config.Invalid("nats-host", "must not be empty")
+	case o.traces != "" && o.traces != "console" && o.traces != "otlp" && o.traces != "none":
+		return config.Invalid("traces", "must be console, otlp or none, got %q", o.traces)
 	}
 	if st, err := os.Stat(o.dataDir); err == nil && !st.IsDir() {
 		return config.Invalid("data-dir", "%s is a file: name a directory (it is created if missing)", o.dataDir)

@@ -29,7 +29,7 @@ func serve(p *pipeline.Pipeline, addr string, writes bool, log zerolog.Logger) (
 		return "", nil, err
 	}
 	o := p.Options()
-	ops := admin.New(eventstore.New(p.Database(), o.Producer.Store), js, o.Producer.Names)
+	ops := admin.New(eventstore.New(p.Database(), o.Producer.Store), js, o.Producer.Names).WithTracing(o.Tracing)
 	mux := p.Health.Mux(p.Metrics.Handler())
 	mux.Handle("/admin/", admin.Handler(ops, log.With().Str("component", "admin").Logger()))
 	uiLog := log.With().Str("component", "ui").Logger()

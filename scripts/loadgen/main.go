@@ -19,9 +19,13 @@ import (
 	"runtime"
 	"syscall"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/retrigger/retrigger/scripts/loadtest"
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/logging"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 func main() {
@@ -40,7 +44,7 @@ type settings struct {
 	o                                       loadtest.Options
 	json, quiet, cost                       bool
 	cpuProfile, ceilingProfile, heapProfile string
-	logLevel                                string
+	logLevel, traces                        string
 	tmpBase                                 string // where the run's temporary directory goes; "" is os.TempDir
 }
 
@@ -78,6 +82,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
 	fs.StringVar(&s.ceilingProfile, "ceiling-cpuprofile", "", "write a CPU profile of the ceiling run to this file")
 	fs.StringVar(&s.heapProfile, "memprofile", "", "write a heap profile taken at the end of the load phase to this file")
+	fs.StringVar(&s.traces, "traces", "off", "embedded: trace the pipeline with OpenTelemetry: off; drop (every span made, sampler 1.0, and batched to an exporter that drops it: what tracing costs without the export); otlp or console (as the OTEL_* variables say, console on stdout)")
 	fs.StringVar(&s.logLevel, "log-level", "warn", "level of the components' logs on stderr: trace, debug, info, warn, error")
 }
 
@@ -115,6 +120,13 @@ func runIn(ctx context.Context, tmpBase string, args []string, getenv func(strin
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 2
 	}
+	tr, stopTracing, err := s.tracing(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", config.Invalid("traces", "%v", err))
+		return 2
+	}
+	defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+	s.o.Tracing = tr
 	log, err := logging.New(stderr, s.logLevel, logging.FormatConsole)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", config.Invalid("log-level", "%v", err))
@@ -204,6 +216,20 @@ func (s *settings) load(ctx context.Context, stop context.CancelFunc, stdout, st
 		return 1
 	}
 	return 0
+}
+
+// tracing is the pipeline's tracer for -traces.
+func (s *settings) tracing(ctx context.Context) (*tracing.Tracer, func(context.Context) error, error) {
+	switch s.traces {
+	case "off":
+		return nil, func(context.Context) error { return nil }, nil
+	case "drop":
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		return tracing.New(tp), tp.Shutdown, nil
+	case "otlp", "console":
+		return tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-loadgen", Exporter: s.traces})
+	}
+	return nil, nil, fmt.Errorf("must be off, drop, otlp or console, got %q", s.traces)
 }
 
 type jsonResult struct {

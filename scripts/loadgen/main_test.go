@@ -166,3 +166,13 @@ func (w *progressWatch) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// A pipeline measured faster than the engine's ceiling is at the ceiling,
+// not at 109% of it.
+func TestCeilingText(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "the pipeline ran at 0.93× the engine's ceiling", ceilingText(0.93))
+	got := ceilingText(1.09)
+	require.NotContains(t, got, "%")
+	require.Contains(t, got, "ran at the engine's ceiling (1.09×")
+}

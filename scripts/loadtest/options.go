@@ -11,6 +11,7 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Storage modes of the embedded engine.
@@ -64,6 +65,10 @@ type Options struct {
 	// once before it starts. Then the start delay of the load's events,
 	// and of new events of the flood's type, shows what waiting costs.
 	BackoffFlood int
+
+	// Tracing traces the in-process pipeline's components [-traces]; nil:
+	// off.
+	Tracing *tracing.Tracer
 
 	// Embedded mode (MongoURI empty).
 

@@ -127,7 +127,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		res.Mode = "external"
 		res.Target = fmt.Sprintf("external deployment: NATS %s, MongoDB database %q; %d consumer replicas in this process, the deployment's producer and archiver", redact.URL(o.NATSURL), o.Database, o.Replicas)
 		res.Notes = append(res.Notes,
-			"external mode: the deployment's producer and archiver must run on this database and these stream names, with no other consumer replicas on them; succeeded events its retention deleted cannot be told from lost ones and are counted as unverified",
+			fmt.Sprintf("external mode: the deployment's producer and archiver must run on this database and these stream names, and no consumer replica of the deployment may handle type %s; succeeded events its retention deleted cannot be told from lost ones and are counted as unverified", o.Type),
 			"external mode has not been run against a real MongoDB by the retrigger test suite")
 	} else {
 		res.Target = fmt.Sprintf("in-process pipeline: embedded engine (%s), embedded nats-server with JetStream (file store), 1 producer, %d consumer replicas, 1 archiver", o.Storage, o.Replicas)

@@ -121,7 +121,13 @@ func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 		case <-timer.C:
 		}
 	}
-	if (t.failFirst > 0 && int64(r.runs.Load()) <= t.failFirst) || (t.failureRate > 0 && rand.Float64() < t.failureRate) {
+	if t.failFirst > 0 && int64(r.runs.Load()) <= t.failFirst {
+		// Each event's own failures, whatever the partner does: they
+		// never trip its type's breaker.
+		r.failures.Add(1)
+		return consumer.EventFault(errInjected)
+	}
+	if t.failureRate > 0 && rand.Float64() < t.failureRate {
 		r.failures.Add(1)
 		return errInjected
 	}

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
@@ -125,9 +126,16 @@ func TestCostPerEvent(t *testing.T) {
 				o.Replicas = 1
 				o.Producer.Sweeper.Interval = time.Hour
 				o.Producer.Relay.CheckpointInterval = time.Hour
+				// Flow control reads the shared state once at start, then
+				// not while the event runs: what remains is the event's.
+				o.Worker.Flow.Refresh = time.Minute
 				o.WrapStore = func(s store.Database) store.Database { db.Database = s; return db }
 			})
 			waitFor(t, 5*time.Second, "the start-up sweep", func() bool { return b.Producer().Stats().Sweeps.Load() >= 1 })
+			waitFor(t, 5*time.Second, "flow control's first look", func() bool {
+				states, err := eventstore.New(b.DB, eventstore.Options{}).LoadFlows(context.Background(), []string{"job"})
+				return err == nil && len(states) == 1
+			})
 			db.take() // start-up: indexes, checkpoint lookup, the first sweep and schedule
 			id := b.insertJob(t)
 			if tt.failures >= 3 {

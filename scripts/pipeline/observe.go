@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -30,6 +31,11 @@ func (p *Pipeline) observe(o *Options) {
 	}
 	if o.Archiver.Metrics == nil && o.Archiver.Health == nil {
 		o.Archiver.Metrics, o.Archiver.Health = p.Metrics, p.Health
+	}
+	for _, t := range []**tracing.Tracer{&o.Producer.Tracing, &o.Worker.Tracing, &o.Archiver.Tracing} {
+		if *t == nil {
+			*t = o.Tracing
+		}
 	}
 }
 

@@ -235,6 +235,11 @@ func TestMetricsAndHealth(t *testing.T) {
 		"retrigger_producer_leader":           nil,
 		"retrigger_build_info":                {"version", "dev"},
 	}
+	// Gauges that are 0 on the happy path: present, with the type.
+	present := map[string][]string{
+		"retrigger_breaker_state": {"type", "job"},
+		"retrigger_type_paused":   {"type", "job"},
+	}
 	also := [][]string{
 		{"retrigger_events_handled_total", "outcome", "retry"},
 		{"retrigger_events_handled_total", "outcome", "error"},
@@ -260,6 +265,11 @@ func TestMetricsAndHealth(t *testing.T) {
 		for _, a := range also {
 			if value(mfs, a[0], a[1:]...) <= 0 {
 				missing = append(missing, fmt.Sprint(a))
+			}
+		}
+		for name, labels := range present {
+			if value(mfs, name, labels...) != 0 {
+				missing = append(missing, name+fmt.Sprint(labels)+fmt.Sprint(" at 0, not ", value(mfs, name, labels...)))
 			}
 		}
 		if len(missing) == 0 {
@@ -296,5 +306,7 @@ func TestMetricsAndHealth(t *testing.T) {
 			names = append(names, name)
 		}
 	}
-	require.Len(t, names, len(want)+1, "every retrigger metric is checked above: %v", names)
+	// The breaker's trips and probes and the flow waits move in the flow
+	// control tests (flow_test.go).
+	require.Len(t, names, len(want)+1+len(present), "every retrigger metric is checked above: %v", names)
 }

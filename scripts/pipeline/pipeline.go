@@ -25,6 +25,7 @@ import (
 	"github.com/retrigger/retrigger/shared/natsserver"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/embedded"
+	"github.com/retrigger/retrigger/shared/tracing"
 )
 
 // Options of a pipeline. Zero fields take their defaults.
@@ -51,6 +52,9 @@ type Options struct {
 	// WrapStore, when set, wraps the storage the components use (to count
 	// or fail operations in tests).
 	WrapStore func(store.Database) store.Database
+
+	// Tracing, when set, traces the components whose options have none.
+	Tracing *tracing.Tracer
 
 	Producer producer.Config
 	Worker   consumer.Config

@@ -33,6 +33,7 @@ import (
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/tracing"
 	"github.com/retrigger/retrigger/shared/version"
 )
 
@@ -184,10 +185,15 @@ func (f *Flags) Names() messaging.Names {
 type Env struct {
 	DB   store.Database
 	NATS *nats.Conn
-	Log  zerolog.Logger
+	// Log is the command's logger, without a component field: the
+	// component adds its own.
+	Log zerolog.Logger
 	// Metrics and Health go into the component's config; never nil.
 	Metrics *metrics.Metrics
 	Health  *health.Health
+	// Tracing goes into the component's config: nil (off) unless the
+	// OTEL_* variables configure an exporter (package tracing).
+	Tracing *tracing.Tracer
 }
 
 // Command is one stock command.
@@ -205,6 +211,14 @@ type Command struct {
 	// Start runs the component; it returns once ctx ended and the
 	// component drained.
 	Start func(ctx context.Context, env Env) error
+	// Part is the component whose metrics the command exports, besides
+	// those of every process (metrics.New).
+	Part metrics.Part
+	// DrainTimeout is how long Start may drain once ctx ended (the
+	// command's -drain-timeout). Run waits StopGrace longer at most, then
+	// closes the connections and exits without it: whatever is down, a
+	// command exits within its drain timeout and a few seconds.
+	DrainTimeout func() time.Duration
 
 	// For tests: openStore replaces mongostore.Open; waitEvery is how often
 	// a start that waits says so (default 5s).
@@ -235,8 +249,26 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return 2
 	}
-	log, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
-	log = log.With().Str("component", c.Name).Logger()
+	// The component names itself in its own lines (as producer.New and
+	// consumer.NewWorker do): it gets the logger without the field, which
+	// a JSON line must not carry twice.
+	base, _ := logging.New(stderr, f.LogLevel, f.LogFormat)
+	log := base.With().Str("component", c.Name).Logger()
+	tr, shutdown, err := tracing.Setup(ctx, tracing.Config{ServiceName: "retrigger-" + c.Name, Getenv: getenv, Global: true,
+		OnError: func(err error) { log.Warn().Err(err).Msg("tracing") }})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return 2
+	}
+	defer func() {
+		// after the connections closed: the last spans, within a bound of
+		// their own (an exporter that does not answer)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CloseTimeout)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("flushing the last spans")
+		}
+	}()
 
 	env, closeAll, err := c.open(ctx, f, log)
 	if err != nil {
@@ -248,14 +280,53 @@ func (c Command) Run(ctx context.Context, args []string, getenv func(string) str
 		return 1
 	}
 	defer closeAll()
-	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Msg("started")
-	if err := c.Start(ctx, env); err != nil {
+	env.Log = base
+	env.Tracing = tr
+	log.Info().Str("mongodb", redact.URL(f.MongoURI)).Str("nats", redact.URL(f.NATSURL)).Stringer("traces", tr).Msg("started")
+	done := make(chan error, 1)
+	go func() { done <- c.Start(ctx, env) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		drain := time.Duration(0)
+		if c.DrainTimeout != nil {
+			drain = c.DrainTimeout()
+		}
+		bound := time.NewTimer(drain + StopGrace)
+		defer bound.Stop()
+		select {
+		case err = <-done:
+		case <-bound.C:
+			// What it still waits for (a handler that ignores its
+			// context, a call to a server that is gone) ends with the
+			// process.
+			log.Error().Str("drain_timeout", drain.String()).Msg("did not stop within its drain timeout; exiting without it")
+			return 1
+		}
+	}
+	if err != nil {
 		log.Error().Err(err).Msg("stopped with an error")
 		return 1
 	}
 	log.Info().Msg("drained and stopped")
 	return 0
 }
+
+// StopGrace is how long past its drain timeout a stopping command waits for
+// its component; closing the connections then takes at most CloseTimeout,
+// and flushing the last spans at most CloseTimeout more: a command exits
+// within its drain timeout and ExitGrace.
+const StopGrace = 2 * time.Second
+
+// CloseTimeout bounds the closing of the connections at exit: the flush
+// of acknowledgements still buffered (only while NATS is connected), and
+// the end of the MongoDB sessions, which waits for a server to be selected
+// (30 s by default) when none answers. The flush of the last spans to a
+// trace exporter has the same bound.
+const CloseTimeout = 3 * time.Second
+
+// ExitGrace is the most a stopping command takes past its drain timeout.
+const ExitGrace = StopGrace + 2*CloseTimeout
 
 // errVersion: -version was asked for, and printed.
 var errVersion = errors.New("the version was asked for")
@@ -342,11 +413,15 @@ func (c Command) open(ctx context.Context, f *Flags, log zerolog.Logger) (Env, f
 		return Env{}, nil, err
 	}
 	closeAll := func() {
-		_ = nc.FlushTimeout(5 * time.Second) // acks still buffered
+		ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+		defer cancel()
+		if nc.IsConnected() {
+			_ = nc.FlushWithContext(ctx) // acks still buffered
+		}
 		nc.Close()
-		_ = db.Close(context.Background())
+		_ = db.Close(ctx)
 	}
-	return f.observe(Env{DB: db, NATS: nc, Log: log}, closeAll)
+	return f.observe(Env{DB: db, NATS: nc, Log: log}, c.Part, closeAll)
 }
 
 // dialError says why no server of a -nats-url list could be reached,

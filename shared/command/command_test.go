@@ -3,6 +3,7 @@ package command
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"net"
@@ -200,6 +201,9 @@ func TestRunStartsAndStopsCleanly(t *testing.T) {
 	started := make(chan struct{})
 	c.Start = func(ctx context.Context, env Env) error {
 		require.True(t, env.NATS.IsConnected())
+		// as producer.New and consumer.NewWorker name themselves
+		log := env.Log.With().Str("component", "test").Logger()
+		log.Info().Msg("the component's own line")
 		close(started)
 		<-ctx.Done()
 		return nil
@@ -218,7 +222,30 @@ func TestRunStartsAndStopsCleanly(t *testing.T) {
 	require.Contains(t, logs, `"mongodb":"mongodb://xxxxx@db1,db2/?replicaSet=rs0&authMechanismProperties=xxxxx"`)
 	require.Contains(t, logs, `"nats":"nats://xxxxx@`+srv+`,nats://xxxxx@`+srv+`"`)
 	require.Contains(t, logs, `"message":"drained and stopped"`)
+	require.Contains(t, logs, `"message":"the component's own line"`)
 	requireNoSecret(t, logs)
+	requireKeysOnce(t, logs)
+}
+
+// requireKeysOnce fails if a JSON line of logs has a key twice, which some
+// log pipelines reject.
+func requireKeysOnce(t *testing.T, logs string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		dec := json.NewDecoder(strings.NewReader(line))
+		tok, err := dec.Token()
+		require.NoError(t, err, line)
+		require.Equal(t, json.Delim('{'), tok, line)
+		seen := map[string]bool{}
+		for dec.More() {
+			key, err := dec.Token()
+			require.NoError(t, err, line)
+			require.False(t, seen[key.(string)], "key %q twice in %s", key, line)
+			seen[key.(string)] = true
+			var v json.RawMessage
+			require.NoError(t, dec.Decode(&v), line)
+		}
+	}
 }
 
 // Closing the connection runs the disconnect callback: it must not say
@@ -283,4 +310,56 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A component that does not stop within its drain timeout does not hold
+// the process: Run gives up StopGrace after it, says so, and exits 1.
+func TestRunStopsWaitingAfterTheDrainTimeout(t *testing.T) {
+	t.Parallel()
+	srv := startNATS(t)
+	c := testCommand()
+	c.openStore = func(ctx context.Context, _, _ string) (store.Database, error) {
+		return embedded.Open(ctx, embedded.Options{})
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	c.Start = func(ctx context.Context, env Env) error {
+		close(started)
+		<-release // ignores ctx: a handler that never returns
+		return nil
+	}
+	c.DrainTimeout = func() time.Duration { return 100 * time.Millisecond }
+	ctx, cancel := context.WithCancel(t.Context())
+	var out syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- c.Run(ctx, []string{"-log-format", "json", "-nats-url", "nats://" + srv, "-mongodb-uri", "mongodb://db/?replicaSet=rs0"},
+			func(string) string { return "" }, &out)
+	}()
+	<-started
+	cancel()
+	select {
+	case got := <-code:
+		require.Equal(t, 1, got)
+	case <-time.After(time.Minute):
+		t.Fatal("Run still waits for a component that does not stop, a minute after its drain timeout")
+	}
+	require.Contains(t, out.String(), `"drain_timeout":"100ms"`)
+	require.Contains(t, out.String(), `"message":"did not stop within its drain timeout; exiting without it"`)
+}
+
+// A flag that does not exist, or a bad value, is one line naming it and how
+// to get help, not the whole help.
+func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-nope"}, {"-connect-timeout", "soon"}, {"stray"}} {
+		var out strings.Builder
+		require.Equal(t, 2, testCommand().Run(t.Context(), args, func(string) string { return "" }, &out), "%v", args)
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		require.Len(t, lines, 1, "%v: %s", args, out.String())
+		require.Contains(t, lines[0], "test -help lists")
+	}
+	var out strings.Builder
+	require.Equal(t, 2, testCommand().Run(t.Context(), []string{"-nope"}, func(string) string { return "" }, &out))
+	require.Equal(t, "test: flag provided but not defined: -nope (test -help lists every flag)\n", out.String())
 }

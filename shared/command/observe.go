@@ -10,12 +10,17 @@ import (
 	"github.com/retrigger/retrigger/shared/version"
 )
 
-// observe gives env its metrics and health, wraps its database to count
+// observe gives env its metrics (those of part and of every process) and
+// health, wraps its database to count
 // storage errors, and serves /metrics, /healthz and /readyz on -http-addr
 // when it is set. The returned close stops the server, then calls
 // closeAll.
-func (f *Flags) observe(env Env, closeAll func()) (Env, func(), error) {
-	env.Metrics = metrics.New(version.Version)
+func (f *Flags) observe(env Env, part metrics.Part, closeAll func()) (Env, func(), error) {
+	var parts []metrics.Part
+	if part != "" {
+		parts = append(parts, part)
+	}
+	env.Metrics = metrics.New(version.Version, parts...)
 	env.Health = health.New()
 	env.Metrics.WatchNATS(env.NATS)
 	st := eventstore.New(env.DB, f.Store)
@@ -32,9 +37,9 @@ func (f *Flags) observe(env Env, closeAll func()) (Env, func(), error) {
 	}
 	env.Log.Info().Str("http_addr", srv.Addr()).Msg("serving /metrics, /healthz and /readyz")
 	return env, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_ = srv.Close(ctx)
+		_ = srv.Close(ctx) // the probes and scrapes in flight
 		closeAll()
 	}, nil
 }

@@ -31,12 +31,23 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 // ParseCommand is Parse for a command whose -help starts with summary: one
 // line saying what the command is for and which other components it needs.
 func ParseCommand(fs *flag.FlagSet, summary string, args []string, getenv func(string) string) error {
-	fs.Usage = func() { usage(fs.Output(), fs, summary) }
-	if err := fs.Parse(args); err != nil {
+	// The flag package prints the whole help after any error; only -help
+	// asks for it. A bad flag gets its error and a hint, which the caller
+	// prints.
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(out, fs, summary)
 		return err
 	}
+	if err != nil {
+		return fmt.Errorf("%w (%s -help lists every flag)", err, fs.Name())
+	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: every setting is a flag (see -help)", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q: every setting is a flag (%s -help lists them)", fs.Arg(0), fs.Name())
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })

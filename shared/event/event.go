@@ -53,6 +53,17 @@ const (
 	FieldCreatedAt     = "createdAt"
 	FieldUpdatedAt     = "updatedAt"
 
+	// FieldTraceParent and FieldTraceState carry the application's W3C
+	// trace context (https://www.w3.org/TR/trace-context/): the span that
+	// inserted the event, as the strings of the traceparent and tracestate
+	// HTTP headers. They sit at the top level under the names the W3C
+	// headers and the CloudEvents distributed-tracing extension give them,
+	// so that any client can write them as plain fields; retrigger only
+	// reads them. Both are optional, and a malformed value never stops an
+	// event (package tracing says what happens then).
+	FieldTraceParent = "traceparent"
+	FieldTraceState  = "tracestate"
+
 	// FieldRetrigger is the one field retrigger reserves for its own
 	// bookkeeping: a document holding the lease of a running attempt, the
 	// count of runs that never finished, why an event was archived, and
@@ -72,6 +83,10 @@ const (
 	FieldHistory     = FieldRetrigger + ".history"    // array: the last attempts (see Attempt)
 	FieldRedrivenAt  = FieldRetrigger + ".redrivenAt" // date: when it was last moved back from errors
 	FieldRedrives    = FieldRetrigger + ".redrives"   // int64: how often it was moved back from errors
+	FieldParkedAt    = FieldRetrigger + ".parkedAt"   // date: it waits for its flow-control key, out of NATS, until woken
+	FieldWokenAt     = FieldRetrigger + ".wokenAt"    // date: when its key last woke it (a new message for it)
+	FieldKey         = FieldRetrigger + ".key"        // string: the normalised hash of its flow-control key
+	FieldSeq         = FieldRetrigger + ".seq"        // int64: its place in its key's order (the insert's cluster time)
 	fieldLeaseOwner  = "owner"
 	fieldLeaseTokenK = "token"
 	fieldLeaseUntilK = "until"
@@ -118,6 +133,12 @@ type Event struct {
 	Version       int64
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	// TraceParent and TraceState are the application's trace context, as
+	// given (FieldTraceParent, FieldTraceState): package tracing validates
+	// them. TraceContextError says why a field could not be read (it is
+	// not a string); the event runs all the same.
+	TraceParent, TraceState string
+	TraceContextError       string
 
 	// retrigger's bookkeeping (FieldRetrigger)
 	Lease   *Lease    // nil: not running
@@ -129,6 +150,14 @@ type Event struct {
 	ArchivedAt time.Time
 	RedrivenAt time.Time // when it was last moved back from errors
 	Redrives   int64     // how often it was moved back from errors
+	// Flow control of keyed types (package flow): the event waits for its
+	// key since ParkedAt (zero: it does not); Key is the hash of its key's
+	// value and Seq its place in the key's order, both set by its first
+	// claim.
+	ParkedAt time.Time
+	WokenAt  time.Time
+	Key      string
+	Seq      int64
 }
 
 // Attempt is one entry of an event's history: an execution of its handler
@@ -142,6 +171,11 @@ type Attempt struct {
 	Error   string // the handler's error, truncated
 	Replica string // the consumer replica that ran it
 	Number  int64  // 1 for the first execution
+	// TraceID and SpanID name the span of the run or action in lower-case
+	// hex (32 and 16 digits), when it was traced and sampled: the span
+	// links of later runs point at it. "" otherwise.
+	TraceID string
+	SpanID  string
 }
 
 // History field names of an Attempt inside FieldHistory.
@@ -152,13 +186,21 @@ const (
 	HistoryError   = "error"
 	HistoryReplica = "replica"
 	HistoryNumber  = "attempt"
+	HistoryTraceID = "traceId"
+	HistorySpanID  = "spanId"
 )
 
-// Due reports whether a failed event is due at now: its nextAttemptAt is
-// not after now, or it has none (a hand-built document). New events are
-// always due.
+// Due reports whether the event may run at now. A failed event is due at
+// its nextAttemptAt, or at once when it has none (a hand-built document).
+// A new event is due at once, unless it never ran (version 0) and was
+// inserted with a nextAttemptAt in the future: a delayed first run. A
+// failed event that the application reset to new (its version is past 0)
+// runs at once, whatever its old nextAttemptAt says.
 func (e *Event) Due(now time.Time) bool {
-	return e.State != StateFailed || e.NextAttemptAt.IsZero() || !e.NextAttemptAt.After(now)
+	if e.NextAttemptAt.IsZero() || !e.NextAttemptAt.After(now) {
+		return true
+	}
+	return e.State == StateNew && e.Version > 0
 }
 
 // Leased reports whether a lease holds the event at now.

@@ -68,7 +68,7 @@ func (s Schema) Attempts() string {
 
 // reserved are the names an attempts field must not take.
 var reserved = []string{FieldID, FieldType, FieldPayload, FieldState, FieldMaxAttempts, FieldNextAttemptAt,
-	FieldLastError, FieldVersion, FieldCreatedAt, FieldUpdatedAt, FieldRetrigger}
+	FieldLastError, FieldVersion, FieldCreatedAt, FieldUpdatedAt, FieldRetrigger, FieldTraceParent, FieldTraceState}
 
 // Validate reports the first setting of s to fix.
 func (s Schema) Validate() error {
@@ -118,7 +118,9 @@ func Parse(doc bson.Raw) (Event, error) { return Schema{}.Parse(doc) }
 // counters (whole numbers in [0, 2^53)) and FieldRetrigger (a document).
 // Fields that only inform are read leniently: a nextAttemptAt that is not a
 // date reads as none (the event is due), and a createdAt, updatedAt or
-// lastError of the wrong type reads as missing. A missing or null field
+// lastError of the wrong type reads as missing, and a traceparent or
+// tracestate that is not a string reads as missing with
+// Event.TraceContextError saying so. A missing or null field
 // takes its default. Parse returns the fields it could read even when it
 // fails, so the caller can still route the event by its id.
 func (s Schema) Parse(doc bson.Raw) (Event, error) {
@@ -212,6 +214,8 @@ func (s Schema) Parse(doc bson.Raw) (Event, error) {
 			ev.UpdatedAt = date(v)
 		case FieldLastError:
 			ev.LastError = lastError(v)
+		case FieldTraceParent, FieldTraceState:
+			traceContext(&ev, string(k), v)
 		case FieldRetrigger:
 			d, ok := v.DocumentOK()
 			if !ok {
@@ -274,6 +278,10 @@ func readBookkeeping(ev *Event, d bson.Raw) {
 	if n, ok := d.Lookup("redrives").AsInt64OK(); ok && n > 0 {
 		ev.Redrives = n
 	}
+	ev.ParkedAt = date(d.Lookup("parkedAt"))
+	ev.WokenAt = date(d.Lookup("wokenAt"))
+	ev.Key, _ = d.Lookup("key").StringValueOK()
+	ev.Seq, _ = d.Lookup("seq").AsInt64OK()
 	if a, ok := d.Lookup("history").ArrayOK(); ok {
 		vals, _ := a.Values()
 		for _, v := range vals {
@@ -290,8 +298,27 @@ func readBookkeeping(ev *Event, d bson.Raw) {
 			at.Error, _ = h.Lookup(HistoryError).StringValueOK()
 			at.Replica, _ = h.Lookup(HistoryReplica).StringValueOK()
 			at.Number, _ = h.Lookup(HistoryNumber).AsInt64OK()
+			at.TraceID, _ = h.Lookup(HistoryTraceID).StringValueOK()
+			at.SpanID, _ = h.Lookup(HistorySpanID).StringValueOK()
 			ev.History = append(ev.History, at)
 		}
+	}
+}
+
+// traceContext reads the application's trace context leniently: a field of
+// the wrong type is recorded, never fatal.
+func traceContext(ev *Event, field string, v bson.RawValue) {
+	s, ok := v.StringValueOK()
+	if !ok {
+		if ev.TraceContextError == "" {
+			ev.TraceContextError = fmt.Sprintf("%s must be a string, not %s", field, typeName(v.Type))
+		}
+		return
+	}
+	if field == FieldTraceParent {
+		ev.TraceParent = s
+	} else {
+		ev.TraceState = s
 	}
 }
 

@@ -10,7 +10,8 @@ import (
 
 // FuzzParse: whatever bytes arrive as an event document, Parse returns an
 // event or an *InvalidError, never panics, and an event it accepts holds
-// only values retrigger can act on.
+// only values retrigger can act on; a trace context it could not read is
+// said to be so (the event runs all the same).
 func FuzzParse(f *testing.F) {
 	now := time.UnixMilli(1_700_000_000_000).UTC()
 	dec, _ := bson.ParseDecimal128("1E+6144")
@@ -34,6 +35,8 @@ func FuzzParse(f *testing.F) {
 		{{Key: "_id", Value: 1}, {Key: "type", Value: nil}, {Key: "retrigger", Value: nil}},
 		{{Key: "_id", Value: bson.D{{Key: "a", Value: bson.A{1, "x"}}}}, {Key: "type", Value: "t"}, {Key: "retrigger", Value: "x"}},
 		{{Key: "type", Value: "t"}},
+		{{Key: "_id", Value: 1}, {Key: "type", Value: "t"}, {Key: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, {Key: "tracestate", Value: "a=b"}},
+		{{Key: "_id", Value: 1}, {Key: "type", Value: "t"}, {Key: "traceparent", Value: bson.D{{Key: "x", Value: 1}}}, {Key: "tracestate", Value: 3}},
 	} {
 		b, err := bson.Marshal(d)
 		if err != nil {
@@ -70,6 +73,9 @@ func FuzzParse(f *testing.F) {
 			if n < 0 || n >= MaxCounter {
 				t.Fatalf("the counter %d was accepted", n)
 			}
+		}
+		if v, err := bson.Raw(doc).LookupErr(FieldTraceParent); err == nil && v.Type != bson.TypeString && v.Type != bson.TypeNull && ev.TraceContextError == "" {
+			t.Fatalf("a traceparent of type %s was read without saying so", v.Type)
 		}
 		if s.MaxSize > 0 && len(doc) > s.MaxSize {
 			t.Fatalf("a document of %d bytes passed the maximum of %d", len(doc), s.MaxSize)

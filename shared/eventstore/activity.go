@@ -3,8 +3,6 @@ package eventstore
 import (
 	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -43,76 +41,75 @@ func viewIndexes(w Where) []store.Index {
 // maxBuckets bounds an activity query.
 const maxBuckets = 240
 
-// activityParallelism bounds the counts an activity query runs at once.
-const activityParallelism = 4
-
 // Activity counts, for each of n intervals of step from from, the events
-// that succeeded, failed and were archived (see Bucket). Each figure is a
-// count on an index: events by state and last transition
+// that succeeded, failed and were archived (see Bucket): four counts per
+// interval in all, two grouped counts in each collection (CountByTime),
+// each on an index: events by state and last transition
 // (retrigger_state_updated), events and archived events by their last
 // failure (retrigger_last_error_at), archived events by archive time
-// (retrigger_archived); on MongoDB a count reads index keys only.
-// Succeeded events the producer's retention deleted are not counted.
+// (retrigger_archived). On MongoDB each is one aggregation that reads the
+// index keys of the window only. Succeeded events the producer's
+// retention deleted are not counted.
 func (s *Store) Activity(ctx context.Context, from time.Time, step time.Duration, n int) ([]Bucket, error) {
-	if step <= 0 || n <= 0 || n > maxBuckets {
-		return nil, errors.New("activity: a positive step and 1 to 240 intervals")
+	if step < time.Millisecond || n <= 0 || n > maxBuckets {
+		return nil, errors.New("activity: a step of at least 1ms and 1 to 240 intervals")
 	}
+	iv := store.Intervals{From: from, Step: step, N: n}
 	out := make([]Bucket, n)
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		sem  = make(chan struct{}, activityParallelism)
-	)
-	count := func(what string, dst *int64, c interface {
-		Count(context.Context, any) (int64, error)
-	}, filter bson.D) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			n, err := c.Count(ctx, filter)
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, wrap("counting "+what, err))
-				mu.Unlock()
-				return
-			}
-			atomic.AddInt64(dst, n) // two counts add up to Failed
-		}()
-	}
 	for i := range out {
-		start := from.Add(time.Duration(i) * step)
-		out[i].Start = start
-		for _, q := range activityCounts(start, step) {
-			dst := map[string]*int64{"succeeded": &out[i].Succeeded, "failed": &out[i].Failed, "archived": &out[i].Archived}[q.figure]
-			count(q.figure, dst, s.coll(q.w), q.filter)
-		}
+		out[i].Start = from.Add(time.Duration(i) * step)
 	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	for _, q := range activityCounts() {
+		counts, err := s.coll(q.w).CountByTime(ctx, q.filter, q.path, iv)
+		if err != nil {
+			return nil, wrap("counting "+q.figure, err)
+		}
+		for i, c := range counts {
+			switch q.figure {
+			case "succeeded":
+				out[i].Succeeded += c
+			case "failed":
+				out[i].Failed += c // in events, then in errors
+			case "archived":
+				out[i].Archived += c
+			}
+		}
 	}
 	return out, nil
 }
 
-// activityCount is one count of an interval: the figure it adds to, where
-// and what it counts.
+// activityCount is one grouped count of the activity: the figure it adds
+// to, where, what it counts and by which date.
 type activityCount struct {
 	figure string
 	w      Where
 	filter bson.D
+	path   string
 }
 
-// activityCounts are the counts of the interval from start: each filter
-// leads with an index's fields (TestEveryActivityCountHasAnIndex).
-func activityCounts(start time.Time, step time.Duration) []activityCount {
-	rng := bson.D{{Key: "$gte", Value: start}, {Key: "$lt", Value: start.Add(step)}}
-	return []activityCount{
-		{"succeeded", InEvents, bson.D{{Key: event.FieldState, Value: stateValue(event.StateSuccess)}, {Key: event.FieldUpdatedAt, Value: rng}}},
-		{"failed", InEvents, bson.D{{Key: fieldLastErrorAt, Value: rng}}},
-		{"failed", InErrors, bson.D{{Key: fieldLastErrorAt, Value: rng}}},
-		{"archived", InErrors, bson.D{{Key: event.FieldArchivedAt, Value: rng}}},
+// activityCounts are the counts of the activity: each filter's fields and
+// then the path lead an index (TestEveryActivityCountHasAnIndex).
+func activityCounts() []activityCount {
+	return []activityCount{ // ArchivedRecently takes the last
+		{"succeeded", InEvents, bson.D{{Key: event.FieldState, Value: stateValue(event.StateSuccess)}}, event.FieldUpdatedAt},
+		{"failed", InEvents, bson.D{}, fieldLastErrorAt},
+		{"failed", InErrors, bson.D{}, fieldLastErrorAt},
+		{"archived", InErrors, bson.D{}, event.FieldArchivedAt},
 	}
+}
+
+// ArchivedRecently counts the events archived in the hour and in the day
+// before now (and any a skewed clock dated up to an hour after it): one
+// grouped count of the errors collection by archive time, on
+// retrigger_archived.
+func (s *Store) ArchivedRecently(ctx context.Context, now time.Time) (hour, day int64, err error) {
+	q := activityCounts()[3]
+	counts, err := s.coll(q.w).CountByTime(ctx, q.filter, q.path, store.Intervals{From: now.Add(-24 * time.Hour), Step: time.Hour, N: 25})
+	if err != nil {
+		return 0, 0, wrap("counting recent archives", err)
+	}
+	for _, n := range counts {
+		day += n
+	}
+	return counts[23] + counts[24], day, nil
 }

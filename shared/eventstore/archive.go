@@ -24,6 +24,9 @@ type Archive struct {
 	// rejected document cannot run.
 	Message string
 	At      time.Time
+	// TraceID and SpanID name the archive's span, for its history entry;
+	// "" when it is not traced.
+	TraceID, SpanID string
 }
 
 // MoveToErrors moves an event document, as read, into the errors
@@ -131,7 +134,7 @@ func archived(doc bson.Raw, a Archive, at time.Time) (bson.D, error) {
 	}
 	book = setField(book, "reason", string(a.Reason))
 	book = setField(book, "archivedAt", at)
-	book = appendHistory(book, event.Attempt{At: at, Outcome: "archived", Error: string(a.Reason)})
+	book = appendHistory(book, event.Attempt{At: at, Outcome: "archived", Error: string(a.Reason), TraceID: a.TraceID, SpanID: a.SpanID})
 	return append(out, bson.E{Key: event.FieldRetrigger, Value: book}), nil
 }
 

@@ -128,19 +128,10 @@ func itoa(i int) string {
 	return string(b[n:])
 }
 
-// mustMarshal marshals a document known to marshal (a package constant).
-func mustMarshal(d bson.D) bson.Raw {
-	b, err := bson.Marshal(d)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // claimFilter selects the event of r while it is of the handler's type,
-// runnable at r.Now+r.Early and unleased:
+// runnable at r.Now+r.Early and unleased, or leased by this very claim:
 //
-//	{_id, $and: [ofType(r.Type), runnable(r.Now+r.Early), unleased]}
+//	{_id, $and: [ofType(r.Type), runnable(r.Now+r.Early), unleasedOr(r.Token)]}
 func (s *Store) claimFilter(r ClaimRequest) bson.Raw {
 	d := newRawDoc(384)
 	d.value(event.FieldID, r.ID).array("$and")
@@ -152,18 +143,26 @@ func (s *Store) claimFilter(r ClaimRequest) bson.Raw {
 	} else {
 		d.doc("0").str(event.FieldType, r.Type).end()
 	}
+	due := r.Now.Add(r.Early)
 	d.doc("1").array("$or").
-		doc("0").doc(event.FieldState).array("$in").int32("0", stateValue(event.StateNew)).null("1").end().end().end().
+		doc("0").doc(event.FieldState).array("$in").int32("0", stateValue(event.StateNew)).null("1").end().end().
+		array("$or").
+		doc("0").doc(event.FieldNextAttemptAt).time("$lte", due).end().end().
+		doc("1").doc(event.FieldNextAttemptAt).doc("$not").str("$type", "date").end().end().end().
+		doc("2").doc(event.FieldVersion).int64("$gt", 0).end().end().
+		end().end().
 		doc("1").int32(event.FieldState, stateValue(event.StateFailed)).array("$or").
-		doc("0").doc(event.FieldNextAttemptAt).time("$lte", r.Now.Add(r.Early)).end().end().
+		doc("0").doc(event.FieldNextAttemptAt).time("$lte", due).end().end().
 		doc("1").doc(event.FieldNextAttemptAt).doc("$not").str("$type", "date").end().end().end().
 		end().end().
 		end().end()
-	d.raw("2", unleasedRaw)
+	d.doc("2").array("$or").
+		doc("0").doc(event.FieldRetrigger).bool("$exists", false).end().end().
+		doc("1").doc(event.FieldRetrigger).str("$type", "object").end().
+		doc(event.FieldLease).doc("$not").str("$type", "object").end().end().end().
+		doc("2").int64(event.FieldLeaseToken, r.Token).end()
 	return d.done()
 }
-
-var unleasedRaw = mustMarshal(unleased)
 
 // claimUpdate takes the lease: {$set: {retrigger.lease: lease}}.
 func claimUpdate(l event.Lease) bson.Raw {
@@ -212,9 +211,15 @@ func (s *Store) completeUpdate(ev *event.Event, t Transition) bson.Raw {
 		}
 		d.end()
 	}
+	if t.Key != "" {
+		d.str(event.FieldKey, t.Key).int64(event.FieldSeq, KeySeq(ev, t.Seq))
+	}
 	d.end().doc("$unset").str(event.FieldLease, "").str(event.FieldCrashes, "")
 	if t.To != event.StateFailed {
 		d.str(event.FieldNextAttemptAt, "")
+	}
+	if !ev.ParkedAt.IsZero() {
+		d.str(event.FieldParkedAt, "")
 	}
 	return d.done()
 }
@@ -233,6 +238,9 @@ func appendAttempt(d *rawDoc, key string, a event.Attempt) {
 	}
 	if a.Replica != "" {
 		d.str(event.HistoryReplica, a.Replica)
+	}
+	if a.TraceID != "" {
+		d.str(event.HistoryTraceID, a.TraceID).str(event.HistorySpanID, a.SpanID)
 	}
 	d.end()
 }

@@ -35,7 +35,8 @@ func TestRawDocumentsAreTheirReadableTwins(t *testing.T) {
 	histories := [][]event.Attempt{nil, {
 		{At: now.Add(-time.Hour), Took: 1500 * time.Millisecond, Outcome: "failed", Error: string(long), Replica: "r1", Number: 1},
 		{At: now.Add(-time.Minute), Outcome: "crashed"},
-		{At: now.Add(-time.Second), Outcome: "failed", Error: "boom", Replica: "r2", Number: 2},
+		{At: now.Add(-time.Second), Outcome: "failed", Error: "boom", Replica: "r2", Number: 2,
+			TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", SpanID: "00f067aa0ba902b7"},
 	}}
 	for _, s := range stores {
 		for _, id := range ids {
@@ -43,7 +44,7 @@ func TestRawDocumentsAreTheirReadableTwins(t *testing.T) {
 				r := ClaimRequest{ID: id, Type: typ, Owner: "replica-1", Token: 42, Now: now, TTL: 30 * time.Second, Early: time.Second}
 				requireSame(t, bson.D{
 					{Key: event.FieldID, Value: r.ID},
-					{Key: "$and", Value: bson.A{s.ofType(r.Type), runnable(r.Now.Add(r.Early)), unleased}},
+					{Key: "$and", Value: bson.A{s.ofType(r.Type), runnable(r.Now.Add(r.Early)), unleasedOr(r.Token)}},
 				}, s.claimFilter(r))
 			}
 			lease := event.Lease{Owner: "replica-1", Token: -7, Until: now}
@@ -55,12 +56,20 @@ func TestRawDocumentsAreTheirReadableTwins(t *testing.T) {
 						requireSame(t, append(current(&c.Event), bson.E{Key: event.FieldLeaseToken, Value: c.Lease.Token}), completeFilter(c))
 						for _, tr := range []Transition{
 							{To: event.StateSuccess, At: now, Run: event.Attempt{At: now, Took: 3 * time.Millisecond, Outcome: "success", Replica: "r", Number: 1}},
+							{To: event.StateSuccess, At: now, Run: event.Attempt{At: now, Outcome: "success", Replica: "r", Number: 3,
+								TraceID: "0af7651916cd43dd8448eb211c80319c", SpanID: "b7ad6b7169203331"}},
 							{To: event.StateFailed, At: now, Attempts: 2, NextAt: now.Add(1500 * time.Microsecond), Run: event.Attempt{At: now, Outcome: "failed", Error: "x"},
 								LastError: event.LastError{Message: "boom", Retryable: true, At: now}},
 							{To: event.StateError, At: now, Attempts: 5, Reason: event.ReasonExhausted, Run: event.Attempt{At: now, Outcome: "error"},
 								LastError: event.LastError{Message: "no", At: now}},
+							{To: event.StateSuccess, At: now, Key: "k1", Seq: 7 << 32, Run: event.Attempt{At: now, Outcome: "success"}},
+							{To: event.StateNew, At: now, Key: "k2", Seq: 1, Run: event.Attempt{At: now, Outcome: "probe", Error: "503"},
+								LastError: event.LastError{Message: "503", Retryable: true, At: now}},
 						} {
 							requireSame(t, completeTwin(s, &c.Event, tr), s.completeUpdate(&c.Event, tr))
+							parked := *c
+							parked.Event.ParkedAt = now
+							requireSame(t, completeTwin(s, &parked.Event, tr), s.completeUpdate(&parked.Event, tr))
 						}
 					}
 				}
@@ -93,6 +102,12 @@ func completeTwin(s *Store, ev *event.Event, t Transition) bson.D {
 	}
 	if h := s.history(ev.History, t.Run); h != nil {
 		set = append(set, bson.E{Key: event.FieldHistory, Value: h})
+	}
+	if t.Key != "" {
+		set = append(set, bson.E{Key: event.FieldKey, Value: t.Key}, bson.E{Key: event.FieldSeq, Value: KeySeq(ev, t.Seq)})
+	}
+	if !ev.ParkedAt.IsZero() {
+		unset = append(unset, bson.E{Key: event.FieldParkedAt, Value: ""})
 	}
 	return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}}
 }

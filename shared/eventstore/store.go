@@ -17,6 +17,7 @@ const (
 	DefaultEvents      = "events"
 	DefaultErrors      = "errors"
 	DefaultCheckpoints = "retrigger_checkpoints"
+	DefaultFlow        = "retrigger_flow"
 )
 
 // DefaultHistory is how many entries an event's history keeps.
@@ -40,6 +41,7 @@ type Options struct {
 	Events      string // default "events"
 	Errors      string // default "errors"
 	Checkpoints string // default "retrigger_checkpoints"
+	Flow        string // flow control's documents; default "retrigger_flow"
 	// Schema reads the events collection's documents.
 	Schema event.Schema
 	// History is how many entries an event's history keeps, oldest dropped
@@ -58,6 +60,9 @@ func (o Options) WithDefaults() Options {
 	if o.Checkpoints == "" {
 		o.Checkpoints = DefaultCheckpoints
 	}
+	if o.Flow == "" {
+		o.Flow = DefaultFlow
+	}
 	if o.History == 0 {
 		o.History = DefaultHistory
 	}
@@ -72,6 +77,7 @@ type Store struct {
 	events      store.Collection
 	errs        store.Collection
 	checkpoints store.Collection
+	flow        store.Collection
 }
 
 // New returns a store on db.
@@ -83,6 +89,7 @@ func New(db store.Database, o Options) *Store {
 		events:      db.Collection(o.Events),
 		errs:        db.Collection(o.Errors),
 		checkpoints: db.Collection(o.Checkpoints),
+		flow:        db.Collection(o.Flow),
 	}
 }
 
@@ -111,7 +118,7 @@ var eventIndexes = []store.Index{
 // EnsureIndexes creates the indexes retrigger's queries rely on. It is
 // idempotent.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
-	if err := s.events.EnsureIndexes(ctx, append(append([]store.Index{}, eventIndexes...), viewIndexes(InEvents)...)); err != nil {
+	if err := s.events.EnsureIndexes(ctx, append(append(append([]store.Index{}, eventIndexes...), flowIndexes...), viewIndexes(InEvents)...)); err != nil {
 		return err
 	}
 	return s.errs.EnsureIndexes(ctx, append(append([]store.Index{}, errorIndexes...), viewIndexes(InErrors)...))

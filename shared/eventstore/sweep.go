@@ -83,18 +83,21 @@ func splitPath(p string) []string {
 	return append(out, p[start:])
 }
 
-// FailedAfter returns failed events whose nextAttemptAt is after the
-// cursor, earliest first, at most limit, and the cursor past them. The
-// scheduler publishes those that are due and sleeps until the next.
-func (s *Store) FailedAfter(ctx context.Context, cur Cursor, limit int) ([]bson.Raw, Cursor, error) {
+// DueAfter returns the events that wait for a due time after the cursor:
+// failed events, and new events with a nextAttemptAt (a delayed first
+// run), earliest first, at most limit, and the cursor past them. The
+// scheduler publishes those that are due and sleeps until the next. (A new
+// event the application reset from failed comes back too, due by its old
+// time: the consumers find it run already, or run it.)
+func (s *Store) DueAfter(ctx context.Context, cur Cursor, limit int) ([]bson.Raw, Cursor, error) {
 	filter := bson.D{
-		{Key: event.FieldState, Value: stateValue(event.StateFailed)},
+		{Key: event.FieldState, Value: bson.D{{Key: "$in", Value: bson.A{stateValue(event.StateFailed), stateValue(event.StateNew), nil}}}},
 		{Key: event.FieldNextAttemptAt, Value: bson.D{{Key: "$type", Value: "date"}}},
 	}
 	filter = cur.within(filter, event.FieldNextAttemptAt)
 	docs, err := s.events.Find(ctx, filter, store.FindOptions{Sort: bson.D{{Key: event.FieldNextAttemptAt, Value: 1}}, Limit: int64(limit)})
 	if err != nil {
-		return nil, cur, wrap("finding failed events by due time", err)
+		return nil, cur, wrap("finding waiting events by due time", err)
 	}
 	return docs, cur.Advance(docs, event.FieldNextAttemptAt), nil
 }
@@ -115,6 +118,11 @@ type SweepOptions struct {
 	LeaseGrace time.Duration
 	// Page is the page size of each query.
 	Page int
+	// Held are event types that wait by flow control (paused, or their
+	// breaker open): their runnable events stay where they are, in the
+	// stream or in the collection, and are not swept. Their errored
+	// events are, to be archived.
+	Held []string
 }
 
 // branch is one query of a sweep: its filter, and the date field its
@@ -164,19 +172,30 @@ func (o SweepOptions) branches() []branch {
 	case o.Stall == 0:
 		cutoff = endOfTime // every new or errored event, whatever its times say
 	}
-	free := notLeased(o.Now)
+	// Runnable events sweep when no lease holds them, their type is not
+	// held, and they are not parked (waiting for their key) within the
+	// stall: a parked event whose wake was lost comes back after it.
+	free := bson.D{notLeased(o.Now), {Key: event.FieldParkedAt, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$gt", Value: o.Now.Add(-o.Stall)}}}}}}
+	if len(o.Held) > 0 {
+		held := make(bson.A, len(o.Held))
+		for i, t := range o.Held {
+			held[i] = t
+		}
+		free = append(free, bson.E{Key: event.FieldType, Value: bson.D{{Key: "$nin", Value: held}}})
+	}
+	and := func(d ...bson.E) bson.D { return append(bson.D(d), free...) }
 	lte := bson.D{{Key: "$lte", Value: cutoff}}
 	failed := bson.E{Key: event.FieldState, Value: stateValue(event.StateFailed)}
 	errored := bson.E{Key: event.FieldState, Value: stateValue(event.StateError)}
 	return []branch{
-		{"failed and due", bson.D{failed, {Key: event.FieldNextAttemptAt, Value: dueBy}, free}, event.FieldNextAttemptAt},
-		{"failed without a due date", bson.D{failed, {Key: event.FieldNextAttemptAt, Value: notADate}, free}, ""},
-		{"new, last transition long ago", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: lte}, free}, event.FieldUpdatedAt},
-		{"new, inserted long ago", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: notADate}, {Key: event.FieldCreatedAt, Value: lte}, free}, event.FieldCreatedAt},
-		{"new, ObjectID from long ago", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: notADate}, {Key: event.FieldCreatedAt, Value: notADate},
-			{Key: event.FieldID, Value: bson.D{{Key: "$type", Value: "objectId"}, {Key: "$lte", Value: lastObjectIDOf(cutoff)}}}, free}, ""},
-		{"new, no time at all", bson.D{isNew, {Key: event.FieldUpdatedAt, Value: notADate}, {Key: event.FieldCreatedAt, Value: notADate},
-			{Key: event.FieldID, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "objectId"}}}}}, free}, ""},
+		{"failed and due", and(failed, bson.E{Key: event.FieldNextAttemptAt, Value: dueBy}), event.FieldNextAttemptAt},
+		{"failed without a due date", and(failed, bson.E{Key: event.FieldNextAttemptAt, Value: notADate}), ""},
+		{"new, last transition long ago", and(isNew, bson.E{Key: event.FieldUpdatedAt, Value: lte}), event.FieldUpdatedAt},
+		{"new, inserted long ago", and(isNew, bson.E{Key: event.FieldUpdatedAt, Value: notADate}, bson.E{Key: event.FieldCreatedAt, Value: lte}), event.FieldCreatedAt},
+		{"new, ObjectID from long ago", and(isNew, bson.E{Key: event.FieldUpdatedAt, Value: notADate}, bson.E{Key: event.FieldCreatedAt, Value: notADate},
+			bson.E{Key: event.FieldID, Value: bson.D{{Key: "$type", Value: "objectId"}, {Key: "$lte", Value: lastObjectIDOf(cutoff)}}}), ""},
+		{"new, no time at all", and(isNew, bson.E{Key: event.FieldUpdatedAt, Value: notADate}, bson.E{Key: event.FieldCreatedAt, Value: notADate},
+			bson.E{Key: event.FieldID, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "objectId"}}}}}), ""},
 		{"errored, not archived", bson.D{errored, {Key: event.FieldUpdatedAt, Value: lte}}, event.FieldUpdatedAt},
 		{"errored without a time", bson.D{errored, {Key: event.FieldUpdatedAt, Value: notADate}}, ""},
 		{"runs that never finished", bson.D{{Key: event.FieldLeaseUntil, Value: bson.D{{Key: "$lte", Value: o.Now.Add(-o.LeaseGrace)}}}}, event.FieldLeaseUntil},

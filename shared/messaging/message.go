@@ -85,3 +85,48 @@ func StubBody(ev *event.Event, size int) []byte {
 	}, false, false)
 	return b
 }
+
+// ChangeStamp names a change by its cluster time, for MsgID: the same
+// change read again (after a restart) gives the same message id, and every
+// other change, a re-insert of an archived event included, a new one.
+func ChangeStamp(ts bson.Timestamp) string {
+	return "c" + strconv.FormatUint(uint64(ts.T), 10) + "." + strconv.FormatUint(uint64(ts.I), 10)
+}
+
+// ChangeOrder is the place in commit order of the change a message was
+// derived from, read from its Nats-Msg-Id: the change's cluster time as
+// T<<32 | I, which grows with every change. 0: the message was not derived
+// from a change (the scheduler's, the sweeper's). Flow control orders the
+// events of a key by it.
+func ChangeOrder(h nats.Header) int64 {
+	id := h.Get(nats.MsgIdHdr)
+	at := -1
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i] == '@' {
+			at = i
+			break
+		}
+	}
+	if at < 0 || at+1 >= len(id) || id[at+1] != 'c' {
+		return 0
+	}
+	t, i, ok := cutByte(id[at+2:], '.')
+	if !ok {
+		return 0
+	}
+	tv, err1 := strconv.ParseUint(t, 10, 32)
+	iv, err2 := strconv.ParseUint(i, 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return int64(tv<<32 | iv)
+}
+
+func cutByte(s string, b byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}

@@ -12,6 +12,7 @@ package metrics
 
 import (
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -38,10 +39,22 @@ const (
 	SkipBusy   = "busy"    // another replica runs it now
 )
 
+// Part is a component whose metrics a process exports.
+type Part string
+
+// The parts: a process exports the metrics of the parts it runs, and the
+// storage, NATS and build metrics every process has.
+const (
+	Producer Part = "producer"
+	Consumer Part = "consumer"
+	Archiver Part = "archiver"
+)
+
 // Metrics holds retrigger's metrics on their registry.
 type Metrics struct {
-	reg *prometheus.Registry
-	now func() time.Time
+	reg   *prometheus.Registry
+	now   func() time.Time
+	parts []Part // exported; nil: every part
 
 	handled       *prometheus.CounterVec
 	handlerTime   *prometheus.HistogramVec
@@ -60,6 +73,11 @@ type Metrics struct {
 	storageErrors *prometheus.CounterVec
 	natsErrors    *prometheus.CounterVec
 	leader        prometheus.Gauge
+	breaker       *prometheus.GaugeVec
+	trips         *prometheus.CounterVec
+	probes        *prometheus.CounterVec
+	flowWaits     *prometheus.CounterVec
+	paused        *prometheus.GaugeVec
 
 	defs []Definition
 
@@ -71,16 +89,25 @@ type Metrics struct {
 
 // New returns the metrics on a fresh registry that also holds the Go
 // runtime's and the process's collectors, and retrigger_build_info for
-// version.
-func New(version string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), now: time.Now}
-	f := factory{m}
+// version. The registry exports the metrics of parts (none: of every part,
+// for a process that runs them all) and those every process has; the
+// others are recorded nowhere, so that a consumer does not export the
+// producer's counters as 0.
+func New(version string, parts ...Part) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), now: time.Now, parts: parts}
+	f := factory{m: m, parts: []Part{Consumer}}
 	m.handled = f.counterVec("retrigger_events_handled_total", "Handler runs whose outcome was recorded, by event type and outcome (success, retry, error).", "type", "outcome")
 	m.handlerTime = f.histogramVec("retrigger_handler_duration_seconds", "How long handlers ran, by event type.", prometheus.ExponentialBuckets(0.005, 2.5, 12), "type")
 	m.inFlight = f.gauge("retrigger_handlers_in_flight", "Handlers running now.")
 	m.attempts = f.histogramVec("retrigger_attempts_at_success", "The attempt on which events succeeded (1: the first run), by event type.", []float64{1, 2, 3, 4, 5, 7, 10, 15, 20}, "type")
 	m.transitions = f.counterVec("retrigger_transitions_total", "State transitions written by consumer replicas, by the state left and the state entered.", "from", "to")
 	m.skipped = f.counterVec("retrigger_messages_skipped_total", "Messages a replica acknowledged or handed back without running them, by reason: stale (the event moved on), not_due, busy (another replica runs it).", "reason")
+	m.breaker = f.gaugeVec("retrigger_breaker_state", "The breaker of each event type as this replica last read it: 0 closed, 1 open, 2 recovering (its backlog let out in waves).", "type")
+	m.trips = f.counterVec("retrigger_breaker_trips_total", "Breaker trips this replica wrote, by event type.", "type")
+	m.probes = f.counterVec("retrigger_breaker_probes_total", "Probes this replica ran while a breaker was open, by event type and outcome (success, failure, inconclusive).", "type", "outcome")
+	m.flowWaits = f.counterVec("retrigger_flow_waits_total", "Claimed events flow control held back instead of running, by event type and reason (paused, breaker, rate, recovery, key).", "type", "reason")
+	m.paused = f.gaugeVec("retrigger_type_paused", "1 while an event type is paused (by hand, or by a partner's Retry-After), as this replica last read it.", "type")
+	f.parts = []Part{Producer}
 	m.changes = f.counter("retrigger_changes_seen_total", "Changes of the events collection read from the change stream.")
 	m.published = f.counterVec("retrigger_published_total", "Messages JetStream acknowledged, duplicates included, by stream.", "stream")
 	m.duplicates = f.counterVec("retrigger_publish_duplicates_total", "Published messages JetStream dropped as duplicates (its duplicate window already held them), by stream.", "stream")
@@ -88,11 +115,15 @@ func New(version string) *Metrics {
 	m.lag = f.gauge("retrigger_change_stream_lag_seconds", "Now minus the cluster time of the last change read from the change stream, when it was read.")
 	m.swept = f.counter("retrigger_swept_total", "Stalled events the sweeper published again (duplicates not counted).")
 	m.scheduled = f.counter("retrigger_scheduled_total", "Failed events the scheduler published when they came due.")
+	f.parts = []Part{Producer, Archiver} // the producer archives what cannot travel
 	m.archived = f.counterVec("retrigger_archived_total", "Events moved into the errors collection, by reason (exhausted, permanent, rejected, crashed, cancelled, application).", "reason")
+	f.parts = nil // every process
 	m.storageErrors = f.counterVec("retrigger_storage_errors_total", "Failed storage operations (not found and duplicate key are answers, not errors), by operation.", "op")
 	m.natsErrors = f.counterVec("retrigger_nats_errors_total", "NATS errors, by operation: publish, pull, disconnect, async.", "op")
+	f.parts = []Part{Producer}
 	m.leader = f.gauge("retrigger_producer_leader", "1 while this process runs the active producer.")
 	f.gaugeFunc("retrigger_checkpoint_age_seconds", "How long changes the producer read have waited to be covered by its saved resume token (0: the token is up to date): how much a restart would replay.", m.checkpointAge)
+	f.parts = nil
 	build := f.gaugeVec("retrigger_build_info", "Always 1, labelled with the version of the build.", "version")
 	build.WithLabelValues(version).Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -105,21 +136,41 @@ type Definition struct {
 	Type   string   // counter, gauge or histogram
 	Help   string   // what it counts
 	Labels []string // its labels
+	Parts  []Part   // the parts that export it; nil: every process
 }
 
-// Definitions lists retrigger's metrics, sorted by name: the README's
-// table and the deployments' tests read them from here.
+// Definitions lists retrigger's metrics, those of every part, sorted by
+// name: the README's table and the deployments' tests read them from here.
 func (m *Metrics) Definitions() []Definition {
 	out := append([]Definition(nil), m.defs...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-type factory struct{ m *Metrics }
+// factory makes the metrics of parts (nil: of every process).
+type factory struct {
+	m     *Metrics
+	parts []Part
+}
 
 func (f factory) register(c prometheus.Collector, typ, name, help string, labels []string) {
-	f.m.reg.MustRegister(c)
-	f.m.defs = append(f.m.defs, Definition{Name: name, Type: typ, Help: help, Labels: labels})
+	if f.m.exports(f.parts) {
+		f.m.reg.MustRegister(c)
+	}
+	f.m.defs = append(f.m.defs, Definition{Name: name, Type: typ, Help: help, Labels: labels, Parts: f.parts})
+}
+
+// exports reports whether the registry exports a metric of parts.
+func (m *Metrics) exports(parts []Part) bool {
+	if parts == nil || m.parts == nil {
+		return true
+	}
+	for _, p := range parts {
+		if slices.Contains(m.parts, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f factory) counter(name, help string) prometheus.Counter {
@@ -184,7 +235,7 @@ func (m *Metrics) Transition(typ string, from, to event.State, attempt int64, to
 	case event.StateSuccess:
 		outcome = OutcomeSuccess
 		m.attempts.WithLabelValues(typ).Observe(float64(attempt))
-	case event.StateFailed:
+	case event.StateFailed, event.StateNew: // new: a probe that failed, its attempt not spent
 		outcome = OutcomeRetry
 	}
 	m.handled.WithLabelValues(typ, outcome).Inc()
@@ -307,4 +358,49 @@ func (m *Metrics) Leader(active bool) {
 		v = 1
 	}
 	m.leader.Set(v)
+}
+
+// Breaker states of retrigger_breaker_state.
+const (
+	BreakerClosed     = 0
+	BreakerOpen       = 1
+	BreakerRecovering = 2
+)
+
+// FlowState records what a replica last read of a type's flow control: its
+// breaker (BreakerClosed, BreakerOpen, BreakerRecovering) and its pause.
+func (m *Metrics) FlowState(typ string, breaker int, paused bool) {
+	if m == nil {
+		return
+	}
+	m.breaker.WithLabelValues(typ).Set(float64(breaker))
+	p := 0.0
+	if paused {
+		p = 1
+	}
+	m.paused.WithLabelValues(typ).Set(p)
+}
+
+// BreakerTripped counts a trip this replica wrote.
+func (m *Metrics) BreakerTripped(typ string) {
+	if m == nil {
+		return
+	}
+	m.trips.WithLabelValues(typ).Inc()
+}
+
+// Probed counts a probe's outcome: success, failure or inconclusive.
+func (m *Metrics) Probed(typ, outcome string) {
+	if m == nil {
+		return
+	}
+	m.probes.WithLabelValues(typ, outcome).Inc()
+}
+
+// FlowWait counts a claimed event held back by flow control.
+func (m *Metrics) FlowWait(typ, reason string) {
+	if m == nil {
+		return
+	}
+	m.flowWaits.WithLabelValues(typ, reason).Inc()
 }

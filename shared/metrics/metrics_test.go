@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/event"
@@ -108,17 +109,86 @@ func TestWrapDatabaseCountsErrors(t *testing.T) {
 	if _, err := c.FindOne(ctx, bson.D{{Key: "$bogus", Value: 1}}); err == nil {
 		t.Fatal("a bad filter fails")
 	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.FindOne(cancelled, bson.D{{Key: "_id", Value: 1}}); err == nil {
+		t.Fatal("a cancelled call fails")
+	}
+	late, cancelLate := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancelLate()
+	if _, err := c.FindOne(late, bson.D{{Key: "_id", Value: 1}}); err == nil {
+		t.Fatal("a call past its deadline fails")
+	}
+	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 2 {
+		t.Errorf("find errors %v, want 2: a bad filter and a deadline passed count, a cancel does not", got)
+	}
 	out, _ := testutil.CollectAndLint(m.storageErrors)
 	if len(out) > 0 {
 		t.Errorf("lint: %v", out)
 	}
-	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 1 {
-		t.Errorf("find errors %v, want 1", got)
+	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 2 {
+		t.Errorf("find errors %v, want 2", got)
 	}
 	if n := testutil.CollectAndCount(m.storageErrors); n != 1 {
 		t.Errorf("%d series: a duplicate and a not found are not errors", n)
 	}
 	if !strings.HasPrefix(m.storageErrors.WithLabelValues("find").Desc().String(), "Desc{fqName: \"retrigger_storage_errors_total\"") {
 		t.Error(m.storageErrors.WithLabelValues("find").Desc().String())
+	}
+}
+
+// A process exports the metrics of the parts it runs and those of every
+// process, never another part's as 0: a consumer has no
+// retrigger_producer_leader.
+func TestPartsExportTheirMetrics(t *testing.T) {
+	t.Parallel()
+	exported := func(m *Metrics) map[string]bool {
+		// every metric once, so that the vectors show too
+		m.Transition("t", event.StateNew, event.StateSuccess, 1, time.Millisecond)
+		m.Skipped(SkipBusy)
+		m.Published("s", time.Millisecond, true)
+		m.Archived(event.ReasonExhausted)
+		m.StorageError("find")
+		m.NATSError("pull")
+		m.FlowState("t", BreakerOpen, true)
+		m.BreakerTripped("t")
+		m.Probed("t", "failure")
+		m.FlowWait("t", "breaker")
+		families, err := m.Registry().Gather()
+		require.NoError(t, err)
+		out := map[string]bool{}
+		for _, f := range families {
+			out[f.GetName()] = true
+		}
+		return out
+	}
+	parts := map[string][]Part{}
+	for _, d := range New("test").Definitions() {
+		parts[d.Name] = d.Parts
+	}
+	for _, tt := range []struct {
+		part Part
+		want []string
+		not  []string
+	}{
+		{Consumer, []string{"retrigger_events_handled_total", "retrigger_handlers_in_flight", "retrigger_storage_errors_total", "retrigger_build_info",
+			"retrigger_breaker_state", "retrigger_breaker_trips_total", "retrigger_breaker_probes_total", "retrigger_flow_waits_total", "retrigger_type_paused"},
+			[]string{"retrigger_producer_leader", "retrigger_changes_seen_total", "retrigger_swept_total", "retrigger_published_total", "retrigger_archived_total"}},
+		{Archiver, []string{"retrigger_archived_total", "retrigger_nats_errors_total"},
+			[]string{"retrigger_producer_leader", "retrigger_scheduled_total", "retrigger_handlers_in_flight", "retrigger_events_handled_total"}},
+		{Producer, []string{"retrigger_producer_leader", "retrigger_changes_seen_total", "retrigger_published_total", "retrigger_checkpoint_age_seconds", "retrigger_archived_total"},
+			[]string{"retrigger_handlers_in_flight", "retrigger_events_handled_total"}},
+	} {
+		got := exported(New("test", tt.part))
+		for _, name := range tt.want {
+			require.True(t, got[name], "%s exports %s", tt.part, name)
+		}
+		for _, name := range tt.not {
+			require.False(t, got[name], "%s exports %s, a metric of %v", tt.part, name, parts[name])
+		}
+	}
+	all := exported(New("test"))
+	for name := range parts {
+		require.True(t, all[name], "a process of every part exports %s", name)
 	}
 }

@@ -12,12 +12,19 @@ import (
 )
 
 // Defaults of a Policy, the values its zero fields take.
+//
+// They keep an event through an outage of its partner of about an hour and
+// a half, even with the breaker off: the delays double from 1s to the
+// 10-minute cap (1 + 2 + ... + 512 s, then 600 s each), so the 20th
+// attempt comes 6,423 s (about 1 h 47 min) after the first failure, and at
+// the jitter's earliest 5,138 s (1 h 26 min). The old defaults (5
+// attempts, 5m cap) gave up within half a minute.
 const (
 	DefaultInitialInterval     = time.Second
 	DefaultMultiplier          = 2.0
-	DefaultMaxInterval         = 5 * time.Minute
+	DefaultMaxInterval         = 10 * time.Minute
 	DefaultRandomizationFactor = 0.2
-	DefaultMaxAttempts         = 5
+	DefaultMaxAttempts         = 20
 )
 
 // Policy is how an event type is retried.
@@ -26,14 +33,14 @@ type Policy struct {
 	InitialInterval time.Duration
 	// Multiplier grows the delay after each further failure. Default 2.
 	Multiplier float64
-	// MaxInterval caps the delay. Default 5m.
+	// MaxInterval caps the delay. Default 10m.
 	MaxInterval time.Duration
 	// RandomizationFactor spreads each delay over
 	// [d*(1-f), d*(1+f)] so retries of many events do not align. Default 0.2;
 	// a negative value means none.
 	RandomizationFactor float64
 	// MaxAttempts is how many executions may fail before the event is moved
-	// to the error state. An event's own maxAttempts overrides it. Default 5.
+	// to the error state. An event's own maxAttempts overrides it. Default 20.
 	MaxAttempts int64
 }
 

@@ -14,6 +14,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -73,6 +75,13 @@ type Collection interface {
 	// particular order. A missing field counts as null; numbers group by
 	// value, whatever their BSON type, as in MongoDB's $group.
 	CountBy(ctx context.Context, filter any, paths ...string) ([]Group, error)
+	// CountByTime counts the documents matching filter per interval of
+	// the date at path: counts[i] is the number of those whose date falls
+	// in iv's i-th interval. A document whose path holds no date, or a date
+	// outside the intervals, is not counted. On MongoDB the range of the
+	// intervals on path joins the filter, so that an index leading with the
+	// filter's equalities and then path serves it.
+	CountByTime(ctx context.Context, filter any, path string, iv Intervals) (counts []int64, err error)
 	// FindOneAndUpdate applies update to the first document matching filter
 	// and returns the document as it is after the update. When no document
 	// matches it returns ErrNotFound: that is how a conditional update
@@ -110,6 +119,33 @@ type FindOptions struct {
 type Group struct {
 	Values []bson.RawValue // one per path, in order; null for a missing field
 	Count  int64
+}
+
+// Intervals are N consecutive intervals of Step from From: the i-th is
+// [From + i·Step, From + (i+1)·Step).
+type Intervals struct {
+	From time.Time
+	Step time.Duration // at least a millisecond, the precision of a BSON date
+	N    int
+}
+
+// End is the end of the last interval.
+func (iv Intervals) End() time.Time { return iv.From.Add(time.Duration(iv.N) * iv.Step) }
+
+// Index returns the interval t falls in, or false when it falls in none.
+func (iv Intervals) Index(t time.Time) (int, bool) {
+	if t.Before(iv.From) || !t.Before(iv.End()) {
+		return 0, false
+	}
+	return int(t.Sub(iv.From) / iv.Step), true
+}
+
+// Validate reports intervals that cannot be counted.
+func (iv Intervals) Validate() error {
+	if iv.Step < time.Millisecond || iv.N <= 0 {
+		return fmt.Errorf("intervals: a step of at least 1ms and at least one interval, got %d of %s", iv.N, iv.Step)
+	}
+	return nil
 }
 
 // Index describes one index.

@@ -5,10 +5,12 @@ import (
 	"context"
 	"flag"
 	"os"
+	"time"
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 func main() { os.Exit(command.Main(newCommand())) }
@@ -30,11 +32,13 @@ func newCommand() command.Command {
 			fs.IntVar(&cfg.Concurrency, "concurrency", consumer.DefaultArchiverConcurrency, "dead letters archived at once (at least 1)")
 			fs.DurationVar(&cfg.AckWait, "ack-wait", messaging.DefaultAckWait, "JetStream redelivery deadline (longer than 1s)")
 			fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", consumer.DefaultArchiverDrainTimeout, "how long a stopping archiver lets work in flight finish (not negative)")
-			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", consumer.DefaultStoreTimeout, "longest storage call (positive, shorter than -ack-wait)")
+			fs.DurationVar(&cfg.StoreTimeout, "store-timeout", 0, consumer.StoreTimeoutUsage)
 		},
-		Validate: func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		Validate:     func() error { cfg.Names, cfg.Store = flags.Names(), flags.Store; return cfg.Validate() },
+		Part:         metrics.Archiver,
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			a, err := consumer.NewArchiver(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 // Every bad value stops the command with a message naming the flag and its
@@ -20,6 +22,7 @@ func TestRejectsBadValues(t *testing.T) {
 		{"drain timeout", []string{"-drain-timeout", "-1s"}, "invalid -drain-timeout (RETRIGGER_DRAIN_TIMEOUT): must not be negative"},
 		{"concurrency", []string{"-concurrency", "-1"}, "invalid -concurrency (RETRIGGER_CONCURRENCY)"},
 		{"store timeout", []string{"-store-timeout", "1m"}, "invalid -store-timeout (RETRIGGER_STORE_TIMEOUT)"},
+		{"short ack wait: the store timeout follows it", []string{"-ack-wait", "5s"}, ""},
 		{"subject prefix a..b", []string{"-subject-prefix", "a..b"}, "invalid -subject-prefix (RETRIGGER_SUBJECT_PREFIX)"},
 		{"empty checkpoints collection", []string{"-checkpoints-collection", ""}, "invalid -checkpoints-collection (RETRIGGER_CHECKPOINTS_COLLECTION)"},
 		{"nats password", []string{"-nats-url", "nats://user:NatsS3cret@[bad"}, "invalid -nats-url (RETRIGGER_NATS_URL)"},
@@ -49,4 +52,10 @@ func TestHelpSaysWhatItIsFor(t *testing.T) {
 	first, _, _ := strings.Cut(out.String(), "\n")
 	require.True(t, strings.HasPrefix(first, "archiver: moves dead letters"), first)
 	require.Contains(t, first, "Needs MongoDB and NATS with JetStream, and a producer")
+}
+
+// The command exports its own metrics, not another part's as 0.
+func TestExportsItsOwnMetrics(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, metrics.Archiver, newCommand().Part)
 }

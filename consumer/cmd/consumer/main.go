@@ -13,6 +13,8 @@ import (
 	"github.com/retrigger/retrigger/consumer/handlers"
 	"github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/flow"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/retry"
 )
 
@@ -27,6 +29,7 @@ func newCommand() command.Command {
 		cfg       consumer.Config
 		spec      string
 		overrides string
+		flows     flow.Flags
 		opts      handlers.SpecOptions
 		flags     *command.Flags
 	)
@@ -37,6 +40,7 @@ func newCommand() command.Command {
 			flags = f
 			cfg.RegisterFlags(fs)
 			fs.StringVar(&spec, "handlers", "", "handler of each event type, ';'-separated: TYPE=http:URL or TYPE=demo, e.g. 'email=http:https://mailer.internal/send;test=demo' (required; each type once, a valid event type; URL credentials are masked in messages)")
+			flows.Register(fs)
 			fs.StringVar(&overrides, "retry-overrides", "", "per-type retry policies, e.g. 'email:max-attempts=10,initial=5s;partner:max-interval=1h' (knobs: initial, multiplier, max-interval, randomization, max-attempts, with the -retry-* rules)")
 			fs.DurationVar(&opts.HTTPTimeout, "http-timeout", 10*time.Second, "timeout of one http handler request (not negative; 0: 10s)")
 			fs.Float64Var(&opts.Demo.FailureRate, "demo-failure-rate", 0.5, "share of demo handler runs that fail, 0 to 1")
@@ -61,10 +65,15 @@ func newCommand() command.Command {
 			if cfg.Policies.ByType, err = retry.ParseOverrides(overrides, cfg.Policies.Default); err != nil {
 				return config.Invalid("retry-overrides", "%v", err)
 			}
+			if cfg.Flow, err = flows.Config(); err != nil {
+				return err
+			}
 			return cfg.Validate()
 		},
+		Part:         metrics.Consumer,
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			w, err := consumer.NewWorker(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

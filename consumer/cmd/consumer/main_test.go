@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 // Every bad value stops the command with a message naming the flag and its
@@ -36,6 +38,9 @@ func TestRejectsBadValues(t *testing.T) {
 		{"override NaN", []string{"-handlers", "email=demo", "-retry-overrides", "email:multiplier=NaN"}, "invalid -retry-overrides (RETRIGGER_RETRY_OVERRIDES)"},
 		{"override -Inf jitter", []string{"-handlers", "email=demo", "-retry-overrides", "email:randomization=-Inf"}, "invalid -retry-overrides (RETRIGGER_RETRY_OVERRIDES)"},
 		{"drain timeout", []string{"-handlers", "email=demo", "-drain-timeout", "-1s"}, "invalid -drain-timeout (RETRIGGER_DRAIN_TIMEOUT)"},
+		{"short ack wait: the store timeout follows it", []string{"-handlers", "email=demo", "-ack-wait", "5s"}, ""},
+		{"store timeout past the ack wait", []string{"-handlers", "email=demo", "-ack-wait", "5s", "-store-timeout", "5s"}, "invalid -store-timeout (RETRIGGER_STORE_TIMEOUT): must be shorter than the ack wait 5s"},
+		{"negative store timeout", []string{"-handlers", "email=demo", "-store-timeout", "-1s"}, "invalid -store-timeout (RETRIGGER_STORE_TIMEOUT)"},
 		{"subject prefix a..b", []string{"-handlers", "email=demo", "-subject-prefix", "a..b"}, "invalid -subject-prefix (RETRIGGER_SUBJECT_PREFIX)"},
 		{"empty errors collection", []string{"-handlers", "email=demo", "-errors-collection", ""}, "invalid -errors-collection (RETRIGGER_ERRORS_COLLECTION)"},
 		{"nats password", []string{"-handlers", "email=demo", "-nats-url", "nats://user:NatsS3cret@[bad"}, "invalid -nats-url (RETRIGGER_NATS_URL)"},
@@ -64,4 +69,10 @@ func TestHelpSaysWhatItIsFor(t *testing.T) {
 	first, _, _ := strings.Cut(out.String(), "\n")
 	require.True(t, strings.HasPrefix(first, "consumer: one replica running the built-in handlers"), first)
 	require.Contains(t, first, "Needs MongoDB and NATS with JetStream, and a producer")
+}
+
+// The command exports its own metrics, not another part's as 0.
+func TestExportsItsOwnMetrics(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, metrics.Consumer, newCommand().Part)
 }

@@ -6,10 +6,12 @@ import (
 	"context"
 	"flag"
 	"os"
+	"time"
 
 	"github.com/retrigger/retrigger/producer"
 	"github.com/retrigger/retrigger/shared/command"
 	"github.com/retrigger/retrigger/shared/config"
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 func main() { os.Exit(command.Main(newCommand())) }
@@ -36,8 +38,10 @@ func newCommand() command.Command {
 			}
 			return cfg.Validate()
 		},
+		Part:         metrics.Producer,
+		DrainTimeout: func() time.Duration { return cfg.DrainTimeout },
 		Start: func(ctx context.Context, env command.Env) error {
-			cfg.Logger, cfg.Metrics, cfg.Health = env.Log, env.Metrics, env.Health
+			cfg.Logger, cfg.Metrics, cfg.Health, cfg.Tracing = env.Log, env.Metrics, env.Health, env.Tracing
 			p, err := producer.New(cfg, env.DB, env.NATS)
 			if err != nil {
 				return err

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/retrigger/retrigger/shared/metrics"
 )
 
 // Every bad value stops the command with a message naming the flag and its
@@ -64,4 +66,10 @@ func TestHelpSaysWhatItIsFor(t *testing.T) {
 	require.Contains(t, first, "Needs a MongoDB replica set and NATS with JetStream")
 	require.Contains(t, out.String(), "use 3 in production")
 	require.ErrorIs(t, c.Check([]string{"-help"}, nil), flag.ErrHelp)
+}
+
+// The command exports its own metrics, not another part's as 0.
+func TestExportsItsOwnMetrics(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, metrics.Producer, newCommand().Part)
 }

@@ -21,7 +21,7 @@ func idStrings(docs []bson.Raw) []string {
 	return out
 }
 
-func testFailedAfter(t *testing.T, b *bundle) {
+func testDueAfter(t *testing.T, b *bundle) {
 	base := b.now
 	// Three share a due time, with ids of three BSON types; pages of 2
 	// must still return each once, in due order.
@@ -37,12 +37,14 @@ func testFailedAfter(t *testing.T, b *bundle) {
 	}
 	b.insert(t, job("new"))
 	b.insert(t, job("undated", bson.E{Key: "state", Value: int32(2)}))
+	// A delayed first run waits for its due time like a retry.
+	b.insert(t, job("delayed", bson.E{Key: "nextAttemptAt", Value: base.Add(4 * time.Second)}))
 	var (
 		cur  eventstore.Cursor
 		seen []string
 	)
 	for range 10 {
-		docs, next, err := b.store.FailedAfter(b.ctx, cur, 2)
+		docs, next, err := b.store.DueAfter(b.ctx, cur, 2)
 		require.NoError(t, err)
 		seen = append(seen, idStrings(docs)...)
 		cur = next
@@ -50,9 +52,10 @@ func testFailedAfter(t *testing.T, b *bundle) {
 			break
 		}
 	}
-	require.Len(t, seen, 5, "%v", seen)
+	require.Len(t, seen, 6, "%v", seen)
 	require.Equal(t, "1", seen[0])
 	require.Equal(t, "late", seen[4])
+	require.Equal(t, "delayed", seen[5])
 	require.ElementsMatch(t, []string{"tie", "2", event.IDString(bsonValue(due[4].id))}, seen[1:4])
 }
 
@@ -202,14 +205,14 @@ func testIndexes(t *testing.T, b *bundle) {
 
 // A failed event the scheduler's cursor passed comes due again later: the
 // cursor finds it at its new time.
-func testFailedAfterMovedLater(t *testing.T, b *bundle) {
+func testDueAfterMovedLater(t *testing.T, b *bundle) {
 	id := b.insert(t, job("a", bson.E{Key: "state", Value: int32(2)}, bson.E{Key: "nextAttemptAt", Value: b.now}))
-	docs, cur, err := b.store.FailedAfter(b.ctx, eventstore.Cursor{}, 10)
+	docs, cur, err := b.store.DueAfter(b.ctx, eventstore.Cursor{}, 10)
 	require.NoError(t, err)
 	require.Len(t, docs, 1)
 	_, err = b.events.UpdateOne(b.ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "nextAttemptAt", Value: b.now.Add(time.Minute)}}}}, false)
 	require.NoError(t, err)
-	docs, _, err = b.store.FailedAfter(b.ctx, cur, 10)
+	docs, _, err = b.store.DueAfter(b.ctx, cur, 10)
 	require.NoError(t, err)
 	require.Len(t, docs, 1, "found again at its new due time")
 }

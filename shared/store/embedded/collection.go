@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/256dpi/lungo/bsonkit"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/store"
@@ -66,6 +68,7 @@ func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit in
 	if txn := c.db.txnOf(ctx); txn != nil {
 		return txn.Find(c.ns, query, order, 0, limit)
 	}
+	// The engine filters, then sorts only the matches.
 	view, _, err := c.db.engine.Current()
 	if err != nil {
 		return nil, err
@@ -251,28 +254,93 @@ func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) (
 	if err != nil {
 		return nil, fmt.Errorf("counting in %s: %w", c.ns.Coll, err)
 	}
+	if len(paths) > maxGroupPaths {
+		return nil, fmt.Errorf("counting in %s: at most %d paths, got %d", c.ns.Coll, maxGroupPaths, len(paths))
+	}
+	// Documents are grouped by their Go values, which costs a map lookup
+	// a document; only the first of a group is converted to BSON.
 	var (
 		out   []store.Group
-		index = map[string]int{}
-		key   []byte
+		index = map[groupValues]int{}
 	)
 	for _, doc := range list {
-		values := make([]bson.RawValue, len(paths))
-		key = key[:0]
+		var key groupValues
 		for i, p := range paths {
-			v, err := rawValue(bsonkit.Get(doc, p))
-			if err != nil {
-				return nil, fmt.Errorf("counting in %s: %w", c.ns.Coll, err)
-			}
-			values[i] = v
-			key = groupKey(key, v)
+			key[i] = groupValue(bsonkit.Get(doc, p))
 		}
-		if i, ok := index[string(key)]; ok {
+		if i, ok := index[key]; ok {
 			out[i].Count++
 			continue
 		}
-		index[string(key)] = len(out)
+		values := make([]bson.RawValue, len(paths))
+		for i, p := range paths {
+			if values[i], err = rawValue(bsonkit.Get(doc, p)); err != nil {
+				return nil, fmt.Errorf("counting in %s: %w", c.ns.Coll, err)
+			}
+		}
+		index[key] = len(out)
 		out = append(out, store.Group{Values: values, Count: 1})
 	}
 	return out, nil
+}
+
+// maxGroupPaths bounds the paths of one CountBy.
+const maxGroupPaths = 4
+
+// groupValues identifies a group: one value per path, as groupValue.
+type groupValues [maxGroupPaths]any
+
+// groupValue is a comparable value that is equal for two values exactly
+// when MongoDB's $group puts them in one group: numbers by their value
+// whatever their type, a missing field as null, NaN as NaN; values that are
+// not comparable in Go by their BSON bytes.
+func groupValue(v any) any {
+	switch v := v.(type) {
+	case nil, bsonkit.MissingType:
+		return nil
+	case string, bool, primitive.DateTime, primitive.ObjectID:
+		return v
+	case int32:
+		return float64(v)
+	case int64:
+		return float64(v)
+	case float64:
+		if math.IsNaN(v) {
+			return nanValue{}
+		}
+		return v
+	}
+	raw, err := rawValue(v)
+	if err != nil {
+		return bytesValue(fmt.Sprint(v))
+	}
+	return bytesValue(append([]byte{byte(raw.Type)}, raw.Value...))
+}
+
+// nanValue is the group of NaN; bytesValue of other values, by their BSON
+// type and bytes.
+type (
+	nanValue   struct{}
+	bytesValue string
+)
+
+func (c *collection) CountByTime(ctx context.Context, filter any, path string, iv store.Intervals) ([]int64, error) {
+	if err := iv.Validate(); err != nil {
+		return nil, err
+	}
+	// The range on path is checked here rather than by the engine's
+	// matcher, which costs more per document.
+	list, err := c.find(ctx, filter, nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("counting in %s by %s: %w", c.ns.Coll, path, err)
+	}
+	counts := make([]int64, iv.N)
+	for _, doc := range list {
+		if at, ok := bsonkit.Get(doc, path).(primitive.DateTime); ok {
+			if i, ok := iv.Index(at.Time()); ok {
+				counts[i]++
+			}
+		}
+	}
+	return counts, nil
 }

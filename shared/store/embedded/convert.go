@@ -3,11 +3,11 @@ package embedded
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/256dpi/lungo/bsonkit"
 	bsonv1 "go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/embedded/internal/engine"
@@ -68,6 +68,16 @@ func classify(err error) error {
 // rawValue converts a value of a lungo document to a raw BSON value of the
 // port; a missing value is null.
 func rawValue(v any) (bson.RawValue, error) {
+	switch v := v.(type) {
+	case nil:
+		return bson.RawValue{Type: bson.TypeNull}, nil
+	case string: // the common values of a grouping, without a marshal
+		return bson.RawValue{Type: bson.TypeString, Value: bsoncore.AppendString(nil, v)}, nil
+	case int32:
+		return bson.RawValue{Type: bson.TypeInt32, Value: bsoncore.AppendInt32(nil, v)}, nil
+	case int64:
+		return bson.RawValue{Type: bson.TypeInt64, Value: bsoncore.AppendInt64(nil, v)}, nil
+	}
 	if v == bsonkit.Missing {
 		return bson.RawValue{Type: bson.TypeNull}, nil
 	}
@@ -76,21 +86,4 @@ func rawValue(v any) (bson.RawValue, error) {
 		return bson.RawValue{}, err
 	}
 	return bson.Raw(b).Lookup("v"), nil
-}
-
-// groupKey appends to key what identifies v in a group: numbers by their
-// value, as MongoDB groups them, anything else by its BSON type and bytes.
-func groupKey(key []byte, v bson.RawValue) []byte {
-	switch v.Type {
-	case bson.TypeInt32, bson.TypeInt64, bson.TypeDouble:
-		if f, ok := v.AsFloat64OK(); ok {
-			key = append(key, 'n')
-			key = strconv.AppendFloat(key, f, 'g', -1, 64)
-			return append(key, 0)
-		}
-	}
-	key = append(key, byte(v.Type))
-	key = strconv.AppendInt(key, int64(len(v.Value)), 10)
-	key = append(key, ':')
-	return append(key, v.Value...)
 }

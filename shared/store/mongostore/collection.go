@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -232,39 +231,4 @@ func (s *stream) Close(ctx context.Context) error {
 		return fmt.Errorf("closing change stream: %w", err)
 	}
 	return nil
-}
-
-func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) ([]store.Group, error) {
-	keys := make(bson.D, len(paths))
-	for i, p := range paths {
-		keys[i] = bson.E{Key: "k" + strconv.Itoa(i), Value: "$" + p}
-	}
-	pipeline := bson.A{
-		bson.D{{Key: "$match", Value: filterOf(filter)}},
-		bson.D{{Key: "$group", Value: bson.D{{Key: "_id", Value: keys}, {Key: "n", Value: bson.D{{Key: "$sum", Value: 1}}}}}},
-	}
-	cursor, err := c.coll.Aggregate(ctx, pipeline)
-	if err != nil {
-		return nil, fmt.Errorf("counting in %s: %w", c.coll.Name(), classify(err))
-	}
-	defer cursor.Close(context.WithoutCancel(ctx))
-	var out []store.Group
-	for cursor.Next(ctx) {
-		doc := bson.Raw(bytes.Clone(cursor.Current))
-		id, _ := doc.Lookup("_id").DocumentOK()
-		g := store.Group{Values: make([]bson.RawValue, len(paths))}
-		for i := range paths {
-			v, err := id.LookupErr("k" + strconv.Itoa(i))
-			if err != nil {
-				v = bson.RawValue{Type: bson.TypeNull} // $group leaves a missing field out
-			}
-			g.Values[i] = v
-		}
-		g.Count, _ = doc.Lookup("n").AsInt64OK()
-		out = append(out, g)
-	}
-	if err := cursor.Err(); err != nil {
-		return nil, fmt.Errorf("counting in %s: %w", c.coll.Name(), classify(err))
-	}
-	return out, nil
 }

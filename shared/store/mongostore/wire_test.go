@@ -37,8 +37,6 @@ var wireServers = map[wiretest.Kind]wireServer{
 			NoChangeStreams: true, // standalone only
 			// findAndModify runs find, then update by _id
 			NonAtomicFindOneAndUpdate: true,
-			// $group's _id {k0: "$type"} groups by the string "$type"
-			NoGroupExpressions: true,
 		},
 		noDropDatabase: true,
 		deviations: storetest.Deviations{

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -69,4 +70,66 @@ func testCountBy(t *testing.T, db store.Database) {
 		require.NoError(t, err, tt.name)
 		assert.Equal(t, tt.want, render(groups), tt.name)
 	}
+}
+
+// testCountByLiteralValue: a document may hold the text of a field path as
+// its value ("$type" is a valid type); it is counted as any other value.
+func testCountByLiteralValue(t *testing.T, db store.Database) {
+	ctx := testContext(t)
+	coll := db.Collection("events")
+	insert(t, ctx, coll,
+		bson.D{{Key: "_id", Value: 1}, {Key: "type", Value: "$type"}},
+		bson.D{{Key: "_id", Value: 2}, {Key: "type", Value: "$type"}},
+		bson.D{{Key: "_id", Value: 3}, {Key: "type", Value: "a"}},
+	)
+	groups, err := coll.CountBy(ctx, bson.D{}, "type")
+	require.NoError(t, err)
+	got := map[string]int64{}
+	for _, g := range groups {
+		got[g.Values[0].StringValue()] = g.Count
+	}
+	assert.Equal(t, map[string]int64{"$type": 2, "a": 1}, got)
+}
+
+// testCountByTime: the documents matching the filter counted per interval
+// of a nested date, the start of an interval in it and its end in the
+// next, dates outside the intervals and values that are no dates left out.
+func testCountByTime(t *testing.T, db store.Database) {
+	ctx := testContext(t)
+	coll := db.Collection("events")
+	from := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	iv := store.Intervals{From: from, Step: time.Minute, N: 3}
+	counts, err := coll.CountByTime(ctx, bson.D{}, "r.at", iv)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{0, 0, 0}, counts, "a collection never written")
+
+	doc := func(id int, typ string, at any) bson.D {
+		d := bson.D{{Key: "_id", Value: id}, {Key: "type", Value: typ}}
+		if at != nil {
+			d = append(d, bson.E{Key: "r", Value: bson.D{{Key: "at", Value: at}}})
+		}
+		return d
+	}
+	insert(t, ctx, coll,
+		doc(1, "a", from), // interval 0, its first moment
+		doc(2, "a", from.Add(59*time.Second+999*time.Millisecond)), // interval 0, its last
+		doc(3, "a", from.Add(time.Minute)),                         // interval 1
+		doc(4, "b", from.Add(150*time.Second)),                     // interval 2
+		doc(5, "a", from.Add(-time.Millisecond)),                   // before
+		doc(6, "a", from.Add(3*time.Minute)),                       // the end: after
+		doc(7, "a", "2026-03-01T10:00:30Z"),                        // a string
+		doc(8, "a", from.Add(90*time.Second).UnixMilli()),          // a number
+		doc(9, "a", nil), // missing
+	)
+	counts, err = coll.CountByTime(ctx, bson.D{}, "r.at", iv)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{2, 1, 1}, counts)
+	counts, err = coll.CountByTime(ctx, bson.D{{Key: "type", Value: "a"}}, "r.at", iv)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{2, 1, 0}, counts, "filtered")
+	counts, err = coll.CountByTime(ctx, bson.D{}, "r.at", store.Intervals{From: from, Step: 90 * time.Second, N: 2})
+	require.NoError(t, err)
+	assert.Equal(t, []int64{3, 1}, counts, "another step")
+	_, err = coll.CountByTime(ctx, bson.D{}, "r.at", store.Intervals{From: from, Step: 0, N: 2})
+	require.Error(t, err, "no step")
 }

@@ -41,10 +41,6 @@ type Features struct {
 	// fails. EnsureIndexesTwice checks that it does, instead of that it
 	// is a no-op.
 	NoRepeatedIndexes bool
-	// NoGroupExpressions: an aggregation's $group does not evaluate the
-	// field paths of a document _id ("$type" stays the string). CountBy
-	// is skipped.
-	NoGroupExpressions bool
 }
 
 // lacks reports whether a test needs a feature the backend lacks, and why.
@@ -56,8 +52,6 @@ func (f Features) lacks(test string) (string, bool) {
 		return "the backend's FindOneAndUpdate is not atomic (Features.NonAtomicFindOneAndUpdate)", true
 	case f.NonAtomicUpdateOne && test == "ConcurrentConditionalUpdateOne":
 		return "the backend's UpdateOne is not atomic (Features.NonAtomicUpdateOne)", true
-	case f.NoGroupExpressions && test == "CountBy":
-		return "the backend's $group does not evaluate field paths (Features.NoGroupExpressions)", true
 	}
 	return "", false
 }
@@ -80,6 +74,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"FindSortLimit", testFindSortLimit},
 		{"Count", testCount},
 		{"CountBy", testCountBy},
+		{"CountByLiteralValue", testCountByLiteralValue},
+		{"CountByTime", testCountByTime},
 		{"EnsureIndexesTwice", func(t *testing.T, db store.Database) { testEnsureIndexesTwice(t, db, f.NoRepeatedIndexes) }},
 		{"TypesAndDueQuery", testTypesAndDueQuery},
 		{"ChangeStreamOrder", testChangeStreamOrder},

@@ -87,7 +87,16 @@ type Server struct {
 	// Started is how long it took from exec to the first answered ping.
 	Started time.Duration
 
-	log *logBuffer
+	log    *logBuffer
+	cmd    *exec.Cmd
+	exited <-chan struct{}
+}
+
+// Kill kills the server at once (SIGKILL) and waits until it exited: for
+// tests of what happens when the database goes away.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.exited
 }
 
 // Log returns what the server wrote to stdout and stderr so far.
@@ -194,6 +203,7 @@ func start(t testing.TB, k Kind, binary string) (*Server, error) {
 		return nil, err
 	}
 	exited := make(chan struct{})
+	s.cmd, s.exited = cmd, exited
 	var waitErr error
 	addr := make(chan string, 1)
 	go func() {
