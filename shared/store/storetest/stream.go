@@ -163,7 +163,7 @@ func testCloseTwice(t *testing.T, db store.Database) {
 // testChangeStreamHistoryLost writes until the history no longer holds a
 // token, then checks both ways of noticing: a new stream resuming after it,
 // and the open stream that read it. A backend may trim its history by time
-// (lungo drops entries only once their second is over), so the test polls
+// (the embedded engine drops entries only once their second is over), so the test polls
 // with a deadline.
 func testChangeStreamHistoryLost(t *testing.T, db store.Database) {
 	ctx := testContext(t)
