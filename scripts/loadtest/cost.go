@@ -222,8 +222,8 @@ const retriggerPrefix = "github.com/retrigger/retrigger/"
 // ("": retrigger's, or a library it calls).
 func dependency(fn string) string {
 	switch {
-	case strings.HasPrefix(fn, "github.com/256dpi/lungo"), strings.HasPrefix(fn, retriggerPrefix+"shared/store/embedded."):
-		return PartEngine
+	case strings.HasPrefix(fn, "github.com/256dpi/lungo"), strings.HasPrefix(fn, retriggerPrefix+"shared/store/embedded"):
+		return PartEngine // the adapter and the engine (shared/store/embedded/internal/engine) too
 	case strings.HasPrefix(fn, "github.com/nats-io/nats-server/"):
 		return PartServer
 	case strings.HasPrefix(fn, "github.com/nats-io/nats.go"), strings.HasPrefix(fn, "github.com/nats-io/nats%2ego"):

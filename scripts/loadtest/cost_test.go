@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/stretchr/testify/require"
 )
 
@@ -73,6 +74,50 @@ func TestRoundTripsPerEvent(t *testing.T) {
 			require.LessOrEqual(t, rt.Commands["worker"]["events.findOneAndUpdate"], tt.claims*1.05, "claims")
 			require.GreaterOrEqual(t, rt.Delivered, tt.messages, "NATS deliveries")
 			require.LessOrEqual(t, rt.Delivered, tt.messages*1.05, "NATS deliveries")
+		})
+	}
+}
+
+// The engine's own code, in shared/store/embedded/internal/engine, and what
+// it calls (a B-tree) count as the storage engine, not as the component
+// that called it.
+func TestClassifyEngineFrames(t *testing.T) {
+	sample := func(funcs ...string) *profile.Sample {
+		s := &profile.Sample{}
+		for _, fn := range funcs {
+			s.Location = append(s.Location, &profile.Location{Line: []profile.Line{{Function: &profile.Function{Name: fn}}}})
+		}
+		return s
+	}
+	tests := []struct {
+		name  string
+		funcs []string // innermost first
+		want  string
+	}{
+		{"a B-tree under the engine", []string{
+			"github.com/tidwall/btree.(*BTreeG[...]).Set",
+			retriggerPrefix + "shared/store/embedded/internal/engine.(*Txn).swap",
+			retriggerPrefix + "shared/store/embedded.(*collection).update",
+			retriggerPrefix + "consumer.(*Worker).handle",
+		}, PartEngine},
+		{"the adapter", []string{
+			"go.mongodb.org/mongo-driver/bson.Unmarshal",
+			retriggerPrefix + "shared/store/embedded.toDoc",
+			retriggerPrefix + "consumer.(*Worker).handle",
+		}, PartEngine},
+		{"lungo's matcher", []string{
+			"github.com/256dpi/lungo/mongokit.Match",
+			retriggerPrefix + "shared/store/embedded/internal/engine.(*coll).find",
+		}, PartEngine},
+		{"the worker's own bson", []string{
+			"go.mongodb.org/mongo-driver/v2/bson.Marshal",
+			retriggerPrefix + "shared/eventstore.(*Store).Complete",
+			retriggerPrefix + "consumer.(*Worker).handle",
+		}, PartWorker},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, classify(sample(tt.funcs...), "consumer"))
 		})
 	}
 }

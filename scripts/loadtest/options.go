@@ -17,7 +17,7 @@ import (
 // Storage modes of the embedded engine.
 const (
 	StorageMemory = "memory" // the events live in memory (the load test's default)
-	StorageFile   = "file"   // a file rewritten on every write, as `scripts/dev` uses
+	StorageFile   = "file"   // durable, a journal synced before each write returns, as `scripts/dev` uses
 )
 
 // Options of a load test. The zero value of each field means its default;

@@ -19,6 +19,7 @@ import (
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/producer"
+	"github.com/retrigger/retrigger/shared/filelock"
 	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/natsserver"
@@ -29,8 +30,10 @@ import (
 
 // Options of a pipeline. Zero fields take their defaults.
 type Options struct {
-	// DataDir holds the NATS store and, unless Memory, the storage file.
-	// Empty: a temporary directory, removed by Close.
+	// DataDir holds the NATS store and, unless Memory, the storage files.
+	// Empty: a temporary directory, removed by Close. One pipeline at a
+	// time: Open refuses a directory another process holds (its lock file,
+	// retrigger.lock), naming that process.
 	DataDir string
 	// Memory keeps the events in memory instead of DataDir/retrigger.db.
 	Memory bool
@@ -66,6 +69,7 @@ type Options struct {
 type Pipeline struct {
 	opts   Options
 	tmpDir string
+	lock   *filelock.Lock
 
 	DB   *embedded.DB
 	db   store.Database // what the components use: DB, maybe wrapped
@@ -120,16 +124,16 @@ func Open(ctx context.Context, o Options) (*Pipeline, error) {
 		}
 		p.tmpDir, o.DataDir = dir, dir
 	}
+	// Before anything uses the directory: a second run on it would share
+	// the NATS store and the storage files with the first.
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("creating the data directory: %w", err)
+	}
 	var err error
-	p.NATS, err = natsserver.Start(natsserver.Options{Host: o.NATSHost, Port: o.NATSPort, StoreDir: filepath.Join(o.DataDir, "nats"), MaxPayload: o.NATSMaxPayload})
-	if err != nil {
+	if p.lock, err = filelock.Acquire(filepath.Join(o.DataDir, "retrigger.lock"), "the data directory "+o.DataDir); err != nil {
 		p.Close()
 		return nil, err
-	}
-	p.Conn, err = nats.Connect(p.NATS.ClientURL(), nats.Name("retrigger-pipeline"), nats.MaxReconnects(-1))
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("connecting to the embedded nats-server: %w", err)
 	}
 	so := o.Store
 	if !o.Memory {
@@ -139,6 +143,16 @@ func Open(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		p.Close()
 		return nil, err
+	}
+	p.NATS, err = natsserver.Start(natsserver.Options{Host: o.NATSHost, Port: o.NATSPort, StoreDir: filepath.Join(o.DataDir, "nats"), MaxPayload: o.NATSMaxPayload})
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.Conn, err = nats.Connect(p.NATS.ClientURL(), nats.Name("retrigger-pipeline"), nats.MaxReconnects(-1))
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("connecting to the embedded nats-server: %w", err)
 	}
 	p.db = p.DB
 	if o.WrapStore != nil {
@@ -321,6 +335,8 @@ func (p *Pipeline) Close() error {
 	if p.DB != nil {
 		errs = append(errs, p.DB.Close(context.Background()))
 	}
+	errs = append(errs, p.lock.Release())
+	p.lock = nil
 	if p.tmpDir != "" {
 		errs = append(errs, os.RemoveAll(p.tmpDir))
 		p.tmpDir = ""

@@ -107,6 +107,10 @@ func testChangeStreamDropsWhatTheRelayIgnores(t *testing.T, b *bundle) {
 			c := b.lastClaim[id.String()]
 			require.NoError(t, b.store.Release(b.ctx, &c))
 		}, true},
+		{"abandon: a claim that never ran", claimed, func(t *testing.T, b *bundle, id bson.RawValue) {
+			c := b.lastClaim[id.String()]
+			require.NoError(t, b.store.Abandon(b.ctx, &c))
+		}, true},
 		{"release of a crashed, parked run", func(t *testing.T, b *bundle, id bson.RawValue) {
 			parked("r")(t, b, id)
 			claimedAgo(t, b, id)
@@ -276,6 +280,7 @@ func testChangeMatchOnChangeEvents(t *testing.T, b *bundle) {
 		{"keyed park, order first", changeEvent(upd, st2, u("retrigger.seq", int64(7), "retrigger.parkedAt", at, "retrigger.key", "k"), "retrigger.lease"), false, true},
 		{"release", changeEvent(upd, st2, u(), "retrigger.lease"), true, false},
 		{"release of a crashed, parked run", changeEvent(upd, st2, u(), "retrigger.lease", "retrigger.crashes", "retrigger.parkedAt"), true, false},
+		{"abandon", changeEvent(upd, st2, u(), "retrigger.lease"), true, false},
 		{"wake", changeEvent(upd, st2, u("retrigger.wokenAt", at), "retrigger.parkedAt"), true, false},
 		{"failure", changeEvent(upd, st2, u("state", st2, "version", int64(1), "updatedAt", at, "attempts", int64(1), "nextAttemptAt", at, "retrigger.history", hist), "retrigger.lease"), true, false},
 		{"failure (4.x)", changeEvent(upd, st2, u("attempts", int64(1), "nextAttemptAt", at, "retrigger.history", hist, "state", st2, "updatedAt", at, "version", int64(1)), "retrigger.lease"), true, false},

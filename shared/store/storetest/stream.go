@@ -164,7 +164,7 @@ func testCloseTwice(t *testing.T, db store.Database) {
 // testChangeStreamHistoryLost writes until the history no longer holds a
 // token, then checks both ways of noticing: a new stream resuming after it,
 // and the open stream that read it. A backend may trim its history by time
-// (lungo drops entries only once their second is over), so the test polls
+// (the embedded engine drops entries only once their second is over), so the test polls
 // with a deadline.
 func testChangeStreamHistoryLost(t *testing.T, db store.Database) {
 	ctx := testContext(t)
@@ -226,11 +226,12 @@ func testNoChangeStreams(t *testing.T, db store.Database) {
 
 // testChangeStreamUpdateDescription checks what a $match on an update's
 // description sees, as MongoDB 5.0+ writes it: updatedFields names each
-// path an update set, except that a $set that creates a subdocument names
-// the subdocument it created, with all of it; removedFields names each
-// path it removed (one that was not there is not named); a field name
-// holds dots ("a.c"), which the query language reaches only by comparing
-// the whole document. Each case passes the stream's $match only if its
+// path an update set to a new value (a field set to the value it had, of
+// the same type, is left out), except that a $set that creates a
+// subdocument names the subdocument it created, with all of it;
+// removedFields names each path it removed (one that was not there is not
+// named); a field name holds dots ("a.c"), which the query language
+// reaches only by comparing the whole document. Each case passes the stream's $match only if its
 // description is exactly the one expected.
 func testChangeStreamUpdateDescription(t *testing.T, db store.Database) {
 	ctx := testContext(t)
@@ -264,6 +265,18 @@ func testChangeStreamUpdateDescription(t *testing.T, db store.Database) {
 		{"removed and set at once", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}}}},
 			bson.D{{Key: "$unset", Value: bson.D{{Key: "a.b", Value: ""}}}, {Key: "$set", Value: bson.D{{Key: "a.w", Value: 1}}}},
 			bson.D{{Key: "a.w", Value: int32(1)}}, bson.A{"a.b"}},
+		{"a field added to an empty subdocument", bson.D{{Key: "a", Value: bson.D{}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 1}}}},
+			bson.D{{Key: "a.b", Value: int32(1)}}, bson.A{}},
+		{"the only field of a subdocument changed", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 2}}}},
+			bson.D{{Key: "a.b", Value: int32(2)}}, bson.A{}},
+		{"a field set to the value it had", bson.D{{Key: "n", Value: int32(1)}, {Key: "m", Value: int32(1)}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: int32(1)}, {Key: "m", Value: int32(2)}}}},
+			bson.D{{Key: "m", Value: int32(2)}}, bson.A{}},
+		{"a number set to its value as another type", bson.D{{Key: "n", Value: int32(1)}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: int64(1)}}}},
+			bson.D{{Key: "n", Value: int64(1)}}, bson.A{}},
 	}
 	var cases bson.A
 	for i, tt := range tests {
