@@ -36,7 +36,8 @@ func (s *Store) Watch(ctx context.Context, token bson.Raw) (store.ChangeStream, 
 // $_internalChangeStreamAddPostImage writes (fullDocument) ahead of it. The
 // third needs the document. The relay acts on none of what the first two
 // drop: a claimed, renewed or parked event is leased or parked, and route
-// publishes nothing for it; a succeeded one needs nothing.
+// publishes nothing for it; a succeeded one needs nothing. The document
+// is shared: do not modify it.
 func ChangeMatch() bson.D { return changeMatch }
 
 var changeMatch = bson.D{{Key: "$and", Value: bson.A{
