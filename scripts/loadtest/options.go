@@ -115,6 +115,11 @@ type Options struct {
 	// when the load phase starts (its allocation counts, subtracted from
 	// the end's, are the load's).
 	HeapProfile, AllocsAtStart io.Writer
+	// RoundTrips (embedded) counts the load's round trips: the commands
+	// each component sends to the storage, the change events the relay
+	// reads and the lookups MongoDB would make for them, the NATS
+	// messages stored, delivered and acknowledged (Result.RoundTrips).
+	RoundTrips bool
 	// Progress, when set, is called about every ProgressEvery (default 1s)
 	// while the load runs, and once at its end.
 	Progress      func(Progress)

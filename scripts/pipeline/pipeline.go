@@ -52,6 +52,10 @@ type Options struct {
 	// WrapStore, when set, wraps the storage the components use (to count
 	// or fail operations in tests).
 	WrapStore func(store.Database) store.Database
+	// StoreFor, when set, wraps the storage one component uses, on top of
+	// WrapStore: component is "producer", "worker" or "archiver" (to count
+	// each one's operations).
+	StoreFor func(component string, db store.Database) store.Database
 
 	// Tracing, when set, traces the components whose options have none.
 	Tracing *tracing.Tracer
@@ -185,6 +189,14 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 // Database is the storage the components use.
 func (p *Pipeline) Database() store.Database { return p.db }
 
+// storeOf is the storage component uses.
+func (p *Pipeline) storeOf(component string) store.Database {
+	if p.opts.StoreFor == nil {
+		return p.db
+	}
+	return p.opts.StoreFor(component, p.db)
+}
+
 // Options returns the options in force.
 func (p *Pipeline) Options() Options { return p.opts }
 
@@ -195,7 +207,7 @@ func (p *Pipeline) StartProducer() error {
 	if p.producer != nil {
 		return errors.New("producer already running")
 	}
-	pr, err := producer.New(p.opts.Producer, p.db, p.Conn)
+	pr, err := producer.New(p.opts.Producer, p.storeOf("producer"), p.Conn)
 	if err != nil {
 		return err
 	}
@@ -240,7 +252,7 @@ func (p *Pipeline) StartWorker() error { return p.StartWorkerWith(p.opts.Worker)
 // StartWorkerWith adds a consumer replica with its own configuration, such
 // as another set of handlers.
 func (p *Pipeline) StartWorkerWith(cfg consumer.Config) error {
-	w, err := consumer.NewWorker(cfg, p.db, p.Conn)
+	w, err := consumer.NewWorker(cfg, p.storeOf("worker"), p.Conn)
 	if err != nil {
 		return err
 	}
@@ -287,7 +299,7 @@ func (p *Pipeline) StopWorkers() error {
 
 // StartArchiver runs the archiver.
 func (p *Pipeline) StartArchiver() error {
-	a, err := consumer.NewArchiver(p.opts.Archiver, p.db, p.Conn)
+	a, err := consumer.NewArchiver(p.opts.Archiver, p.storeOf("archiver"), p.Conn)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@
 // generations.
 //
 // Change streams read the engine's oplog directly: an oplog entry has the
-// shape of a MongoDB change event, so WatchOptions.Match is evaluated with
-// lungo's matcher on the entry as stored, and only the changes that match
-// are converted.
+// shape of a MongoDB change event (an update's description as MongoDB 5.0+
+// writes it), so WatchOptions.Match is evaluated with lungo's matcher on
+// the entry as stored, and only the changes that match are converted.
 package embedded

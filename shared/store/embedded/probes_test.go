@@ -20,5 +20,8 @@ func TestProbes(t *testing.T) {
 		// _ids with lungo's bsonkit.Compare, so UpsertByIDOfEveryType
 		// holds.)
 		"Type": {Why: "lungo's {$type: \"null\"} also matches a missing field"},
+		// retrigger's bounds (eventstore.ChangeMatch) have one name and one
+		// type, where both orders agree.
+		"CompareDocuments": {Why: "lungo compares a field's name before its value's type: {k: 1} > {a: \"\"}, where MongoDB puts any number before any string"},
 	})
 }

@@ -1,5 +1,7 @@
 // Package engine is the embedded storage engine's core: collections of BSON
-// documents with MongoDB semantics, an oplog that change streams read, and,
+// documents with MongoDB semantics, an oplog that change streams read (its
+// entries shaped as MongoDB's change events, an update's description as
+// MongoDB 5.0+ writes it: describe), and,
 // for a file-backed engine, a journal and snapshots that make every
 // acknowledged write survive a crash.
 //

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"sort"
 
 	"github.com/256dpi/lungo/bsonkit"
 	"github.com/256dpi/lungo/mongokit"
@@ -93,8 +92,8 @@ func (t *Txn) collection(ns NS, create bool) *coll {
 }
 
 // log appends an oplog entry of the change and records it for the journal.
-func (t *Txn) log(ns NS, op string, doc bsonkit.Doc, changes *mongokit.Changes) {
-	e := newEntry(t.e.clock.next(), ns, op, doc, changes)
+func (t *Txn) log(ns NS, op string, doc bsonkit.Doc, desc bson.D) {
+	e := newEntry(t.e.clock.next(), ns, op, doc, desc)
 	w := t.e.w
 	prev := w.oplog
 	w.oplog = append(w.oplog, e)
@@ -299,7 +298,7 @@ func (t *Txn) update(ns NS, query, update bsonkit.Doc, limit int, upsert bool) (
 		if err := t.swap(c, it, doc); err != nil {
 			return nil, err
 		}
-		t.log(ns, "update", doc, changes)
+		t.log(ns, "update", doc, describe(it.doc, doc, changes))
 		res.Modified = append(res.Modified, doc)
 	}
 	return res, nil
@@ -480,8 +479,8 @@ func (t *Txn) Drop(ns NS) error {
 // newEntry builds an oplog entry in the shape of a MongoDB change event, as
 // lungo writes them: _id {ts}, clusterTime, operationType, ns {db, coll},
 // documentKey {_id}, fullDocument (after an insert, a replacement or an
-// update) and updateDescription (after an update).
-func newEntry(ts primitive.Timestamp, ns NS, op string, doc bsonkit.Doc, changes *mongokit.Changes) bsonkit.Doc {
+// update) and updateDescription (after an update: describe).
+func newEntry(ts primitive.Timestamp, ns NS, op string, doc bsonkit.Doc, desc bson.D) bsonkit.Doc {
 	e := make(bson.D, 0, 7)
 	e = append(e,
 		bson.E{Key: "_id", Value: bson.D{{Key: "ts", Value: ts}}},
@@ -495,32 +494,8 @@ func newEntry(ts primitive.Timestamp, ns NS, op string, doc bsonkit.Doc, changes
 			e = append(e, bson.E{Key: "fullDocument", Value: *doc})
 		}
 	}
-	if changes != nil {
-		var (
-			updated = bson.D{}
-			removed = bson.A{}
-		)
-		for _, path := range sortedKeys(changes.Changed) {
-			if v := changes.Changed[path]; v == bsonkit.Missing {
-				removed = append(removed, path)
-			} else {
-				updated = append(updated, bson.E{Key: path, Value: v})
-			}
-		}
-		e = append(e, bson.E{Key: "updateDescription", Value: bson.D{
-			{Key: "updatedFields", Value: updated},
-			{Key: "removedFields", Value: removed},
-			{Key: "truncatedArrays", Value: bson.A{}},
-		}})
+	if desc != nil {
+		e = append(e, bson.E{Key: "updateDescription", Value: desc})
 	}
 	return &e
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
