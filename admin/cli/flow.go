@@ -39,20 +39,20 @@ func (r *runner) flow(ctx context.Context, cmd string, args []string) error {
 			return err
 		}
 		r.log.Info().Str("type", args[0]).Time("until", until).Msg("paused")
-		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, now) })
+		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, r.io.Now()) })
 	case "resume":
 		st, err := ops.Resume(ctx, admin.ResumeRequest{Type: args[0], By: r.o.actor()})
 		if err != nil {
 			return err
 		}
 		r.log.Info().Str("type", args[0]).Msg("resumed")
-		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, now) })
+		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, r.io.Now()) })
 	}
 	all, err := ops.Flow(ctx)
 	if err != nil {
 		return err
 	}
-	return r.print(all, func() { printFlow(r.io.Out, all, now) })
+	return r.print(all, func() { printFlow(r.io.Out, all, r.io.Now()) }) // now: after the answer, or a pause just made reads "in 1ms"
 }
 
 // printFlow prints each type's flow control: its breaker, its pause, and
