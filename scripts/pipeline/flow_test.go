@@ -610,57 +610,69 @@ func TestDelayedFirstRun(t *testing.T) {
 
 // A replica that dies holding a key (its run under way, the key's slot
 // taken, the key's next event parked behind it) stops the key only until
-// its lease runs out: the surviving replicas take the run over (counting
-// the crash), and the key's events still run one at a time, in insertion
-// order, each once it is the key's turn; another key never waited.
+// its bound (its handler timeout plus the ack wait): the surviving
+// replicas take the run over (counting the crash, which its outcome
+// clears), the key's waiting events are woken, and an ordered key's
+// events still run one at a time, in insertion order; another key never
+// waited.
 func TestKeyHolderCrashes(t *testing.T) {
 	t.Parallel()
-	var second bson.ObjectID
-	rec := newRecorder(func(id string, call int) error {
-		if id == second.Hex() && call == 1 {
-			return errors.New("partner: 502") // a failure holds the key too
-		}
-		return nil
-	})
-	b := setup(t, rec, func(o *Options) {
-		o.Replicas = -1
-		o.Worker.AckWait = 2 * time.Second
-		o.Worker.Flow = flow.Config{Keys: map[string]flow.Key{"job": {Path: "payload.k", Ordered: true}}}
-	})
-	d := startDoomed(t, b)
-	var ids []bson.ObjectID
-	for i := range 5 {
-		ids = append(ids, b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: "acct-1"}, {Key: "n", Value: i}}}))
-	}
-	second = ids[1]
-	d.waitStarted(t)
-	waitFor(t, 10*time.Second, "the key's second event parked behind the first", func() bool {
-		ev := get(t, b.events(), ids[1])
-		return ev != nil && !ev.ParkedAt.IsZero()
-	})
-	d.crash()
+	for _, tt := range []struct {
+		name string
+		key  flow.Key
+	}{
+		{"ordered", flow.Key{Path: "payload.k", Ordered: true}},
+		{"concurrency 1", flow.Key{Path: "payload.k", Concurrency: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var second bson.ObjectID
+			rec := newRecorder(func(id string, call int) error {
+				if id == second.Hex() && call == 1 {
+					return errors.New("partner: 502") // a failure holds the key too
+				}
+				return nil
+			})
+			b := setup(t, rec, func(o *Options) {
+				o.Replicas = -1
+				o.Worker.AckWait = 2 * time.Second
+				o.Worker.Flow = flow.Config{Keys: map[string]flow.Key{"job": tt.key}}
+			})
+			d := startDoomedWith(t, b, 4*time.Second) // its slot outlives its lease: 6 s against 2 s (and a grace of 1 s)
+			var ids []bson.ObjectID
+			for i := range 5 {
+				ids = append(ids, b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: "acct-1"}, {Key: "n", Value: i}}}))
+			}
+			second = ids[1]
+			d.waitStarted(t)
+			waitFor(t, 10*time.Second, "the key's second event parked behind the first", func() bool {
+				ev := get(t, b.events(), ids[1])
+				return ev != nil && !ev.ParkedAt.IsZero()
+			})
+			d.crash()
 
-	other := b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: "acct-2"}}})
-	require.NoError(t, b.StartWorker())
-	require.NoError(t, b.StartWorker())
-	b.waitStateWithin(t, 10*time.Second, other, event.StateSuccess)
-	var prevEnd time.Time
-	for i, id := range ids {
-		failed := int64(0)
-		if i == 1 {
-			failed = 1
-		}
-		ev := b.waitState(t, id, event.StateSuccess, failed)
-		calls := rec.callTimes(id.Hex())
-		require.NotEmpty(t, calls, "event %d ran on a surviving replica", i)
-		require.False(t, calls[0].Before(prevEnd), "event %d of the key started before event %d ended", i, i-1)
-		prevEnd = calls[len(calls)-1]
-		if i == 0 {
-			require.Len(t, calls, 1, "the dead replica's run was taken over once")
-		}
-		require.Zero(t, ev.Crashes, "the outcome clears the crash count")
+			other := b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: "acct-2"}}})
+			require.NoError(t, b.StartWorker())
+			require.NoError(t, b.StartWorker())
+			b.waitStateWithin(t, 10*time.Second, other, event.StateSuccess)
+			var prevEnd time.Time
+			for i, id := range ids {
+				b.waitStateWithin(t, 20*time.Second, id, event.StateSuccess)
+				ev := get(t, b.events(), id)
+				calls := rec.callTimes(id.Hex())
+				require.NotEmpty(t, calls, "event %d ran on a surviving replica", i)
+				if tt.key.Ordered {
+					require.False(t, calls[0].Before(prevEnd), "event %d of the key started before event %d ended", i, i-1)
+					prevEnd = calls[len(calls)-1]
+				}
+				if i == 0 {
+					require.Len(t, calls, 1, "the dead replica's run was taken over once")
+				}
+				require.Zero(t, ev.Crashes, "the outcome clears the crash count")
+			}
+			require.Len(t, rec.callTimes(ids[1].Hex()), 2, "the failed event ran again")
+		})
 	}
-	require.Len(t, rec.callTimes(ids[1].Hex()), 2, "the failed event ran again before the key moved on")
 }
 
 // A replica that dies in the middle of the breaker's probe does not stop
