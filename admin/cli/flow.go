@@ -19,6 +19,8 @@ func (r *runner) flow(ctx context.Context, cmd string, args []string) error {
 		return fmt.Errorf("%w: flow takes no arguments", errUsage)
 	case cmd != "flow" && len(args) != 1:
 		return fmt.Errorf("%w: %s takes one event type, e.g. %s partner", errUsage, cmd, cmd)
+	case cmd != "pause" && (r.o.until != "" || len(r.o.reasonText) > 0 || r.o.force):
+		return fmt.Errorf("%w: -until, -reason and -force are pause's; %s takes none of them", errUsage, cmd)
 	}
 	var until time.Time
 	if cmd == "pause" && r.o.until != "" {
