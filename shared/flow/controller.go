@@ -506,7 +506,7 @@ func (c *Controller) judgeProbe(ctx context.Context, g *gate, herr error) {
 	case retry.CountsTowardBreaker(herr):
 		outcome = "failure"
 	}
-	_, _, err := c.update(ctx, g, func(f *eventstore.FlowState) bool {
+	_, wrote, err := c.update(ctx, g, func(f *eventstore.FlowState) bool {
 		if state(f, g.rules, now) != Open {
 			return false
 		}
@@ -528,7 +528,7 @@ func (c *Controller) judgeProbe(ctx context.Context, g *gate, herr error) {
 		c.log.Warn().Err(err).Str("type", g.typ).Msg("recording a probe's outcome; the probe ends with its bound and another replica probes")
 		return
 	}
-	if outcome == "success" {
+	if outcome == "success" && wrote { // not when an operator's resume closed it first
 		c.log.Info().Str("type", g.typ).Int("first_wave", 1).Dur("doubling_every", DefaultWave).
 			Msg("breaker: the probe succeeded, the type recovers; its backlog is let out in waves")
 	}
