@@ -3,11 +3,15 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"golang.org/x/time/rate"
 
+	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 )
 
@@ -39,6 +43,9 @@ type ActionResult struct {
 	// events were skipped (the first maxListed).
 	Changed []string `json:"changed,omitempty"`
 	Skips   []Skip   `json:"skips,omitempty"`
+	// Unmatched are the ids the request named that selected nothing, and
+	// why (an event elsewhere, in another state, or none with the id).
+	Unmatched []Skip `json:"unmatched,omitempty"`
 }
 
 // Skip is an event an action left alone, and why.
@@ -46,6 +53,7 @@ type Skip struct {
 	ID     json.RawMessage `json:"id"`
 	IDText string          `json:"idText"`
 	Why    string          `json:"why"`
+	found  bool            // Unmatched: an event has the id
 }
 
 // Progress is how far an action got.
@@ -63,74 +71,121 @@ const (
 	purgeBatch = 500
 )
 
+// scope is what an action changes: where, and in events which states.
+type scope struct {
+	name   string
+	in     eventstore.Where
+	states []string // in events: the states it applies to, and selects by default
+	rule   string   // what it applies to, in an error
+}
+
+var (
+	retryScope   = scope{"retry", eventstore.InEvents, []string{"failed"}, "retry applies to failed events"}
+	cancelScope  = scope{"cancel", eventstore.InEvents, []string{"new", "failed"}, "cancel applies to new and failed events"}
+	redriveScope = scope{"redrive", eventstore.InErrors, nil, "redrive applies to archived events (in errors)"}
+	purgeScope   = scope{"purge", eventstore.InErrors, nil, "purge applies to archived events (in errors)"}
+)
+
 // Retry makes failed events due now (see eventstore.Store.Retry). Without
 // states in the query it selects failed events.
 func (a *Admin) Retry(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error) {
-	if len(r.States) == 0 && (!r.Query.Empty() || r.All) {
-		r.States = []string{"failed"}
-	}
-	return a.act(ctx, "retry", eventstore.InEvents, r, progress, a.store.Retry)
+	return a.act(ctx, retryScope, r, progress, a.store.Retry)
 }
 
 // Cancel moves new or failed events into errors with the reason cancelled
 // (see eventstore.Store.Cancel). Without states in the query it selects
 // new and failed events.
 func (a *Admin) Cancel(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error) {
-	if len(r.States) == 0 && (!r.Query.Empty() || r.All) {
-		r.States = []string{"new", "failed"}
-	}
-	return a.act(ctx, "cancel", eventstore.InEvents, r, progress, a.store.Cancel)
+	return a.act(ctx, cancelScope, r, progress, a.store.Cancel)
 }
 
 // Redrive moves archived events back into events as new (see
 // eventstore.Store.Redrive), at most r.Rate per second. Interrupted, it
 // leaves no event lost or twice; run it again to finish.
 func (a *Admin) Redrive(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error) {
-	return a.act(ctx, "redrive", eventstore.InErrors, r, progress, a.store.Redrive)
+	return a.act(ctx, redriveScope, r, progress, a.store.Redrive)
 }
 
 // Purge deletes archived events archived longer than r.OlderThan ago.
 func (a *Admin) Purge(ctx context.Context, r ActionRequest, progress func(Progress)) (*ActionResult, error) {
 	if r.OlderThan <= 0 {
-		return nil, invalid("purge needs a positive older-than")
+		return nil, invalid("purge needs a positive older-than, got %s", r.OlderThan)
 	}
 	cutoff := a.now().Add(-r.OlderThan)
 	if r.Until.IsZero() || r.Until.After(cutoff) {
 		r.Until = cutoff
 	}
-	return a.act(ctx, "purge", eventstore.InErrors, r, progress, nil)
+	return a.act(ctx, purgeScope, r, progress, nil)
+}
+
+// check refuses a request that is malformed, or that can never select
+// anything the action changes, and gives an events action its default
+// states.
+func (sc scope) check(r *ActionRequest) error {
+	if r.Query.Empty() && !r.All {
+		return invalid("%s of everything: give a filter, ids, or -all (\"all\": true over HTTP)", sc.name)
+	}
+	if r.Rate < 0 {
+		return invalid("rate %g is negative", r.Rate)
+	}
+	if _, err := r.filter(); err != nil {
+		return err
+	}
+	if sc.in != eventstore.InEvents {
+		return nil
+	}
+	if len(r.Reasons) > 0 {
+		return invalid("%s, and an archive reason (%s) selects archived events only", sc.rule, strings.Join(r.Reasons, ", "))
+	}
+	for _, st := range r.States {
+		if !slices.Contains(sc.states, st) {
+			return invalid("%s: state %s selects none of them", sc.rule, st)
+		}
+	}
+	if len(r.States) == 0 {
+		r.States = sc.states
+	}
+	return nil
 }
 
 // act selects the events of r, and applies apply to each (or, for a dry
-// run, samples them).
-func (a *Admin) act(ctx context.Context, name string, w eventstore.Where, r ActionRequest, progress func(Progress),
+// run, samples them). Ids r names that select nothing are explained in
+// the result (Unmatched); when none of them selects anything the action
+// is refused: ErrNotFound when no event has any of them, ErrNoChange
+// when they exist but the action does not apply to them.
+func (a *Admin) act(ctx context.Context, sc scope, r ActionRequest, progress func(Progress),
 	apply func(context.Context, bson.RawValue, eventstore.Operator) (eventstore.Action, string, error)) (*ActionResult, error) {
-	if r.Query.Empty() && !r.All {
-		return nil, invalid("%s of everything: give a filter, ids, or all", name)
-	}
-	if r.Rate < 0 {
-		return nil, invalid("rate %g is negative", r.Rate)
+	if err := sc.check(&r); err != nil {
+		return nil, err
 	}
 	f, err := r.filter()
 	if err != nil {
 		return nil, err
 	}
-	ids, err := a.store.IDs(ctx, w, f, r.Limit)
+	ids, err := a.store.IDs(ctx, sc.in, f, r.Limit)
 	if err != nil {
 		return nil, err
 	}
-	res := &ActionResult{Action: name, DryRun: r.DryRun, Selected: len(ids)}
+	res := &ActionResult{Action: sc.name, DryRun: r.DryRun, Selected: len(ids)}
+	if len(r.IDs) > 0 {
+		if res.Unmatched, err = a.unmatched(ctx, sc, r.IDs, ids); err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, refusalOf(sc, res.Unmatched)
+		}
+	}
 	if r.DryRun {
-		docs, err := a.store.List(ctx, w, eventstore.Filter{IDs: ids[:min(len(ids), sampleSize)]}, sampleSize, eventstore.ScanOptions{Oldest: true})
+		docs, err := a.store.List(ctx, sc.in, eventstore.Filter{IDs: ids[:min(len(ids), sampleSize)]}, sampleSize, eventstore.ScanOptions{Oldest: true})
 		if err != nil {
 			return nil, err
 		}
 		for _, doc := range docs {
-			res.Sample = append(res.Sample, a.item(w, doc))
+			res.Sample = append(res.Sample, a.item(sc.in, doc))
 		}
 		return res, nil
 	}
-	if name == "purge" {
+	if sc.name == "purge" {
 		return a.purge(ctx, ids, r.Until, res, progress)
 	}
 	var limiter *rate.Limiter
@@ -147,7 +202,7 @@ func (a *Admin) act(ctx context.Context, name string, w eventstore.Where, r Acti
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		actx, span := a.tracing.Action(ctx, name, id, r.By)
+		actx, span := a.tracing.Action(ctx, sc.name, id, r.By)
 		op := eventstore.Operator{Now: a.now(), By: r.By}
 		op.TraceID, op.SpanID = span.IDs()
 		act, why, err := apply(actx, id, op)
@@ -175,6 +230,75 @@ func (a *Admin) act(ctx context.Context, name string, w eventstore.Where, r Acti
 		}
 	}
 	return res, nil
+}
+
+// unmatched explains each id of texts (as given) that selected nothing:
+// where the event with it is and why the action passes it by, or that
+// there is none.
+func (a *Admin) unmatched(ctx context.Context, sc scope, texts []string, selected []bson.RawValue) ([]Skip, error) {
+	chosen := make(map[string]bool, len(selected))
+	for _, id := range selected {
+		chosen[event.Key(id)] = true
+	}
+	var out []Skip
+	for _, text := range texts {
+		cands, err := ParseID(text)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		if slices.ContainsFunc(cands, func(id bson.RawValue) bool { return chosen[event.Key(id)] }) {
+			continue
+		}
+		events, archived, err := a.store.FindIDs(ctx, cands)
+		if err != nil {
+			return nil, err
+		}
+		skip := Skip{ID: idJSON(cands[0]), IDText: text, Why: "no event or archived event has this id"}
+		if len(events)+len(archived) > 0 {
+			skip.found = true
+			skip.Why = a.passedBy(sc, events, archived)
+		}
+		out = append(out, skip)
+	}
+	return out, nil
+}
+
+// passedBy says why the action passes by an event found in events or in
+// errors (or both).
+func (a *Admin) passedBy(sc scope, events, archived []bson.Raw) string {
+	var where []string
+	inScope := false
+	for _, doc := range events {
+		ev, err := a.store.Parse(doc)
+		st := ev.State.String()
+		if err != nil {
+			st = "malformed"
+		}
+		where = append(where, st+" in events")
+		inScope = inScope || (sc.in == eventstore.InEvents && slices.Contains(sc.states, st))
+	}
+	for _, doc := range archived {
+		ev, _ := a.store.Parse(doc)
+		where = append(where, fmt.Sprintf("archived in errors (%s)", ev.Reason))
+		inScope = inScope || sc.in == eventstore.InErrors
+	}
+	if inScope {
+		return fmt.Sprintf("it is %s, and the rest of the filter leaves it out", strings.Join(where, ", and "))
+	}
+	return fmt.Sprintf("it is %s: %s", strings.Join(where, ", and "), sc.rule)
+}
+
+// refusalOf is the error of an action whose ids all selected nothing.
+func refusalOf(sc scope, unmatched []Skip) error {
+	kind := ErrNotFound
+	parts := make([]string, len(unmatched))
+	for i, s := range unmatched {
+		if s.found {
+			kind = ErrNoChange
+		}
+		parts[i] = s.IDText + ": " + s.Why
+	}
+	return refuse(kind, "%s %s", sc.name, strings.Join(parts, "; "))
 }
 
 // purge deletes the selected archives in batches, pinned on the cutoff.

@@ -63,14 +63,48 @@ func (q Query) Empty() bool {
 		q.Error == "" && q.Since.IsZero() && q.Until.IsZero()
 }
 
-// ErrInvalid: a request that cannot be run as given.
-var ErrInvalid = errors.New("invalid request")
+// Errors of a request, which the HTTP API answers with a status code
+// (400, 404, 409) and {"error": "..."}, and the retrigger command with a
+// non-zero exit.
+var (
+	// ErrInvalid: a request that cannot be run as given: a malformed
+	// filter, or one that can never select anything the operation acts on.
+	ErrInvalid = errors.New("invalid request")
+	// ErrNotFound: what the request names exists nowhere: ids in neither
+	// events nor errors, a type retrigger has never seen.
+	ErrNotFound = errors.New("not found")
+	// ErrNoChange: the request would change nothing: ids of events the
+	// action does not apply to as they are (retrying an event that
+	// succeeded, redriving one that is not archived), a resume of a type
+	// that is neither paused nor held by its breaker.
+	ErrNoChange = errors.New("nothing to change")
+)
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
+// refusal is an error of one of the kinds above whose text is only its
+// message: "retry nope: no event or archived event has this id".
+type refusal struct {
+	kind error
+	msg  string
+}
+
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.kind }
+
+func refuse(kind error, format string, args ...any) error {
+	return &refusal{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
 var stateNames = map[string]event.State{"new": event.StateNew, "success": event.StateSuccess, "failed": event.StateFailed, "error": event.StateError}
+
+// reasonNames are the archive reasons a filter may name.
+var reasonNames = map[string]bool{
+	string(event.ReasonExhausted): true, string(event.ReasonPermanent): true, string(event.ReasonRejected): true,
+	string(event.ReasonCrashed): true, string(event.ReasonCancelled): true, string(event.ReasonApplication): true,
+}
 
 // filter is q for the event store.
 func (q Query) filter() (eventstore.Filter, error) {
@@ -90,7 +124,19 @@ func (q Query) filter() (eventstore.Filter, error) {
 		f.States = append(f.States, st)
 	}
 	for _, r := range q.Reasons {
+		if !reasonNames[r] {
+			return f, invalid("reason %q is none of exhausted, permanent, rejected, crashed, cancelled, application", r)
+		}
 		f.Reasons = append(f.Reasons, event.Reason(r))
+	}
+	for _, t := range q.Types {
+		if t == "" {
+			return f, invalid("an empty type")
+		}
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+		return f, invalid("since %s is not before until %s: the time range selects nothing",
+			q.Since.UTC().Format(time.RFC3339), q.Until.UTC().Format(time.RFC3339))
 	}
 	if q.Error != "" {
 		re, err := regexp.Compile(q.Error)

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -61,14 +60,6 @@ type ResumeRequest struct {
 	Type string `json:"type"`
 	By   string `json:"by,omitempty"`
 }
-
-// ErrNotFound: what the request names exists nowhere (an id in neither
-// collection, a type retrigger has never seen).
-var ErrNotFound = errors.New("not found")
-
-// ErrNoChange: the request would change nothing (a resume of a type that
-// is neither paused nor held by its breaker).
-var ErrNoChange = errors.New("nothing to change")
 
 // Flow returns the flow control of every type that has events, archives or
 // a flow state, sorted by type.

@@ -19,8 +19,13 @@ import (
 
 // The HTTP API: POST /admin/v1/<operation> with the request as JSON. An
 // action answers with newline-delimited JSON: {"progress": ...} lines as
-// it goes, then {"result": ...} or {"error": ...}. An error before an
-// action starts is a status code and {"error": "..."}.
+// it goes, then {"result": ...} or {"error": ...}. A request refused
+// before an action starts, and any failed stats, list or show, is a
+// status code and {"error": "..."}: 400 a malformed request or a filter
+// that can never select anything the action changes (ErrInvalid), 404
+// ids that no event has, or a type never seen (ErrNotFound), 409 a
+// request that would change nothing: ids of events the action does not
+// apply to, a resume of a type not held (ErrNoChange); 500 anything else.
 const apiPrefix = "/admin/v1/"
 
 // Handler serves ops over HTTP under /admin/v1/, logging every change to
@@ -156,17 +161,23 @@ func (h *server) action(w http.ResponseWriter, r *http.Request, name string, fn 
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
+	// The status is sent with the first line: until then a refusal can
+	// still be a status code.
 	var (
-		mu   sync.Mutex
-		enc  = json.NewEncoder(w)
-		last time.Time
+		mu      sync.Mutex
+		enc     = json.NewEncoder(w)
+		last    time.Time
+		started bool
 	)
 	flusher, _ := w.(http.Flusher)
 	send := func(l line) {
 		mu.Lock()
 		defer mu.Unlock()
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
 		_ = enc.Encode(l)
 		if flusher != nil {
 			flusher.Flush()
@@ -183,7 +194,17 @@ func (h *server) action(w http.ResponseWriter, r *http.Request, name string, fn 
 			Strs("ids", res.Changed[:min(len(res.Changed), 20)]).Msg("admin action changed events")
 	}
 	if err != nil {
-		h.log.Warn().Err(err).Str("action", name).Msg("admin action stopped")
+		status := statusOf(err)
+		if status >= http.StatusInternalServerError {
+			h.log.Warn().Err(err).Str("action", name).Msg("admin action stopped")
+		}
+		mu.Lock()
+		refused := !started
+		mu.Unlock()
+		if refused {
+			writeError(w, status, err)
+			return
+		}
 		send(line{Error: err.Error(), Invalid: errors.Is(err, ErrInvalid), Result: res})
 		return
 	}
@@ -199,6 +220,7 @@ func decode(body json.RawMessage, v any) error {
 	return nil
 }
 
+// statusOf is the status code of an operation's error.
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalid):
@@ -253,11 +275,15 @@ func (c *Client) post(ctx context.Context, op string, req any) (*http.Response, 
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		// The server's refusals come back as the same errors.
-		for code, sentinel := range map[int]error{http.StatusBadRequest: ErrInvalid, http.StatusNotFound: ErrNotFound, http.StatusConflict: ErrNoChange} {
-			if resp.StatusCode == code {
-				return nil, fmt.Errorf("%w: %s", sentinel, strings.TrimPrefix(e.Error, sentinel.Error()+": "))
-			}
+		// The server's refusals come back as the same errors, saying
+		// what the server said.
+		switch resp.StatusCode {
+		case http.StatusBadRequest:
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(e.Error, ErrInvalid.Error()+": "))
+		case http.StatusNotFound:
+			return nil, &refusal{kind: ErrNotFound, msg: e.Error}
+		case http.StatusConflict:
+			return nil, &refusal{kind: ErrNoChange, msg: e.Error}
 		}
 		return nil, fmt.Errorf("%s: %s", c.BaseURL, e.Error)
 	}

@@ -52,6 +52,7 @@ type Step struct {
 // Show finds the event with the id, in events and in errors, and tells
 // its timeline: insert, each attempt kept in its history (time, duration,
 // error, replica, trace), archives and redrives, and when it is due next.
+// ErrNotFound: no event has the id.
 func (a *Admin) Show(ctx context.Context, id string) (*Show, error) {
 	ids, err := ParseID(id)
 	if err != nil {
@@ -60,6 +61,9 @@ func (a *Admin) Show(ctx context.Context, id string) (*Show, error) {
 	events, archived, err := a.store.FindIDs(ctx, ids)
 	if err != nil {
 		return nil, err
+	}
+	if len(events)+len(archived) == 0 {
+		return nil, refuse(ErrNotFound, "no event with id %s in events or errors", id)
 	}
 	out := &Show{Query: id, Found: []Shown{}}
 	for _, doc := range events {

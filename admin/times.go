@@ -15,6 +15,9 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if d, err := ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q is a negative age: give how long ago, like 36h or 2d", s)
+		}
 		return now.Add(-d), nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime/debug"
 	"sort"
 	"sync/atomic"
@@ -35,7 +34,10 @@ type WorkerStats struct {
 	Changed   atomic.Int64 // runs whose outcome was not written: the event changed meanwhile
 	Retried   atomic.Int64 // messages handed back after a storage error
 	Held      atomic.Int64 // claimed events flow control held back (paused, breaker open, limits, keys)
-	InFlight  atomic.Int64 // handlers running now
+	// AfterCrash counts claims of events whose last run never recorded an
+	// outcome (retrigger.crashes above 0): crashed or hung runs.
+	AfterCrash atomic.Int64
+	InFlight   atomic.Int64 // handlers running now
 }
 
 // Worker is one consumer replica.
@@ -142,17 +144,20 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		return
 	}
 	now := w.cfg.Now()
-	sctx, cancel := w.storeCtx(ctx)
-	claim, err := w.store.ClaimEvent(sctx, eventstore.ClaimRequest{
-		ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: rand.Int64(), Now: now, TTL: w.cfg.AckWait,
-	})
-	cancel()
+	r := eventstore.ClaimRequest{ID: ref.ID, Type: typ, Owner: w.cfg.Replica, Token: newToken(), Now: now, TTL: w.cfg.AckWait, Grace: leaseGrace}
+	claim, err := w.claim(ctx, msg, r)
 	if err != nil {
-		w.retryLater(ctx, msg, ref, err)
+		// No answer while the lease it may have written holds: give that
+		// lease back, so it never passes for a crashed run.
+		w.abandon(ctx, &Claim{Event: event.Event{ID: ref.ID, Version: ref.Version}, Lease: event.Lease{Owner: r.Owner, Token: r.Token, Until: r.Now.Add(r.TTL)}}, "claiming", err)
+		w.redeliver(msg)
 		return
 	}
 	switch claim.Outcome {
 	case eventstore.Claimed:
+		if claim.Event.Crashes > 0 {
+			w.stats.AfterCrash.Add(1)
+		}
 	case eventstore.NotDue:
 		w.stats.Early.Add(1)
 		w.cfg.Metrics.Skipped(metrics.SkipNotDue)
@@ -170,7 +175,7 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 		// ..., never later than the lease's end.
 		w.stats.Busy.Add(1)
 		w.cfg.Metrics.Skipped(metrics.SkipBusy)
-		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now))
+		_ = msg.NakWithDelay(busyDelay(msg, claim.Event.Lease, now.Add(-leaseGrace)))
 		return
 	default: // Gone, Done, Invalid: nothing to run
 		w.stale(ctx, msg, ref, claim.Outcome.String())
@@ -181,6 +186,11 @@ func (w *Worker) handle(ctx context.Context, typ string, msg jetstream.Msg) {
 	permit, err := w.flow.Admit(ctx, &claim, messaging.ChangeOrder(msg.Headers()))
 	decided(ctx)
 	if !permit.Run {
+		if err != nil {
+			// Parking it may have failed, leaving the lease: give it
+			// back, so that it never passes for a crashed run.
+			_ = w.giveBack(ctx, &claim)
+		}
 		w.held(ctx, msg, ref, permit, err)
 		return
 	}
@@ -239,9 +249,9 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 	}
 	t.Run.TraceID, t.Run.SpanID = span.IDs()
 	span.Outcome(t.Run.Outcome)
+	err := w.complete(ctx, msg, c, t)
 	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	err := w.store.Complete(sctx, c, t)
 	if errors.Is(err, eventstore.ErrStale) {
 		// The application or an operator changed the event while it ran,
 		// or the lease expired and another replica took it over: the
@@ -257,9 +267,21 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 		return
 	}
 	if err != nil {
-		permit.Release(sctx, false, herr)
-		w.retryLater(ctx, msg, messaging.Ref{ID: ev.ID, Version: ev.Version}, err)
-		return
+		// No answer while the lease held: give the lease back, so it never
+		// passes for a crashed run. The outcome may have been written all
+		// the same, which one more read tells.
+		w.abandon(ctx, c, "writing the outcome of", err)
+		if w.recorded(context.WithoutCancel(ctx), c, t) != nil {
+			rctx, rcancel := w.storeCtx(context.WithoutCancel(ctx))
+			permit.Release(rctx, false, herr)
+			rcancel()
+			span.Outcome("given back")
+			w.redeliver(msg)
+			return
+		}
+		cancel()
+		sctx, cancel = w.storeCtx(context.WithoutCancel(ctx))
+		defer cancel()
 	}
 	_ = msg.Ack()
 	permit.Release(sctx, t.To == event.StateSuccess || t.To == event.StateError, herr)
@@ -355,20 +377,24 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 }
 
 // keepAlive renews the lease and sends a progress ack every AckWait/2
-// until ctx ends; if the lease was taken over it cancels the run.
+// until ctx ends; if the lease was taken over it cancels the run. The
+// first renewal comes sooner when the lease has less than an ack wait
+// left (a claim answered only on a retry): at half of what is left.
 func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) (stop func()) {
 	every := w.cfg.AckWait / 2
+	first := min(every, max(c.Lease.Until.Sub(w.cfg.Now())/2, 0))
 	ctx, stopCtx := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(every)
+		t := time.NewTimer(first)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				t.Reset(every)
 			}
 			_ = msg.InProgress()
 			sctx, scancel := w.storeCtx(ctx)
@@ -402,11 +428,4 @@ func (w *Worker) stale(ctx context.Context, msg jetstream.Msg, ref messaging.Ref
 	w.cfg.Metrics.Skipped(metrics.SkipStale)
 	w.log.Debug().Ctx(ctx).Str("event_id", event.IDString(ref.ID)).Int64("version", ref.Version).Str("why", why).Msg("message acknowledged without running")
 	_ = msg.Ack()
-}
-
-// retryLater hands a message back after a storage error.
-func (w *Worker) retryLater(ctx context.Context, msg jetstream.Msg, ref messaging.Ref, err error) {
-	w.stats.Retried.Add(1)
-	w.log.Warn().Ctx(ctx).Err(err).Str("event_id", event.IDString(ref.ID)).Msg("storage error; the message will be redelivered")
-	_ = msg.NakWithDelay(time.Second)
 }

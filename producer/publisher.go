@@ -19,10 +19,6 @@ import (
 	"github.com/retrigger/retrigger/shared/tracing"
 )
 
-// headerRoom is kept free of the server's max payload for the headers
-// besides the event's id.
-const headerRoom = 1024
-
 // Stats count what the producer did since it started.
 type Stats struct {
 	Changes    atomic.Int64 // changes read from the change stream
@@ -165,24 +161,41 @@ func stateStamp(ev *event.Event) string {
 // changeStamp names a change by its cluster time (messaging.ChangeStamp).
 func changeStamp(ts bson.Timestamp) string { return messaging.ChangeStamp(ts) }
 
+// traceRoom is kept free of max_payload for the trace context a traced
+// publish adds to the headers: traceparent, and tracestate (at most 512
+// characters by the W3C's rules).
+const traceRoom = 640
+
+// traceHeaders are the headers of the trace context, as written.
+var traceHeaders = []string{"traceparent", "tracestate", "Traceparent", "Tracestate"}
+
 // message builds the message of r: the body shows the document when it
-// fits, a stub otherwise; an id too large for any message marks r
-// tooLarge.
+// fits, a stub otherwise. When NATS would refuse the message whatever its
+// body (the event's id too large for the Retrigger-Id header, or for
+// max_payload), r is marked tooLarge: the event goes into errors directly.
 func (p *publisher) message(r routed, subject, stamp string) routed {
-	idSize := len(event.EncodeID(r.ev.ID))
-	room := p.maxPayload - headerRoom - idSize
-	if room < 0 {
-		r.tooLarge = fmt.Sprintf("its _id is %d bytes; a NATS message (max_payload %d bytes) cannot carry it", len(r.ev.ID.Value), p.maxPayload)
+	msg := messaging.NewMsg(subject, messaging.MsgID(r.ev.ID, stamp), r.ev.ID, r.ev.Version, nil)
+	if r.reject != "" {
+		msg.Header.Set(messaging.HeaderReason, r.reject)
+	}
+	if err := messaging.CheckSize(msg, p.maxPayload); err != nil {
+		r.tooLarge = fmt.Sprintf("its _id (%d bytes) cannot travel in a NATS message: %v", len(r.ev.ID.Value), err)
 		return r
+	}
+	room := p.maxPayload - messaging.HeaderBytes(msg)
+	if p.cfg.Tracing != nil {
+		room -= traceRoom
 	}
 	body, err := messaging.Body(r.doc)
 	if err != nil || len(body) > room {
 		body = messaging.StubBody(&r.ev, len(r.doc))
 	}
-	r.msg = messaging.NewMsg(subject, messaging.MsgID(r.ev.ID, stamp), r.ev.ID, r.ev.Version, body)
-	if r.reject != "" {
-		r.msg.Header.Set(messaging.HeaderReason, r.reject)
+	msg.Data = body
+	if err := messaging.CheckSize(msg, p.maxPayload); err != nil {
+		r.tooLarge = fmt.Sprintf("its _id (%d bytes) leaves no room in a NATS message for even a stub body: %v", len(r.ev.ID.Value), err)
+		return r
 	}
+	r.msg = msg
 	return r
 }
 
@@ -196,14 +209,21 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 		return nil, nil
 	}
 	r.span = p.cfg.Tracing.Publish(&r.ev, r.msg)
+	if err := messaging.CheckSize(r.msg, p.maxPayload); err != nil {
+		// The trace context took the headers past the limit (an id just
+		// under it): the event travels untraced rather than not at all.
+		for _, k := range traceHeaders {
+			r.msg.Header.Del(k)
+		}
+	}
 	if r.reject != "" {
 		p.stats.Rejected.Add(1)
 		r.span.Log(p.log.Warn()).Str("event_id", event.IDString(r.ev.ID)).Str("reason", r.reject).Msg("event document rejected; archiving it into errors")
 	}
 	r.sent = time.Now()
 	fut, err := p.js.PublishMsgAsync(r.msg)
-	if err != nil && messaging.IsMessageError(err) {
-		err = p.fallback(ctx, *r, err)
+	if refused := messaging.Refusal(err); refused != nil {
+		err = p.fallback(ctx, *r, refused)
 		r.span.End(err)
 		return nil, err
 	}
@@ -218,9 +238,9 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 	return fut, nil
 }
 
-// acked waits for the ack of a publish of r. A message the stream refuses
-// for itself (too large for its limits) falls back; other errors are
-// returned for the caller to retry.
+// acked waits for the ack of a publish of r. A message NATS refuses for
+// what it is (messaging.Refusal) falls back; other errors are returned
+// for the caller to retry.
 func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFuture) (err error) {
 	defer func() { r.span.End(err) }()
 	select {
@@ -232,8 +252,8 @@ func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFut
 		p.cfg.Metrics.Published(ack.Stream, time.Since(r.sent), ack.Duplicate)
 		return nil
 	case err := <-fut.Err():
-		if messaging.IsMessageError(err) {
-			return p.fallback(ctx, r, err)
+		if refused := messaging.Refusal(err); refused != nil {
+			return p.fallback(ctx, r, refused)
 		}
 		p.cfg.Metrics.NATSError("publish")
 		return p.streamMissing(ctx, fmt.Errorf("publish of %s not acknowledged: %w", fut.Msg().Header.Get(nats.MsgIdHdr), err))
@@ -242,10 +262,15 @@ func (p *publisher) acked(ctx context.Context, r routed, fut jetstream.PubAckFut
 	}
 }
 
-// fallback handles a message refused for itself: it is published again
-// with a stub body, and when even that is refused the event is moved into
-// errors, so that it never blocks the events after it.
-func (p *publisher) fallback(ctx context.Context, r routed, cause error) error {
+// fallback handles a message NATS refused for what it is: one too large
+// is published again with a stub body; when even that is refused, or the
+// refusal is of its headers or subject, which no body changes, the event
+// is moved into errors naming the cause, so that it never blocks the
+// events after it.
+func (p *publisher) fallback(ctx context.Context, r routed, refused error) error {
+	if !errors.Is(refused, messaging.ErrMessageTooLarge) {
+		return p.moveToErrors(ctx, r, fmt.Sprintf("it cannot be published to NATS: %v", refused))
+	}
 	stub := *r.msg
 	stub.Data = messaging.StubBody(&r.ev, len(r.doc))
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
@@ -259,10 +284,10 @@ func (p *publisher) fallback(ctx context.Context, r routed, cause error) error {
 		}
 		return nil
 	}
-	if !messaging.IsMessageError(err) {
+	if messaging.Refusal(err) == nil {
 		return fmt.Errorf("publishing %s again without its body: %w", stub.Header.Get(nats.MsgIdHdr), err)
 	}
-	return p.moveToErrors(ctx, r, fmt.Sprintf("it cannot be published to NATS: %v", cause))
+	return p.moveToErrors(ctx, r, fmt.Sprintf("it cannot be published to NATS: %v", refused))
 }
 
 // moveToErrors settles an event that cannot travel in any message: it is

@@ -34,6 +34,7 @@ func TestCommand(t *testing.T) {
 	srv := httptest.NewServer(admin.Handler(admin.New(st, nil, messaging.DefaultNames()), zerolog.Nop()))
 	t.Cleanup(srv.Close)
 	at := time.Now().UTC().Add(-2 * time.Hour)
+	require.NoError(t, db.Collection("events").InsertOne(ctx, bson.D{{Key: "_id", Value: "s1"}, {Key: "type", Value: "partner"}, {Key: "state", Value: int32(1)}, {Key: "updatedAt", Value: at}}))
 	for _, id := range []string{"a", "b"} {
 		require.NoError(t, db.Collection("errors").InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "type", Value: "partner"},
 			{Key: "state", Value: int32(3)}, {Key: "lastError", Value: bson.D{{Key: "message", Value: "partner: 503"}}},
@@ -68,13 +69,27 @@ func TestCommand(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, 2, "", "unknown command"},
 		{"help", []string{"-help"}, 0, "", "RETRIGGER_SERVER"},
 		{"redrive", []string{"redrive", "a", "-yes"}, 0, "redrive: 1 changed, 0 skipped", "changed events"},
-		{"redrive again", []string{"redrive", "a", "-yes"}, 0, "nothing selected", ""},
+		{"redrive again", []string{"redrive", "a", "-yes"}, 1, "", "redrive a: it is new in events: redrive applies to archived events"},
+		{"show of a redriven event", []string{"show", "a"}, 0, "(version 1, redriven once)", ""},
+		{"retry of an id no event has", []string{"retry", "nope123", "-yes"}, 1, "", "retry nope123: no event or archived event has this id"},
+		{"retry of an event that succeeded", []string{"retry", "s1", "-yes"}, 1, "", "retry s1: it is success in events: retry applies to failed events"},
+		{"dry run of an id no event has", []string{"cancel", "nope123", "-dry-run"}, 1, "", "no event or archived event has this id"},
+		{"a state cancel never changes", []string{"cancel", "-state", "success", "-yes"}, 2, "", "cancel applies to new and failed events: state success selects none of them"},
+		{"an unknown state", []string{"retry", "-state", "done", "-yes"}, 2, "", `state "done"`},
+		{"a bad regular expression", []string{"retry", "-error", "(", "-yes"}, 2, "", "error pattern"},
+		{"a negative age", []string{"ls", "events", "-since", "-2h"}, 2, "", "negative age"},
+		{"a preview of nothing lists nothing", []string{"retry", "-type", "nosuch", "-dry-run"}, 0, "retry would change 0 events\n", ""},
+		{"one event", []string{"redrive", "b", "-dry-run"}, 0, "redrive would change 1 event:\n", ""},
+		{"all, by its flag", []string{"cancel", "-yes"}, 2, "", "give a filter, ids, or -all"},
+		{"a filter selecting nothing", []string{"retry", "-type", "nosuch", "-yes"}, 0, "retry: nothing selected", ""},
 	}
-	for _, tt := range tests {
-		code, out, errOut := run("", tt.args...)
-		require.Equal(t, tt.code, code, "%s: %s%s", tt.name, out, errOut)
-		require.Contains(t, out, tt.out, tt.name)
-		require.Contains(t, errOut, tt.err, tt.name)
+	for _, tt := range tests { // in order: a case may see what the one before did
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := run("", tt.args...)
+			require.Equal(t, tt.code, code, "%s%s", out, errOut)
+			require.Contains(t, out, tt.out)
+			require.Contains(t, errOut, tt.err)
+		})
 	}
 	code, out, _ := run("", "-o", "json", "show", "b")
 	require.Zero(t, code)

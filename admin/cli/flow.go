@@ -68,7 +68,7 @@ func printFlow(w io.Writer, all []admin.FlowStatus, now time.Time) {
 		breaker := f.Breaker
 		switch f.Breaker {
 		case flow.Open:
-			breaker = fmt.Sprintf("open since %s, %d trips; next probe %s", ago(f.Since, now), f.Trips, inAt(f.NextProbe, now))
+			breaker = fmt.Sprintf("open since %s, %s; next probe %s", ago(f.Since, now), trips(f.Trips), inAt(f.NextProbe, now))
 		case flow.Recovering:
 			breaker = fmt.Sprintf("recovering since %s: %d at once", ago(f.Since, now), f.WaveLimit)
 		}
@@ -95,6 +95,14 @@ func printFlow(w io.Writer, all []admin.FlowStatus, now time.Time) {
 			fmt.Fprintf(w, "%s tripped: %s\n", f.Type, clip(f.Reason, 200))
 		}
 	}
+}
+
+// trips says how often a breaker tripped.
+func trips(n int64) string {
+	if n == 1 {
+		return "1 trip"
+	}
+	return fmt.Sprintf("%d trips", n)
 }
 
 // inAt says when t comes: "in 12s", or "now".

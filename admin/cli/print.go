@@ -205,7 +205,11 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 			state += ", next attempt " + ago(e.NextAttemptAt, now)
 		}
 		fmt.Fprintf(tw, "  state\t%s\n", state)
-		fmt.Fprintf(tw, "  failed runs\t%d (version %d, redriven %d times)\n", e.Attempts, e.Version, e.Redrives)
+		runs := fmt.Sprintf("%d (version %d", e.Attempts, e.Version)
+		if e.Redrives > 0 {
+			runs += ", redriven " + times(e.Redrives)
+		}
+		fmt.Fprintf(tw, "  failed runs\t%s)\n", runs)
 		if e.LastError != "" {
 			fmt.Fprintf(tw, "  last error\t%s\n", clip(e.LastError, 200))
 		}
@@ -255,18 +259,46 @@ func printShow(w io.Writer, s *admin.Show, now time.Time) {
 	}
 }
 
+// count is n and the noun, plural unless n is 1: "1 event", "2 events".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// times is how often: "once", "3 times".
+func times(n int64) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
+}
+
 func printPreview(w io.Writer, cmd string, p *admin.ActionResult) {
-	fmt.Fprintf(w, "%s would change %d events", cmd, p.Selected)
+	fmt.Fprintf(w, "%s would change %s", cmd, count(p.Selected, "event"))
 	if len(p.Sample) == 0 {
 		fmt.Fprintln(w)
-		return
+	} else {
+		if p.Selected == 1 {
+			fmt.Fprintln(w, ":")
+		} else {
+			fmt.Fprintln(w, "; the first of them:")
+		}
+		tw := table(w)
+		for _, it := range p.Sample {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, it.State+" "+it.Reason, clip(it.LastError, 60))
+		}
+		tw.Flush()
 	}
-	fmt.Fprintln(w, "; the first of them:")
-	tw := table(w)
-	for _, it := range p.Sample {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", clip(it.IDText, 40), it.Type, it.State+" "+it.Reason, clip(it.LastError, 60))
+	printUnmatched(w, p.Unmatched)
+}
+
+// printUnmatched lists the ids given that selected nothing, and why.
+func printUnmatched(w io.Writer, unmatched []admin.Skip) {
+	for _, s := range unmatched {
+		fmt.Fprintf(w, "  not selected %s: %s\n", clip(s.IDText, 40), s.Why)
 	}
-	tw.Flush()
 }
 
 func printResult(w io.Writer, r *admin.ActionResult) {
@@ -277,4 +309,5 @@ func printResult(w io.Writer, r *admin.ActionResult) {
 	if len(r.Skips) > 20 {
 		fmt.Fprintf(w, "  … and %d more skipped (-o json lists them)\n", r.Skipped-20)
 	}
+	printUnmatched(w, r.Unmatched)
 }

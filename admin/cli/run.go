@@ -78,9 +78,6 @@ func (r *runner) run(ctx context.Context, pos []string) error {
 		if err != nil {
 			return err
 		}
-		if len(s.Found) == 0 {
-			return fmt.Errorf("no event with id %s in events or errors", args[0])
-		}
 		return r.print(s, func() { printShow(r.io.Out, s, now) })
 	case "purge":
 		if len(args) < 1 || args[0] != "errors" {
@@ -126,10 +123,10 @@ func (r *runner) act(ctx context.Context, ops admin.Operations, cmd string, req 
 	}
 	if !r.o.yes {
 		if !r.io.InTerminal {
-			return fmt.Errorf("%w: %s would change %d events: pass -yes to confirm (standard input is not a terminal to ask on)", errUsage, cmd, preview.Selected)
+			return fmt.Errorf("%w: %s would change %s: pass -yes to confirm (standard input is not a terminal to ask on)", errUsage, cmd, count(preview.Selected, "event"))
 		}
 		printPreview(r.io.Err, cmd, preview)
-		fmt.Fprintf(r.io.Err, "%s %d events? [y/N] ", cmd, preview.Selected)
+		fmt.Fprintf(r.io.Err, "%s %s? [y/N] ", cmd, count(preview.Selected, "event"))
 		answer, _ := bufio.NewReader(r.io.In).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
 			fmt.Fprintln(r.io.Err, "nothing changed")

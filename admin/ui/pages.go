@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -335,6 +336,10 @@ func (s *server) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	show, err := s.cfg.Ops.Show(r.Context(), id)
+	if errors.Is(err, admin.ErrNotFound) {
+		s.render(w, r, http.StatusNotFound, "event", view{Title: "Event " + id, Data: eventData{Query: id}})
+		return
+	}
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -343,11 +348,7 @@ func (s *server) event(w http.ResponseWriter, r *http.Request) {
 	for _, f := range show.Found {
 		d.Found = append(d.Found, s.shown(f))
 	}
-	status := http.StatusOK
-	if len(d.Found) == 0 {
-		status = http.StatusNotFound
-	}
-	s.render(w, r, status, "event", view{Title: "Event " + id, Data: d})
+	s.render(w, r, http.StatusOK, "event", view{Title: "Event " + id, Data: d})
 }
 
 type eventData struct {
@@ -510,7 +511,7 @@ func (s *server) confirm(w http.ResponseWriter, r *http.Request) {
 	}
 	a := actions[name]
 	d := confirmData{Action: name, Title: a.title, Verb: a.verb, In: a.in, Selected: res.Selected, Sample: items(res.Sample),
-		IDs: req.IDs, F: f, All: req.All, Back: href("/"+a.in, f.values())}
+		Unmatched: res.Unmatched, IDs: req.IDs, F: f, All: req.All, Back: href("/"+a.in, f.values())}
 	if len(req.IDs) == 1 {
 		d.Back = href("/event", url.Values{"id": req.IDs})
 	}
@@ -533,6 +534,7 @@ type confirmData struct {
 	Action, Title, Verb, In string
 	Selected                int
 	Sample                  []item
+	Unmatched               []admin.Skip // ids given that select nothing, and why
 	IDs                     []string
 	F                       filter
 	All                     bool
@@ -584,6 +586,7 @@ func (s *server) act(w http.ResponseWriter, r *http.Request) {
 		d.Changed = append(d.Changed, link{id, href("/event", url.Values{"id": {id}})})
 	}
 	d.Skips = res.Skips[:min(len(res.Skips), 50)]
+	d.Unmatched = res.Unmatched[:min(len(res.Unmatched), 50)]
 	if len(req.IDs) == 1 {
 		d.Back = href("/event", url.Values{"id": req.IDs})
 	}
@@ -591,10 +594,11 @@ func (s *server) act(w http.ResponseWriter, r *http.Request) {
 }
 
 type resultData struct {
-	Title   string
-	Result  *admin.ActionResult
-	Err     string
-	Changed []link
-	Skips   []admin.Skip
-	Back    template.URL
+	Title     string
+	Result    *admin.ActionResult
+	Err       string
+	Changed   []link
+	Skips     []admin.Skip
+	Unmatched []admin.Skip
+	Back      template.URL
 }

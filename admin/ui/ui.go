@@ -218,7 +218,8 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	}{status, msg}})
 }
 
-// failErr renders err: a request the operations refuse is the caller's.
+// failErr renders err: a request the operations refuse is the caller's,
+// with the status the admin API gives it.
 func (s *server) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
 	switch {

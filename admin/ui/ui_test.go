@@ -432,6 +432,49 @@ func TestActionsNameTheActor(t *testing.T) {
 	require.Contains(t, get("/event?id=x"), "by ada (retrigger ui)", "the history names the operator")
 }
 
+// The confirm page of an action shows what it would change and nothing
+// else: a filter that selects nothing lists no events, and ids the action
+// cannot change are refused with the status and the reason the admin API
+// gives.
+func TestConfirmSaysNo(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.AllowWrites = true })
+	b.archived(t, "a1", "partner", "exhausted", "partner: 503", b.now)
+	require.NoError(t, b.events.InsertOne(b.ctx, bson.D{{Key: "_id", Value: "s1"}, {Key: "type", Value: "mail"}, {Key: "state", Value: int32(1)}, {Key: "updatedAt", Value: b.now}}))
+
+	status, page := b.get(t, "/confirm/redrive?type=nosuch")
+	require.Equal(t, http.StatusOK, status, page)
+	require.Contains(t, page, `data-count="0"`)
+	require.NotContains(t, page, "The first", "a preview of nothing lists nothing")
+	require.NotContains(t, page, "a1")
+	status, page = b.get(t, "/confirm/retry?state=failed&type=nosuch")
+	require.Equal(t, http.StatusOK, status, page)
+	require.NotContains(t, page, "s1")
+
+	status, page = b.get(t, "/confirm/redrive?id=a1&id=s1")
+	require.Equal(t, http.StatusOK, status, page)
+	require.Contains(t, page, `data-count="1"`)
+	require.Contains(t, page, `id="unmatched"`, "the id it passes by is named, with why")
+	require.Contains(t, page, "it is success in events")
+
+	for _, tt := range []struct {
+		path   string
+		status int
+		says   string
+	}{
+		{"/confirm/retry?id=nope123", http.StatusNotFound, "retry nope123: no event or archived event has this id"},
+		{"/confirm/retry?id=s1", http.StatusConflict, "retry s1: it is success in events: retry applies to failed events"},
+		{"/confirm/redrive?id=s1", http.StatusConflict, "redrive applies to archived events"},
+		{"/confirm/cancel?state=success", http.StatusBadRequest, "state success selects none of them"},
+		{"/confirm/retry?error=(", http.StatusBadRequest, "error pattern"},
+		{"/event?id=nope123", http.StatusNotFound, "in events or errors"},
+	} {
+		status, page := b.get(t, tt.path)
+		require.Equal(t, tt.status, status, "%s: %s", tt.path, page)
+		require.Contains(t, page, html.EscapeString(tt.says), tt.path)
+	}
+}
+
 // With nothing due, the overview says whether failed events wait out
 // their backoff rather than that nothing waits.
 func TestOverviewSaysWhatWaits(t *testing.T) {

@@ -425,7 +425,7 @@ func (c *checker) cleanup(ctx context.Context) {
 	err := db.Drop(ctx)
 	if isCommandNotFound(err) { // a server without dropDatabase: remove what deploycheck wrote
 		err = nil
-		for _, name := range []string{eventstore.DefaultEvents, eventstore.DefaultErrors, eventstore.DefaultCheckpoints} {
+		for _, name := range []string{eventstore.DefaultEvents, eventstore.DefaultErrors, eventstore.DefaultCheckpoints, eventstore.DefaultFlow} {
 			coll := db.Collection(name)
 			if derr := coll.Drop(ctx); isCommandNotFound(derr) {
 				_, derr = coll.DeleteMany(ctx, bson.D{})

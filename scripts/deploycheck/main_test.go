@@ -54,7 +54,7 @@ func TestChecksAWireServer(t *testing.T) {
 		client, err := mongo.Connect(options.Client().ApplyURI(s.URI))
 		require.NoError(t, err)
 		defer client.Disconnect(context.Background())
-		for _, name := range []string{"events", "errors", "retrigger_checkpoints"} {
+		for _, name := range []string{"events", "errors", "retrigger_checkpoints", "retrigger_flow"} {
 			n, err := client.Database("deploycheck_scratch").Collection(name).CountDocuments(context.Background(), bson.D{})
 			require.NoError(t, err)
 			require.Zero(t, n, "%s is empty", name)

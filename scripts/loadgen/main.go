@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -77,7 +78,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.RateLimit, "rate-limit", "", "flow: how often runs of the type start, across the replicas, as -rate-limits takes a type's rate: 50/s, 300/m, 5/s,burst=10; reports the rate the handler saw and the most starts in any one second")
 	fs.StringVar(&o.Breaker, "breaker", "on", "flow: every type's circuit breaker in the workers: on (the stock breaker), off, or knobs as the consumer's -breaker takes them, e.g. 'min-runs=10,failure-ratio=90%'")
 	fs.IntVar(&o.BackoffFlood, "backoff-flood", 0, "keep this many events of another type (TYPE-backoff) in a one-hour backoff during the load, and report how soon the others start (not negative)")
-	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (rewritten on every write, as scripts/dev uses)")
+	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (durable: a journal synced before each write returns, as scripts/dev uses)")
 	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (not negative; 0 keeps them)")
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", loadtestDefault.SweepInterval, "embedded: time between the producer's sweeps, which apply the retention (not negative)")
 	fs.BoolVar(&o.Ceiling, "ceiling", false, "embedded: afterwards, measure the engine alone on the same writes, for the ratio")
@@ -88,7 +89,7 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.Names.StreamPrefix, "stream-prefix", "RETRIGGER", "prefix of the JetStream stream and consumer names (no '.', '*', '>', '/', '\\' or spaces)")
 	fs.StringVar(&o.Names.SubjectPrefix, "subject-prefix", "retrigger", "prefix of the NATS subjects: '.'-separated tokens, none empty, without '*', '>' or spaces")
 	fs.DurationVar(&o.ProgressEvery, "progress-every", loadtestDefault.ProgressEvery, "how often the progress line updates (not negative)")
-	fs.BoolVar(&s.cost, "cost", false, "embedded: run the load twice (CPU profile, then every allocation recorded) and print the CPU and allocations per event by part: producer, worker, archiver, storage engine, NATS client, nats-server, handler")
+	fs.BoolVar(&s.cost, "cost", false, "embedded: run the load three times (CPU profile, every allocation recorded, round trips counted) and print the CPU and allocations per event by part (producer, worker, archiver, storage engine, NATS client, nats-server, handler) and the round trips per event: commands per component, change events the relay reads and the documents MongoDB looks up for them, NATS messages")
 	fs.BoolVar(&s.json, "json", false, "print the results as one JSON object")
 	fs.BoolVar(&s.quiet, "quiet", false, "no progress line")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
@@ -306,6 +307,23 @@ func (s *settings) costs(ctx context.Context, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%-48s %12s %12s %12s\n", "part", "CPU µs", "allocs", "bytes")
 	for _, p := range append(res.Parts, res.Own) {
 		fmt.Fprintf(stdout, "%-48s %12.1f %12.1f %12.0f\n", p.Part, p.CPUMicros, p.Allocs, p.Bytes)
+	}
+	if rt := res.RoundTrips; rt != nil {
+		fmt.Fprintf(stdout, "\nround trips per event (a third run, counted; periodic work included):\n")
+		for _, c := range []string{"worker", "producer", "archiver"} {
+			ops := make([]string, 0, len(rt.Commands[c]))
+			for op := range rt.Commands[c] {
+				ops = append(ops, op)
+			}
+			sort.Strings(ops)
+			line := make([]string, len(ops))
+			for i, op := range ops {
+				line[i] = fmt.Sprintf("%s %.2f", op, rt.Commands[c][op])
+			}
+			fmt.Fprintf(stdout, "  %-9s %5.2f commands: %s\n", c, rt.Total[c], strings.Join(line, ", "))
+		}
+		fmt.Fprintf(stdout, "  relay     %5.2f change events read, %.2f documents MongoDB looks up for them (updateLookup)\n", rt.Changes, rt.Lookups)
+		fmt.Fprintf(stdout, "  NATS      %5.2f messages stored, %.2f delivered, %.2f acknowledged\n", rt.Stored, rt.Delivered, rt.Acked)
 	}
 	return 0
 }

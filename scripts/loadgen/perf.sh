@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduces every figure of docs/PERFORMANCE.md. Run from the repository
-# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 35
+# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 40
 # minutes on 2 cores and writes the load generator's JSON results (one
 # object a line), the profiles and the benchmark output to the directory
 # (default ./perf-results). Keep the machine otherwise idle: the JSON
@@ -19,6 +19,24 @@ for round in 1 2 3; do
 		for replicas in 1 2 4; do
 			"$LOADGEN" -count 20000 -failure-rate "$failure" -replicas "$replicas" -ceiling -json -quiet >>"$OUT/flood.jsonl" || echo "run failed: round $round, failure $failure, replicas $replicas" >&2
 		done
+	done
+done
+
+# The embedded engine (issue 21): durable (-storage file, the local run's)
+# against in memory, 0% and 20% failures, three rounds interleaved; and the
+# durable engine's latency at a fixed 200 events/s.
+for round in 1 2 3; do
+	for failure in 0 0.2; do
+		for storage in file memory; do
+			"$LOADGEN" -storage "$storage" -count 2000 -failure-rate "$failure" -replicas 2 -timeout 10m -json -quiet >>"$OUT/storage.jsonl" || echo "run failed: round $round, $storage, failure $failure" >&2
+		done
+	done
+done
+"$LOADGEN" -storage file -rate 200 -count 4000 -json -quiet >>"$OUT/rate200.jsonl" || echo "run failed: rate 200, file" >&2
+# ... with concurrent inserters, whose durable inserts share a flush.
+for inserters in 4 16; do
+	for storage in file memory; do
+		"$LOADGEN" -storage "$storage" -count 2000 -inserters "$inserters" -json -quiet >>"$OUT/storage.jsonl" || echo "run failed: $storage, $inserters inserters" >&2
 	done
 done
 
@@ -51,3 +69,5 @@ done
 go test -run '^$' -bench 'Relay|JetStreamPublishAsync' -benchmem -count 5 ./producer/ | tee "$OUT/producer-bench.txt"
 go test -run '^$' -bench 'Worker|Archiver' -benchmem -count 3 ./consumer/ | tee "$OUT/consumer-bench.txt"
 go test -run '^$' -bench EngineCeiling -benchmem -benchtime 20000x -count 3 ./scripts/loadtest/ | tee "$OUT/ceiling-bench.txt"
+go test -run '^$' -bench 'Transition|ChangeStreamNext|InsertFile' -benchmem -count 2 ./shared/store/embedded/ | tee "$OUT/embedded-bench.txt"
+go test -run '^$' -bench JournalSync -count 3 ./shared/store/embedded/internal/engine/ | tee -a "$OUT/embedded-bench.txt"

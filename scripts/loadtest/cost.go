@@ -40,6 +40,9 @@ type CostResult struct {
 	Own CostPart `json:"own"`
 	// Load is the load's own result (throughput, checks).
 	Load Result `json:"load"`
+	// RoundTrips are counted in a third run of the same load, so that
+	// counting costs the other two nothing.
+	RoundTrips *RoundTrips `json:"round_trips"`
 }
 
 // CostPart is one part's cost per event.
@@ -50,9 +53,9 @@ type CostPart struct {
 	Bytes     float64 `json:"bytes_per_event"`
 }
 
-// Cost runs the load o twice, once with a CPU profile and once with every
-// allocation recorded (runtime.MemProfileRate 1), and splits both by
-// part: each sample goes to the engine, the NATS client, the nats-server
+// Cost runs the load o three times: with a CPU profile, with every
+// allocation recorded (runtime.MemProfileRate 1), and with its round
+// trips counted (Options.RoundTrips). It splits the first two by part: each sample goes to the engine, the NATS client, the nats-server
 // or the handler when the innermost of those frames comes before any of
 // retrigger's own, and otherwise to the component whose code it is in (the
 // pprof label the load generator sets on each component's goroutines;
@@ -87,6 +90,13 @@ func Cost(ctx context.Context, o Options) (CostResult, error) {
 	if err != nil {
 		return out, err
 	}
+	to := o
+	to.RoundTrips = true
+	tr, err := run(to)
+	if err != nil {
+		return out, err
+	}
+	out.RoundTrips = tr.RoundTrips
 	parts := map[string]*CostPart{}
 	part := func(name string) *CostPart {
 		if parts[name] == nil {
@@ -212,8 +222,8 @@ const retriggerPrefix = "github.com/retrigger/retrigger/"
 // ("": retrigger's, or a library it calls).
 func dependency(fn string) string {
 	switch {
-	case strings.HasPrefix(fn, "github.com/256dpi/lungo"), strings.HasPrefix(fn, retriggerPrefix+"shared/store/embedded."):
-		return PartEngine
+	case strings.HasPrefix(fn, "github.com/256dpi/lungo"), strings.HasPrefix(fn, retriggerPrefix+"shared/store/embedded"):
+		return PartEngine // the adapter and the engine (shared/store/embedded/internal/engine) too
 	case strings.HasPrefix(fn, "github.com/nats-io/nats-server/"):
 		return PartServer
 	case strings.HasPrefix(fn, "github.com/nats-io/nats.go"), strings.HasPrefix(fn, "github.com/nats-io/nats%2ego"):

@@ -33,7 +33,7 @@ const (
 // Storage modes of the embedded engine.
 const (
 	StorageMemory = "memory" // the events live in memory (the load test's default)
-	StorageFile   = "file"   // a file rewritten on every write, as `scripts/dev` uses
+	StorageFile   = "file"   // durable, a journal synced before each write returns, as `scripts/dev` uses
 )
 
 // Options of a load test. The zero value of each field means its default;
@@ -157,6 +157,11 @@ type Options struct {
 	// when the load phase starts (its allocation counts, subtracted from
 	// the end's, are the load's).
 	HeapProfile, AllocsAtStart io.Writer
+	// RoundTrips (embedded) counts the load's round trips: the commands
+	// each component sends to the storage, the change events the relay
+	// reads and the lookups MongoDB would make for them, the NATS
+	// messages stored, delivered and acknowledged (Result.RoundTrips).
+	RoundTrips bool
 	// Progress, when set, is called about every ProgressEvery (default 1s)
 	// while the load runs, and once at its end.
 	Progress      func(Progress)

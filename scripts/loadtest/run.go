@@ -111,6 +111,7 @@ type Result struct {
 	PeakRSSScope string `json:"peak_rss_scope"`
 
 	Ceiling    *CeilingResult `json:"ceiling,omitempty"`
+	RoundTrips *RoundTrips    `json:"round_trips,omitempty"`
 	Invariants Report         `json:"invariants"`
 	Notes      []string       `json:"notes"`
 }
@@ -160,15 +161,22 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		t   *target
 		err error
 	)
+	var trips *tripCount
 	if external {
 		t, err = openExternal(ctx, o, tr)
 	} else {
-		t, err = openEmbedded(ctx, o, tr)
+		if o.RoundTrips {
+			trips = newTripCount()
+		}
+		t, err = openEmbedded(ctx, o, tr, trips)
 	}
 	if err != nil {
 		return res, err
 	}
 	defer t.close()
+	if err := trips.start(ctx, t, o.Names); err != nil {
+		return res, err
+	}
 	if o.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
 			return res, fmt.Errorf("starting the CPU profile: %w", err)
@@ -225,6 +233,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		res.Notes = append(res.Notes, "stopping the components: "+err.Error())
 	}
 	res.Pipeline = t.stats
+	if res.RoundTrips, err = trips.result(ctx, t, o.Count); err != nil {
+		res.Notes = append(res.Notes, "counting the round trips: "+err.Error())
+	}
 	if o.tamper != nil {
 		o.tamper(t)
 	}

@@ -132,7 +132,7 @@ func runDir(o Options, prefix string) (string, error) {
 // also covers the shared client connection's goroutines and the engine's
 // background expiry; the engine's writes run in the goroutine that calls
 // them, under that component's label.
-func openEmbedded(ctx context.Context, o Options, tr *tracker) (*target, error) {
+func openEmbedded(ctx context.Context, o Options, tr *tracker, trips *tripCount) (*target, error) {
 	var (
 		p   *pipeline.Pipeline
 		err error
@@ -140,6 +140,9 @@ func openEmbedded(ctx context.Context, o Options, tr *tracker) (*target, error) 
 	po := pipelineOptions(o, tr)
 	if po.DataDir, err = runDir(o, "load-"); err != nil {
 		return nil, err
+	}
+	if trips != nil {
+		po.StoreFor = trips.counter.Store
 	}
 	labelled("nats-server", func() { p, err = pipeline.Open(ctx, po) })
 	if err != nil {

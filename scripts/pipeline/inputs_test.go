@@ -146,9 +146,73 @@ func TestUnpublishableEvents(t *testing.T) {
 			doc, archived := b.waitDone(t, huge)
 			require.True(t, archived)
 			require.Equal(t, "rejected", doc.Lookup("retrigger", "reason").StringValue())
-			require.Contains(t, doc.Lookup("lastError", "message").StringValue(), "cannot carry it")
+			require.Contains(t, doc.Lookup("lastError", "message").StringValue(), "cannot travel in a NATS message")
 			_, archived = b.waitDone(t, large)
 			require.False(t, archived, "a large event travels as a reference and runs")
+		})
+	}
+}
+
+// An _id that fits in a document but not in a message's headers (the
+// Retrigger-Id header carries it whole, and JetStream refuses headers
+// above 64 KiB, error 10097, whatever max_payload allows) goes into errors
+// as rejected, naming the cause, without stopping the relay: the events
+// after it run at once. One just under the limit runs.
+func TestIDTooLargeForAHeader(t *testing.T) {
+	t.Parallel()
+	// headerBytes is the size of the headers of a message of a string id
+	// of n bytes, with a stamp of that many characters.
+	headerBytes := func(n, stamp int) int {
+		id := rawID(t, strings.Repeat("u", n))
+		return messaging.HeaderBytes(messaging.NewMsg("retrigger.events.job", messaging.MsgID(id, strings.Repeat("9", stamp)), id, 0, nil))
+	}
+	under := messaging.MaxHeaderBytes*3/4 - 1024               // base64: 4 characters per 3 bytes
+	for headerBytes(under+1, 22) <= messaging.MaxHeaderBytes { // 22: the longest change stamp
+		under++
+	}
+	over := under
+	for headerBytes(over, 5) <= messaging.MaxHeaderBytes { // 5: the shortest stamp, "v0.s0"
+		over++
+	}
+	require.LessOrEqual(t, headerBytes(under, 22), messaging.MaxHeaderBytes)
+	require.Greater(t, headerBytes(over, 5), messaging.MaxHeaderBytes)
+	require.Less(t, over-under, 32, "just under and just over")
+	for _, mode := range []struct {
+		name string
+		tune func(*Options)
+	}{
+		{"change streams", nil},
+		{"sweeper only", func(o *Options) {
+			o.Producer.DisableChangeStreams = true
+			o.Producer.Sweeper.Interval = 50 * time.Millisecond
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, newRecorder(nil), mode.tune) // NATS's default max_payload, 1 MiB
+			huge := rawID(t, strings.Repeat("h", 600_000))
+			justOver := rawID(t, strings.Repeat("o", over))
+			justUnder := rawID(t, strings.Repeat("u", under))
+			for _, id := range []bson.RawValue{huge, justOver, justUnder} {
+				b.insertRaw(t, id, bson.E{Key: "type", Value: "job"})
+			}
+			var after []bson.ObjectID
+			for range 20 {
+				after = append(after, b.insertJob(t))
+			}
+			for _, id := range after {
+				b.waitState(t, id, event.StateSuccess, 0)
+			}
+			for _, id := range []bson.RawValue{huge, justOver} {
+				doc, archived := b.waitDone(t, id)
+				require.True(t, archived, "%d bytes", len(id.Value))
+				require.Equal(t, "rejected", doc.Lookup("retrigger", "reason").StringValue())
+				msg := doc.Lookup("lastError", "message").StringValue()
+				require.Contains(t, msg, "headers are larger than JetStream's limit of 65535 bytes", msg)
+			}
+			doc, archived := b.waitDone(t, justUnder)
+			require.False(t, archived, "an id just under the limit travels and runs: %s", doc.Lookup("lastError", "message"))
+			require.Zero(t, b.Producer().Stats().Restarts.Load(), "the relay never restarted")
 		})
 	}
 }

@@ -230,10 +230,19 @@ func TestThousandEventsRandomFailures(t *testing.T) {
 	for _, d := range docs {
 		require.NoError(t, b.events().InsertOne(context.Background(), d))
 	}
-	waitFor(t, 60*time.Second, "every event terminal", func() bool {
-		n, err := b.events().Count(context.Background(), bson.D{{Key: "state", Value: bson.D{{Key: "$ne", Value: event.StateSuccess}}}})
+	deadline := time.Now().Add(60 * time.Second)
+	waitFor(t, 70*time.Second, "every event terminal", func() bool {
+		docs, err := b.events().Find(context.Background(), bson.D{{Key: "state", Value: bson.D{{Key: "$ne", Value: event.StateSuccess}}}}, store.FindOptions{})
 		require.NoError(t, err)
-		return n == 0
+		if len(docs) > 0 && time.Now().After(deadline) {
+			// Say where each straggler is before giving up.
+			for _, d := range docs[:min(len(docs), 10)] {
+				ev, _ := event.Parse(d)
+				t.Logf("not terminal: %s state %s attempts %d lease %+v parked %v due %s history %+v", ev.ID, ev.State, ev.Attempts, ev.Lease, ev.ParkedAt, ev.NextAttemptAt, ev.History)
+			}
+			t.Fatalf("%d events not terminal after 60s", len(docs))
+		}
+		return len(docs) == 0
 	})
 	var succeeded, archived int
 	for _, id := range ids {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/producer"
+	"github.com/retrigger/retrigger/shared/filelock"
 	"github.com/retrigger/retrigger/shared/health"
 	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/natsserver"
@@ -29,8 +30,10 @@ import (
 
 // Options of a pipeline. Zero fields take their defaults.
 type Options struct {
-	// DataDir holds the NATS store and, unless Memory, the storage file.
-	// Empty: a temporary directory, removed by Close.
+	// DataDir holds the NATS store and, unless Memory, the storage files.
+	// Empty: a temporary directory, removed by Close. One pipeline at a
+	// time: Open refuses a directory another process holds (its lock file,
+	// retrigger.lock), naming that process.
 	DataDir string
 	// Memory keeps the events in memory instead of DataDir/retrigger.db.
 	Memory bool
@@ -49,6 +52,10 @@ type Options struct {
 	// WrapStore, when set, wraps the storage the components use (to count
 	// or fail operations in tests).
 	WrapStore func(store.Database) store.Database
+	// StoreFor, when set, wraps the storage one component uses, on top of
+	// WrapStore: component is "producer", "worker" or "archiver" (to count
+	// each one's operations).
+	StoreFor func(component string, db store.Database) store.Database
 
 	// Tracing, when set, traces the components whose options have none.
 	Tracing *tracing.Tracer
@@ -62,6 +69,7 @@ type Options struct {
 type Pipeline struct {
 	opts   Options
 	tmpDir string
+	lock   *filelock.Lock
 
 	DB   *embedded.DB
 	db   store.Database // what the components use: DB, maybe wrapped
@@ -116,16 +124,16 @@ func Open(ctx context.Context, o Options) (*Pipeline, error) {
 		}
 		p.tmpDir, o.DataDir = dir, dir
 	}
+	// Before anything uses the directory: a second run on it would share
+	// the NATS store and the storage files with the first.
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("creating the data directory: %w", err)
+	}
 	var err error
-	p.NATS, err = natsserver.Start(natsserver.Options{Host: o.NATSHost, Port: o.NATSPort, StoreDir: filepath.Join(o.DataDir, "nats"), MaxPayload: o.NATSMaxPayload})
-	if err != nil {
+	if p.lock, err = filelock.Acquire(filepath.Join(o.DataDir, "retrigger.lock"), "the data directory "+o.DataDir); err != nil {
 		p.Close()
 		return nil, err
-	}
-	p.Conn, err = nats.Connect(p.NATS.ClientURL(), nats.Name("retrigger-pipeline"), nats.MaxReconnects(-1))
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("connecting to the embedded nats-server: %w", err)
 	}
 	so := o.Store
 	if !o.Memory {
@@ -135,6 +143,16 @@ func Open(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		p.Close()
 		return nil, err
+	}
+	p.NATS, err = natsserver.Start(natsserver.Options{Host: o.NATSHost, Port: o.NATSPort, StoreDir: filepath.Join(o.DataDir, "nats"), MaxPayload: o.NATSMaxPayload})
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.Conn, err = nats.Connect(p.NATS.ClientURL(), nats.Name("retrigger-pipeline"), nats.MaxReconnects(-1))
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("connecting to the embedded nats-server: %w", err)
 	}
 	p.db = p.DB
 	if o.WrapStore != nil {
@@ -171,6 +189,14 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 // Database is the storage the components use.
 func (p *Pipeline) Database() store.Database { return p.db }
 
+// storeOf is the storage component uses.
+func (p *Pipeline) storeOf(component string) store.Database {
+	if p.opts.StoreFor == nil {
+		return p.db
+	}
+	return p.opts.StoreFor(component, p.db)
+}
+
 // Options returns the options in force.
 func (p *Pipeline) Options() Options { return p.opts }
 
@@ -181,7 +207,7 @@ func (p *Pipeline) StartProducer() error {
 	if p.producer != nil {
 		return errors.New("producer already running")
 	}
-	pr, err := producer.New(p.opts.Producer, p.db, p.Conn)
+	pr, err := producer.New(p.opts.Producer, p.storeOf("producer"), p.Conn)
 	if err != nil {
 		return err
 	}
@@ -226,7 +252,7 @@ func (p *Pipeline) StartWorker() error { return p.StartWorkerWith(p.opts.Worker)
 // StartWorkerWith adds a consumer replica with its own configuration, such
 // as another set of handlers.
 func (p *Pipeline) StartWorkerWith(cfg consumer.Config) error {
-	w, err := consumer.NewWorker(cfg, p.db, p.Conn)
+	w, err := consumer.NewWorker(cfg, p.storeOf("worker"), p.Conn)
 	if err != nil {
 		return err
 	}
@@ -273,7 +299,7 @@ func (p *Pipeline) StopWorkers() error {
 
 // StartArchiver runs the archiver.
 func (p *Pipeline) StartArchiver() error {
-	a, err := consumer.NewArchiver(p.opts.Archiver, p.db, p.Conn)
+	a, err := consumer.NewArchiver(p.opts.Archiver, p.storeOf("archiver"), p.Conn)
 	if err != nil {
 		return err
 	}
@@ -309,6 +335,8 @@ func (p *Pipeline) Close() error {
 	if p.DB != nil {
 		errs = append(errs, p.DB.Close(context.Background()))
 	}
+	errs = append(errs, p.lock.Release())
+	p.lock = nil
 	if p.tmpDir != "" {
 		errs = append(errs, os.RemoveAll(p.tmpDir))
 		p.tmpDir = ""

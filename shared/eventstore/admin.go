@@ -52,10 +52,13 @@ func (s *Store) coll(w Where) store.Collection {
 // Filter selects events or archived events. Zero fields select everything;
 // set fields all apply.
 type Filter struct {
-	IDs     []bson.RawValue // any of these ids
-	Types   []string        // any of these types
-	States  []event.State   // any of these states (events)
-	Reasons []event.Reason  // any of these archive reasons (errors)
+	// IDs selects any of these ids. nil selects any id; an empty list that
+	// is not nil selects none: a set of ids found to be empty (an action's
+	// selection, a preview of it) selects nothing, never everything.
+	IDs     []bson.RawValue
+	Types   []string       // any of these types
+	States  []event.State  // any of these states (events)
+	Reasons []event.Reason // any of these archive reasons (errors)
 	// Error matches lastError.message. It is evaluated by the store on each
 	// page of what the other fields select (neither backend can use an
 	// index for it), so narrow a query on a large collection with them.
@@ -70,7 +73,7 @@ type Filter struct {
 // query is the filter document of f on w, without Error.
 func (s *Store) query(w Where, f Filter) bson.D {
 	q := bson.D{}
-	if len(f.IDs) > 0 {
+	if f.IDs != nil {
 		ids := make(bson.A, len(f.IDs))
 		for i, id := range f.IDs {
 			ids[i] = id
@@ -121,6 +124,10 @@ func timeRange(f Filter) bson.D {
 	return rng
 }
 
+// none reports whether f selects nothing whatever the collection holds:
+// an empty, non-nil list of ids.
+func (f Filter) none() bool { return f.IDs != nil && len(f.IDs) == 0 }
+
 // matches applies the part of f the query cannot: the error's pattern.
 func matches(doc bson.Raw, f Filter) bool {
 	if f.Error == nil {
@@ -147,6 +154,9 @@ const maxUndated = 100_000
 func (s *Store) Scan(ctx context.Context, w Where, f Filter, o ScanOptions, visit func(doc bson.Raw) (bool, error)) error {
 	if o.Page <= 0 {
 		o.Page = 500
+	}
+	if f.none() {
+		return nil
 	}
 	coll, field := s.coll(w), w.timeField()
 	base := s.query(w, f)
@@ -253,7 +263,7 @@ func (s *Store) List(ctx context.Context, w Where, f Filter, limit int, o ScanOp
 // IDs returns the ids of up to limit documents of w that f selects (0:
 // all), oldest first: the set an action then works through.
 func (s *Store) IDs(ctx context.Context, w Where, f Filter, limit int) ([]bson.RawValue, error) {
-	var out []bson.RawValue
+	out := []bson.RawValue{} // not nil: as a Filter's IDs, none selects none
 	err := s.Scan(ctx, w, f, ScanOptions{Oldest: true}, func(doc bson.Raw) (bool, error) {
 		out = append(out, doc.Lookup(event.FieldID))
 		return limit <= 0 || len(out) < limit, nil
@@ -263,6 +273,9 @@ func (s *Store) IDs(ctx context.Context, w Where, f Filter, limit int) ([]bson.R
 
 // Count counts the documents of w that f selects.
 func (s *Store) Count(ctx context.Context, w Where, f Filter) (int64, error) {
+	if f.none() {
+		return 0, nil
+	}
 	if f.Error == nil {
 		n, err := s.coll(w).Count(ctx, s.query(w, f))
 		return n, wrap("counting "+w.String(), err)
@@ -370,6 +383,9 @@ func (s *Store) OldestDue(ctx context.Context, now time.Time) (*Due, error) {
 
 // FindIDs returns the events and the archived events with any of the ids.
 func (s *Store) FindIDs(ctx context.Context, ids []bson.RawValue) (events, archived []bson.Raw, err error) {
+	if len(ids) == 0 {
+		return nil, nil, nil
+	}
 	q := s.query(InEvents, Filter{IDs: ids})
 	if events, err = s.events.Find(ctx, q, store.FindOptions{}); err != nil {
 		return nil, nil, wrap("finding events", err)
@@ -648,6 +664,9 @@ func (s *Store) redriven(doc bson.Raw, op Operator) (bson.D, error) {
 // PurgeErrors deletes the archived events of ids archived before before,
 // and says how many it deleted.
 func (s *Store) PurgeErrors(ctx context.Context, ids []bson.RawValue, before time.Time) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
 	q := s.query(InErrors, Filter{IDs: ids, Until: before})
 	n, err := s.errs.DeleteMany(ctx, q)
 	return n, wrap("purging archived events", err)

@@ -12,11 +12,15 @@ import (
 	"github.com/retrigger/retrigger/shared/store"
 )
 
-// ClaimRequest asks for the right to run one event now.
+// ClaimRequest asks for the right to run one event now. Sending the very
+// same request again (same Token) after a storage error is safe: a claim
+// whose answer was lost is found by its token and returned, without
+// counting anything twice.
 type ClaimRequest struct {
 	ID   bson.RawValue
 	Type string // the handler's type: an event whose type changed is not claimed
-	// Owner names the claiming replica; Token is unique per claim.
+	// Owner names the claiming replica; Token is unique per claim, and
+	// not 0.
 	Owner string
 	Token int64
 	Now   time.Time
@@ -25,6 +29,10 @@ type ClaimRequest struct {
 	// Early lets a failed event be claimed this long before its due time,
 	// to absorb small clock differences between the producer and consumers.
 	Early time.Duration
+	// Grace is how long after its end a lease is still left to its holder
+	// before it is taken over (and a crash counted): room for clocks that
+	// differ, and for a release its holder sent late.
+	Grace time.Duration
 }
 
 // Outcome says what a claim found.
@@ -63,6 +71,12 @@ type Claim struct {
 // why. A lease that expired belonged to a run that never recorded its
 // outcome (its consumer crashed, or its handler hung past its timeout):
 // ClaimEvent takes it over and counts the crash in Event.Crashes.
+//
+// It is idempotent per token: the find-and-modify also matches an event
+// whose lease already holds r.Token, which is this very claim (or its
+// takeover) applied by an earlier try whose answer was lost. Such a retry
+// returns the event as claimed, with the crash count the first try wrote,
+// and writes the same lease again.
 func (s *Store) ClaimEvent(ctx context.Context, r ClaimRequest) (Claim, error) {
 	lease := event.Lease{Owner: r.Owner, Token: r.Token, Until: r.Now.Add(r.TTL)}
 	doc, err := s.events.FindOneAndUpdate(ctx, s.claimFilter(r), claimUpdate(lease))
@@ -88,7 +102,10 @@ func (s *Store) ClaimEvent(ctx context.Context, r ClaimRequest) (Claim, error) {
 		return Claim{Outcome: Done, Event: ev}, nil
 	case !ev.Due(r.Now.Add(r.Early)):
 		return Claim{Outcome: NotDue, Event: ev}, nil
-	case ev.Leased(r.Now):
+	case ev.Lease != nil && ev.Lease.Token == r.Token:
+		// This claim, applied by an earlier try, between the two reads.
+		return Claim{Outcome: Claimed, Event: ev, Lease: lease}, nil
+	case ev.Leased(r.Now.Add(-r.Grace)):
 		return Claim{Outcome: Leased, Event: ev}, nil
 	case ev.Lease == nil:
 		// Released between the two reads, or a malformed lease: claim it
@@ -158,15 +175,19 @@ func runnable(due time.Time) bson.D {
 	}}}
 }
 
-// unleased selects events no lease holds, whose bookkeeping field can take
-// one (it is absent, or a document).
-var unleased = bson.D{{Key: "$or", Value: bson.A{
-	bson.D{{Key: event.FieldRetrigger, Value: bson.D{{Key: "$exists", Value: false}}}},
-	bson.D{
-		{Key: event.FieldRetrigger, Value: bson.D{{Key: "$type", Value: "object"}}},
-		{Key: event.FieldLease, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "object"}}}}},
-	},
-}}}
+// unleasedOr selects events no lease holds, whose bookkeeping field can
+// take one (it is absent, or a document), and events whose lease holds
+// token: the caller's own claim, applied by a try whose answer was lost.
+func unleasedOr(token int64) bson.D {
+	return bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: event.FieldRetrigger, Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{
+			{Key: event.FieldRetrigger, Value: bson.D{{Key: "$type", Value: "object"}}},
+			{Key: event.FieldLease, Value: bson.D{{Key: "$not", Value: bson.D{{Key: "$type", Value: "object"}}}}},
+		},
+		bson.D{{Key: event.FieldLeaseToken, Value: token}},
+	}}}
+}
 
 // byLease selects the event only while the lease is the caller's.
 func byLease(c *Claim) bson.D {
@@ -194,6 +215,17 @@ func (s *Store) Release(ctx context.Context, c *Claim) error {
 	_, err := s.events.UpdateOne(ctx, byLease(c), bson.D{{Key: "$unset", Value: bson.D{
 		{Key: event.FieldLease, Value: ""}, {Key: event.FieldCrashes, Value: ""}, {Key: event.FieldParkedAt, Value: ""}}}}, false)
 	return wrap("releasing a lease", err)
+}
+
+// Abandon gives back a lease that no run used to completion: a claim
+// whose answer came too late or not at all (the caller never started the
+// handler), or a run whose outcome could not be written. It removes the
+// lease if it is still this claim's and leaves the crash count as it is:
+// an abandoned claim is not a crash, and it does not forget the crashes
+// before it. It is safe whether or not the claim was ever applied.
+func (s *Store) Abandon(ctx context.Context, c *Claim) error {
+	_, err := s.events.UpdateOne(ctx, byLease(c), bson.D{{Key: "$unset", Value: bson.D{{Key: event.FieldLease, Value: ""}}}}, false)
+	return wrap("abandoning a lease", err)
 }
 
 // Transition is the outcome of a run, written by Complete.
@@ -228,6 +260,39 @@ func (s *Store) Complete(ctx context.Context, c *Claim, t Transition) error {
 		return ErrStale
 	}
 	return nil
+}
+
+// Recorded says whether the outcome t of the run c is what the event
+// holds: whether a Complete whose answer was lost was applied after all,
+// when a later try of it found nothing to update (ErrStale). It looks for
+// the run's history entry (its start, replica and outcome) in the event,
+// or in its archive (the event may have moved on and been archived
+// since); with the history off, for the version and update time the
+// transition wrote. A transition the event has since moved past is still
+// found by its history entry, while the history keeps it.
+func (s *Store) Recorded(ctx context.Context, c *Claim, t Transition) (bool, error) {
+	for _, coll := range []store.Collection{s.events, s.errs} {
+		doc, err := coll.FindOne(ctx, byID(c.Event.ID))
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, wrap("reading an event to check its outcome", err)
+		}
+		ev, err := s.Parse(doc)
+		if err != nil {
+			return false, nil // not a document our transition wrote
+		}
+		if s.opts.History < 0 {
+			return ev.Version == c.Event.Version+1 && ev.UpdatedAt.Equal(t.At.Truncate(time.Millisecond)), nil
+		}
+		for _, a := range ev.History {
+			if a.At.Equal(t.Run.At.Truncate(time.Millisecond)) && a.Replica == t.Run.Replica && a.Outcome == t.Run.Outcome && a.Number == t.Run.Number {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // history returns the event's history with entry appended, cut to the

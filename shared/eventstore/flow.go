@@ -498,10 +498,12 @@ var flowIndexes = []store.Index{
 	{Name: "retrigger_key_seq", Keys: bson.D{{Key: event.FieldKey, Value: 1}, {Key: event.FieldSeq, Value: 1}}, Sparse: true},
 }
 
-// CountParked counts the events waiting for their key (parked), per type,
-// in one query.
+// CountParked counts the events waiting for their key (parked with one),
+// per type, in one query. (An event its type holds is parked without a
+// key, briefly: its message comes back.)
 func (s *Store) CountParked(ctx context.Context) (map[string]int64, error) {
-	groups, err := s.events.CountBy(ctx, bson.D{{Key: event.FieldParkedAt, Value: bson.D{{Key: "$type", Value: "date"}}}}, event.FieldType)
+	groups, err := s.events.CountBy(ctx, bson.D{{Key: event.FieldParkedAt, Value: bson.D{{Key: "$type", Value: "date"}}},
+		{Key: event.FieldKey, Value: bson.D{{Key: "$type", Value: "string"}}}}, event.FieldType)
 	if err != nil {
 		return nil, wrap("counting parked events by type", err)
 	}

@@ -128,19 +128,10 @@ func itoa(i int) string {
 	return string(b[n:])
 }
 
-// mustMarshal marshals a document known to marshal (a package constant).
-func mustMarshal(d bson.D) bson.Raw {
-	b, err := bson.Marshal(d)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // claimFilter selects the event of r while it is of the handler's type,
-// runnable at r.Now+r.Early and unleased:
+// runnable at r.Now+r.Early and unleased, or leased by this very claim:
 //
-//	{_id, $and: [ofType(r.Type), runnable(r.Now+r.Early), unleased]}
+//	{_id, $and: [ofType(r.Type), runnable(r.Now+r.Early), unleasedOr(r.Token)]}
 func (s *Store) claimFilter(r ClaimRequest) bson.Raw {
 	d := newRawDoc(384)
 	d.value(event.FieldID, r.ID).array("$and")
@@ -165,11 +156,13 @@ func (s *Store) claimFilter(r ClaimRequest) bson.Raw {
 		doc("1").doc(event.FieldNextAttemptAt).doc("$not").str("$type", "date").end().end().end().
 		end().end().
 		end().end()
-	d.raw("2", unleasedRaw)
+	d.doc("2").array("$or").
+		doc("0").doc(event.FieldRetrigger).bool("$exists", false).end().end().
+		doc("1").doc(event.FieldRetrigger).str("$type", "object").end().
+		doc(event.FieldLease).doc("$not").str("$type", "object").end().end().end().
+		doc("2").int64(event.FieldLeaseToken, r.Token).end()
 	return d.done()
 }
-
-var unleasedRaw = mustMarshal(unleased)
 
 // claimUpdate takes the lease: {$set: {retrigger.lease: lease}}.
 func claimUpdate(l event.Lease) bson.Raw {

@@ -3,16 +3,12 @@ package eventstore
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/256dpi/lungo"
-	"github.com/256dpi/lungo/mongokit"
 	"github.com/stretchr/testify/require"
-	bsonv1 "go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/event"
@@ -113,27 +109,17 @@ func TestSweepCostIsCandidates(t *testing.T) {
 	require.EqualValues(t, len((SweepOptions{}).branches()), c.queries.Load(), "one query per branch: every page is short")
 }
 
-// seeded opens an embedded engine whose collection holds docs. The engine's
-// own inserts clone the collection and its history once per document, so a
-// large collection is built directly in a catalog, stored in a file, and
-// loaded.
+// seeded opens an embedded engine whose collection holds docs, inserted in
+// one write.
 func seeded(t *testing.T, coll string, docs []bson.D) *embedded.DB {
 	t.Helper()
-	catalog := lungo.NewCatalog()
-	ns := mongokit.NewCollection(true)
-	for _, d := range docs {
-		raw, err := bson.Marshal(d)
-		require.NoError(t, err)
-		doc := new(bsonv1.D)
-		require.NoError(t, bsonv1.Unmarshal(raw, doc))
-		_, err = ns.Insert(doc)
-		require.NoError(t, err)
-	}
-	catalog.Namespaces[lungo.Handle{"retrigger", coll}] = ns
-	path := filepath.Join(t.TempDir(), "seeded.db")
-	require.NoError(t, lungo.NewFileStore(path, 0o600).Store(catalog))
-	db, err := embedded.Open(context.Background(), embedded.Options{Path: path})
+	db, err := embedded.Open(context.Background(), embedded.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	list := make([]any, len(docs))
+	for i, d := range docs {
+		list[i] = d
+	}
+	require.NoError(t, db.Collection(coll).InsertMany(context.Background(), list))
 	return db
 }

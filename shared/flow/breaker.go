@@ -95,15 +95,6 @@ func (c counts) total(b int64) (runs, fails int64) {
 	return runs, fails
 }
 
-func (c counts) empty() bool {
-	for i := range c.runs {
-		if c.runs[i] != 0 || c.fails[i] != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // state is the breaker's state as it stands at now, derived from its
 // document: a recovering breaker whose waves reached the top is closed.
 func state(f *eventstore.FlowState, rules Breaker, now time.Time) string {

@@ -182,16 +182,15 @@ type Permit struct {
 	Until  time.Time
 	Reason string // why it may not run: WaitPaused, WaitBreaker, ...
 
-	c        *Controller
-	g        *gate
-	probe    bool
-	slot     string // a concurrency slot held: the type's wave, or the key's
-	keySlot  bool
-	token    int64
-	key      string
-	seq      int64
-	ordered  bool
-	admitted time.Time
+	c       *Controller
+	g       *gate
+	probe   bool
+	slot    string // a concurrency slot held: the type's wave, or the key's
+	keySlot bool
+	token   int64
+	key     string
+	seq     int64
+	ordered bool
 }
 
 // Admit answers whether the claimed event c may run now, and if not,
@@ -205,7 +204,7 @@ func (c *Controller) Admit(ctx context.Context, cl *eventstore.Claim, seq int64)
 		return Permit{Run: true}, nil
 	}
 	now := c.opts.Now()
-	p := Permit{Run: true, c: c, g: g, admitted: now}
+	p := Permit{Run: true, c: c, g: g}
 	g.mu.Lock()
 	why, until := "", time.Time{}
 	if ok, end := paused(&g.shared, now); ok {

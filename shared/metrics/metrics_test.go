@@ -109,12 +109,25 @@ func TestWrapDatabaseCountsErrors(t *testing.T) {
 	if _, err := c.FindOne(ctx, bson.D{{Key: "$bogus", Value: 1}}); err == nil {
 		t.Fatal("a bad filter fails")
 	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.FindOne(cancelled, bson.D{{Key: "_id", Value: 1}}); err == nil {
+		t.Fatal("a cancelled call fails")
+	}
+	late, cancelLate := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancelLate()
+	if _, err := c.FindOne(late, bson.D{{Key: "_id", Value: 1}}); err == nil {
+		t.Fatal("a call past its deadline fails")
+	}
+	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 2 {
+		t.Errorf("find errors %v, want 2: a bad filter and a deadline passed count, a cancel does not", got)
+	}
 	out, _ := testutil.CollectAndLint(m.storageErrors)
 	if len(out) > 0 {
 		t.Errorf("lint: %v", out)
 	}
-	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 1 {
-		t.Errorf("find errors %v, want 1", got)
+	if got := testutil.ToFloat64(m.storageErrors.WithLabelValues("find")); got != 2 {
+		t.Errorf("find errors %v, want 2", got)
 	}
 	if n := testutil.CollectAndCount(m.storageErrors); n != 1 {
 		t.Errorf("%d series: a duplicate and a not found are not errors", n)

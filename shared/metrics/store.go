@@ -12,8 +12,9 @@ import (
 // WrapDatabase returns db counting every failed operation in
 // retrigger_storage_errors_total, by operation: one place instead of one
 // line per call site. Not found and duplicate key are answers, not errors,
-// and an operation cut short by its caller's context is not the database's
-// fault: neither counts. With m nil it returns db.
+// and an operation its caller cancelled (a shutdown) is not the
+// database's fault: neither counts. One that ran out of its deadline does:
+// a slow database shows here. With m nil it returns db.
 func (m *Metrics) WrapDatabase(db store.Database) store.Database {
 	if m == nil {
 		return db
@@ -36,9 +37,11 @@ type collection struct {
 }
 
 func (c *collection) count(ctx context.Context, op string, err error) {
-	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrDuplicate) || ctx.Err() != nil {
+	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrDuplicate) || errors.Is(ctx.Err(), context.Canceled) {
 		return
 	}
+	// A deadline that passed is the database answering too late (every
+	// component bounds its storage calls): that counts.
 	c.m.StorageError(op)
 }
 

@@ -5,8 +5,9 @@
 // every backend executes them with MongoDB semantics.
 //
 // Two backends implement the port: store/mongostore (the official driver,
-// for replica sets, sharded clusters and Atlas) and store/embedded (lungo,
-// an in-process MongoDB-compatible engine for the local run and the tests).
+// for replica sets, sharded clusters and Atlas) and store/embedded (an
+// in-process MongoDB-compatible engine on lungo's matcher, in memory or
+// durable on disk, for the local run and the tests).
 // store/storetest holds the conformance suite both must pass.
 package store
 

@@ -58,6 +58,8 @@ func testListAndCount(t *testing.T, b *bundle) {
 		{"by error text", eventstore.InErrors, eventstore.Filter{Error: regexp.MustCompile(`^smtp: 4\d\d`)}, []string{"e1"}},
 		{"by time range", eventstore.InErrors, eventstore.Filter{Since: t0.Add(time.Minute), Until: t0.Add(2 * time.Minute)}, []string{"e2"}},
 		{"by ids", eventstore.InErrors, eventstore.Filter{IDs: []bson.RawValue{rawID(t, "e1"), rawID(t, "e4"), rawID(t, "nope")}}, []string{"e4", "e1"}},
+		{"by no ids: nothing", eventstore.InErrors, eventstore.Filter{IDs: []bson.RawValue{}}, []string{}},
+		{"by no ids, with other fields: nothing", eventstore.InEvents, eventstore.Filter{IDs: []bson.RawValue{}, States: []event.State{event.StateNew}}, []string{}},
 		{"events by state, the never-run last", eventstore.InEvents, eventstore.Filter{States: []event.State{event.StateNew, event.StateFailed}}, []string{"f1", "n1"}},
 		{"new events", eventstore.InEvents, eventstore.Filter{States: []event.State{event.StateNew}}, []string{"n1"}},
 		{"a time range leaves out the never-run", eventstore.InEvents, eventstore.Filter{Since: t0.Add(-time.Minute)}, []string{"f1"}},
@@ -87,6 +89,18 @@ func testListAndCount(t *testing.T, b *bundle) {
 	ids, err := b.store.IDs(b.ctx, eventstore.InErrors, eventstore.Filter{Types: []string{"partner"}}, 0)
 	require.NoError(t, err)
 	require.Len(t, ids, 2)
+	// A selection that found nothing, used as the ids of a listing (an
+	// action's preview), lists nothing.
+	none, err := b.store.IDs(b.ctx, eventstore.InErrors, eventstore.Filter{Types: []string{"nosuch"}}, 0)
+	require.NoError(t, err)
+	require.Empty(t, none)
+	docs, err := b.store.List(b.ctx, eventstore.InErrors, eventstore.Filter{IDs: none[:min(len(none), 5)]}, 5, eventstore.ScanOptions{})
+	require.NoError(t, err)
+	require.Empty(t, docs, "the ids of an empty selection select nothing")
+	events, archived, err := b.store.FindIDs(b.ctx, none)
+	require.NoError(t, err)
+	require.Empty(t, events)
+	require.Empty(t, archived)
 }
 
 func rawID(t *testing.T, v any) bson.RawValue {

@@ -199,3 +199,128 @@ func testClaimDefaultType(t *testing.T, b *bundle) {
 	_, err = doc.LookupErr("type")
 	require.Error(t, err, "the type stays unset")
 }
+
+// A claim whose answer was lost (the server applied it, the client timed
+// out) is sent again, the very same request: it finds its own lease and
+// returns the event as claimed, counting nothing. Another claim still
+// finds the event leased.
+func testClaimRetriedWithItsToken(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a"))
+	r := eventstore.ClaimRequest{ID: id, Type: "job", Owner: "r1", Token: 77, Now: b.now, TTL: 30 * time.Second}
+	first, err := b.store.ClaimEvent(b.ctx, r)
+	require.NoError(t, err)
+	require.Equal(t, eventstore.Claimed, first.Outcome)
+	again, err := b.store.ClaimEvent(b.ctx, r) // the answer of the first was lost
+	require.NoError(t, err)
+	require.Equal(t, eventstore.Claimed, again.Outcome, "the very same claim, sent again, finds its own lease")
+	require.Zero(t, again.Event.Crashes, "a retried claim is not a crash")
+	ev := b.get(t, b.events, id)
+	require.EqualValues(t, 77, ev.Lease.Token)
+	require.True(t, ev.Lease.Until.Equal(b.now.Add(30*time.Second)), "the same lease, written again")
+	require.Zero(t, ev.Crashes)
+	require.Equal(t, eventstore.Leased, b.claimAt(t, id, b.now.Add(time.Second), "r2").Outcome, "others still find it leased")
+	require.NoError(t, b.store.Complete(b.ctx, &again, success(b.now)))
+	require.Equal(t, event.StateSuccess, b.get(t, b.events, id).State)
+	done, err := b.store.ClaimEvent(b.ctx, r)
+	require.NoError(t, err)
+	require.Equal(t, eventstore.Done, done.Outcome, "once its run recorded an outcome, the token claims nothing")
+}
+
+// A takeover whose answer was lost, sent again, counts its crash once.
+func testTakeoverRetriedWithItsToken(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a"))
+	require.Equal(t, eventstore.Claimed, b.claim(t, id).Outcome)
+	r := eventstore.ClaimRequest{ID: id, Type: "job", Owner: "r2", Token: 99, Now: b.now.Add(31 * time.Second), TTL: 30 * time.Second}
+	first, err := b.store.ClaimEvent(b.ctx, r)
+	require.NoError(t, err)
+	require.Equal(t, eventstore.Claimed, first.Outcome)
+	require.EqualValues(t, 1, first.Event.Crashes)
+	for range 2 {
+		again, err := b.store.ClaimEvent(b.ctx, r)
+		require.NoError(t, err)
+		require.Equal(t, eventstore.Claimed, again.Outcome)
+		require.EqualValues(t, 1, again.Event.Crashes, "a retried takeover counts its crash once")
+	}
+	require.EqualValues(t, 1, b.get(t, b.events, id).Crashes)
+}
+
+// Abandoning a claim removes its lease if it is still the claim's, and
+// keeps the crashes counted before it: the next claim runs the event
+// without counting a crash, and one more real crash still adds up.
+func testAbandon(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a"))
+	require.Equal(t, eventstore.Claimed, b.claim(t, id).Outcome)
+	later := b.now.Add(31 * time.Second)
+	taken := b.claimAt(t, id, later, "r2")
+	require.EqualValues(t, 1, taken.Event.Crashes)
+	require.NoError(t, b.store.Abandon(b.ctx, &taken))
+	ev := b.get(t, b.events, id)
+	require.Nil(t, ev.Lease, "the lease is gone")
+	require.EqualValues(t, 1, ev.Crashes, "the crash before it is kept")
+	require.NoError(t, b.store.Abandon(b.ctx, &taken), "abandoning twice, or a claim never applied, is harmless")
+
+	next := b.claimAt(t, id, later, "r3")
+	require.Equal(t, eventstore.Claimed, next.Outcome, "claimed at once, not taken over")
+	require.EqualValues(t, 1, next.Event.Crashes, "an abandoned claim is not a crash")
+	require.NoError(t, b.store.Abandon(b.ctx, &taken), "a stale claim's abandon leaves the new lease alone")
+	require.EqualValues(t, next.Lease.Token, b.get(t, b.events, id).Lease.Token)
+}
+
+// Recorded finds whether a transition whose answer was lost was applied:
+// in the event, after it moved on, and in the archive for an error.
+func testRecorded(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a"))
+	c := b.claim(t, id)
+	fail := failure(b.now, b.now.Add(-time.Second), 1)
+	ok, err := b.store.Recorded(b.ctx, &c, fail)
+	require.NoError(t, err)
+	require.False(t, ok, "nothing written yet")
+	require.NoError(t, b.store.Complete(b.ctx, &c, fail))
+	require.ErrorIs(t, b.store.Complete(b.ctx, &c, fail), eventstore.ErrStale, "the try after a lost answer finds nothing")
+	ok, err = b.store.Recorded(b.ctx, &c, fail)
+	require.NoError(t, err)
+	require.True(t, ok, "the first try was applied")
+
+	// The event runs again and errors; the archive holds it.
+	c2 := b.claimAt(t, id, b.now.Add(time.Second), "r1")
+	require.Equal(t, eventstore.Claimed, c2.Outcome)
+	ok, err = b.store.Recorded(b.ctx, &c, fail)
+	require.NoError(t, err)
+	require.True(t, ok, "found after the event moved on")
+	at := b.now.Add(2 * time.Second)
+	errored := eventstore.Transition{To: event.StateError, At: at, Attempts: 2, Reason: event.ReasonExhausted,
+		LastError: event.LastError{Message: "boom", At: at},
+		Run:       event.Attempt{At: at, Outcome: "error", Error: "boom", Number: 2, Replica: "r1"}}
+	require.NoError(t, b.store.Complete(b.ctx, &c2, errored))
+	require.NoError(t, b.store.MoveToErrors(b.ctx, b.raw(t, b.events, id), eventstore.Archive{Reason: event.ReasonExhausted, At: at}))
+	require.Nil(t, b.get(t, b.events, id))
+	ok, err = b.store.Recorded(b.ctx, &c2, errored)
+	require.NoError(t, err)
+	require.True(t, ok, "an error found in the archive")
+	ok, err = b.store.Recorded(b.ctx, &c, fail)
+	require.NoError(t, err)
+	require.True(t, ok, "a failure found in the archive of the event it moved on to")
+
+	other := b.insert(t, job("b"))
+	c3 := b.claim(t, other)
+	require.NoError(t, b.store.Release(b.ctx, &c3)) // changed meanwhile: never written
+	ok, err = b.store.Recorded(b.ctx, &c3, success(b.now))
+	require.NoError(t, err)
+	require.False(t, ok)
+}
+
+// An expired lease is left to its holder for the claim's Grace: a claim
+// inside it finds the event leased, one after it takes it over.
+func testTakeoverAfterGrace(t *testing.T, b *bundle) {
+	id := b.insert(t, job("a"))
+	require.Equal(t, eventstore.Claimed, b.claim(t, id).Outcome)
+	claim := func(now time.Time, token int64) eventstore.Claim {
+		c, err := b.store.ClaimEvent(b.ctx, eventstore.ClaimRequest{ID: id, Type: "job", Owner: "r2", Token: token, Now: now, TTL: 30 * time.Second, Grace: time.Second})
+		require.NoError(t, err)
+		return c
+	}
+	require.Equal(t, eventstore.Leased, claim(b.now.Add(30500*time.Millisecond), 50).Outcome, "expired, inside its grace")
+	taken := claim(b.now.Add(31500*time.Millisecond), 51)
+	require.Equal(t, eventstore.Claimed, taken.Outcome, "expired, past its grace")
+	require.EqualValues(t, 1, taken.Event.Crashes)
+}

@@ -6,19 +6,17 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/256dpi/lungo"
 	"github.com/256dpi/lungo/bsonkit"
-	"github.com/256dpi/lungo/mongokit"
-	bsonv1 "go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/embedded/internal/engine"
 )
 
 type collection struct {
-	db     *DB
-	handle lungo.Handle
+	db *DB
+	ns engine.NS
 }
 
 var _ store.Collection = (*collection)(nil)
@@ -35,30 +33,23 @@ func recovered(err *error) {
 	}
 }
 
-// write runs fn in a write transaction and commits it; inside Transact,
-// in Transact's transaction, which commits at its end.
-func (c *collection) write(ctx context.Context, fn func(*lungo.Transaction) (*lungo.Result, error)) (_ *lungo.Result, err error) {
+// write runs fn in a write of the engine; inside Transact, in Transact's.
+func (c *collection) write(ctx context.Context, fn func(*engine.Txn) error) (err error) {
 	if txn := c.db.txnOf(ctx); txn != nil {
 		defer recovered(&err)
 		return fn(txn)
 	}
-	txn, err := c.db.engine.Begin(ctx, true)
-	if err != nil {
-		return nil, err
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	defer c.db.engine.Abort(txn)
-	defer recovered(&err)
-	res, err := fn(txn)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.db.engine.Commit(txn); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return c.db.engine.Write(func(txn *engine.Txn) (err error) {
+		defer recovered(&err)
+		return fn(txn)
+	})
 }
 
-// find runs a query on a snapshot of the catalog.
+// find runs a query on the last committed state, or inside Transact on
+// its own.
 func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit int) (_ bsonkit.List, err error) {
 	defer recovered(&err)
 	if err := ctx.Err(); err != nil {
@@ -74,49 +65,28 @@ func (c *collection) find(ctx context.Context, filter any, sort bson.D, limit in
 			return nil, err
 		}
 	}
-	txn := c.db.txnOf(ctx)
-	if txn == nil {
-		if txn, err = c.db.engine.Begin(ctx, false); err != nil {
-			return nil, err
-		}
+	if txn := c.db.txnOf(ctx); txn != nil {
+		return txn.Find(c.ns, query, order, 0, limit)
 	}
-	if order == nil {
-		res, err := txn.Find(c.handle, query, nil, 0, limit)
-		if err != nil {
-			return nil, err
-		}
-		return res.Matched, nil
-	}
-	// lungo sorts the whole collection before it filters; filtering
-	// first sorts only the matches, which a query with a limit (the
-	// scheduler's, a key's next event) keeps few.
-	res, err := txn.Find(c.handle, query, nil, 0, 0)
+	// The engine filters, then sorts only the matches.
+	view, _, err := c.db.engine.Current()
 	if err != nil {
 		return nil, err
 	}
-	list, err := mongokit.Sort(res.Matched, order)
-	if err != nil {
-		return nil, err
-	}
-	if limit > 0 && len(list) > limit {
-		list = list[:limit]
-	}
-	return list, nil
+	return view.Find(c.ns, query, order, 0, limit)
 }
 
 func (c *collection) InsertOne(ctx context.Context, doc any) error {
 	d, err := toDoc(doc)
 	if err != nil {
-		return fmt.Errorf("inserting into %s: %w", c.handle[1], err)
+		return fmt.Errorf("inserting into %s: %w", c.ns.Coll, err)
 	}
-	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-		return txn.Insert(c.handle, bsonkit.List{d}, true)
+	err = c.write(ctx, func(txn *engine.Txn) error {
+		_, err := txn.Insert(c.ns, bsonkit.List{d}, true)
+		return err
 	})
-	if err == nil {
-		err = res.Error // the error of an ordered insert's first failed document
-	}
 	if err != nil {
-		return fmt.Errorf("inserting into %s: %w", c.handle[1], classify(err))
+		return fmt.Errorf("inserting into %s: %w", c.ns.Coll, classify(err))
 	}
 	return nil
 }
@@ -126,18 +96,16 @@ func (c *collection) InsertMany(ctx context.Context, docs []any) error {
 	for i, doc := range docs {
 		d, err := toDoc(doc)
 		if err != nil {
-			return fmt.Errorf("inserting into %s: %w", c.handle[1], err)
+			return fmt.Errorf("inserting into %s: %w", c.ns.Coll, err)
 		}
 		list[i] = d
 	}
-	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-		return txn.Insert(c.handle, list, true)
+	err := c.write(ctx, func(txn *engine.Txn) error {
+		_, err := txn.Insert(c.ns, list, true)
+		return err
 	})
-	if err == nil {
-		err = res.Error
-	}
 	if err != nil {
-		return fmt.Errorf("inserting into %s: %w", c.handle[1], classify(err))
+		return fmt.Errorf("inserting into %s: %w", c.ns.Coll, classify(err))
 	}
 	return nil
 }
@@ -145,10 +113,10 @@ func (c *collection) InsertMany(ctx context.Context, docs []any) error {
 func (c *collection) FindOne(ctx context.Context, filter any) (bson.Raw, error) {
 	list, err := c.find(ctx, filter, nil, 1)
 	if err != nil {
-		return nil, fmt.Errorf("finding in %s: %w", c.handle[1], err)
+		return nil, fmt.Errorf("finding in %s: %w", c.ns.Coll, err)
 	}
 	if len(list) == 0 {
-		return nil, fmt.Errorf("finding in %s: %w", c.handle[1], store.ErrNotFound)
+		return nil, fmt.Errorf("finding in %s: %w", c.ns.Coll, store.ErrNotFound)
 	}
 	return fromDoc(list[0])
 }
@@ -161,19 +129,19 @@ func (c *collection) Find(ctx context.Context, filter any, opts store.FindOption
 			return out, nil
 		}
 	}
-	return nil, fmt.Errorf("finding in %s: %w", c.handle[1], err)
+	return nil, fmt.Errorf("finding in %s: %w", c.ns.Coll, err)
 }
 
 func (c *collection) Count(ctx context.Context, filter any) (int64, error) {
 	list, err := c.find(ctx, filter, nil, 0)
 	if err != nil {
-		return 0, fmt.Errorf("counting in %s: %w", c.handle[1], err)
+		return 0, fmt.Errorf("counting in %s: %w", c.ns.Coll, err)
 	}
 	return int64(len(list)), nil
 }
 
 // update applies update to at most limit documents (0: all) matching filter.
-func (c *collection) update(ctx context.Context, filter, update any, limit int, upsert bool) (*lungo.Result, error) {
+func (c *collection) update(ctx context.Context, filter, update any, limit int, upsert bool) (*engine.Result, error) {
 	query, err := toFilter(filter)
 	if err != nil {
 		return nil, err
@@ -182,60 +150,30 @@ func (c *collection) update(ctx context.Context, filter, update any, limit int, 
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-		return txn.Update(c.handle, query, nil, upd, 0, limit, upsert, nil)
+	var res *engine.Result
+	err = c.write(ctx, func(txn *engine.Txn) (err error) {
+		res, err = txn.Update(c.ns, query, upd, limit, upsert)
+		return err
 	})
-	if errors.Is(err, errEnginePanicked) {
-		// lungo compares the _id before and after an update with Go's ==,
-		// which panics for an _id of an uncomparable Go type (a binary
-		// such as a UUID, a document, an array). A replacement without an
-		// _id keeps the stored one and skips that comparison.
-		res, err = c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-			return updateByReplace(txn, c.handle, query, upd, limit)
-		})
-	}
 	return res, classify(err)
-}
-
-// updateByReplace applies update to at most limit documents matching query
-// by replacing each with its updated copy.
-func updateByReplace(txn *lungo.Transaction, handle lungo.Handle, query, update bsonkit.Doc, limit int) (*lungo.Result, error) {
-	found, err := txn.Find(handle, query, nil, 0, limit)
-	if err != nil {
-		return nil, err
-	}
-	res := &lungo.Result{}
-	for _, doc := range found.Matched {
-		repl := bsonkit.Clone(doc)
-		if _, err := mongokit.Apply(repl, query, update, false, nil); err != nil {
-			return nil, err
-		}
-		bsonkit.Unset(repl, "_id")
-		byID := &bsonv1.D{{Key: "_id", Value: bsonkit.Get(doc, "_id")}}
-		r, err := txn.Replace(handle, byID, nil, repl, false)
-		if err != nil {
-			return nil, err
-		}
-		res.Matched = append(res.Matched, r.Matched...)
-		res.Modified = append(res.Modified, r.Modified...)
-	}
-	return res, nil
 }
 
 func (c *collection) ReplaceOne(ctx context.Context, filter, doc any, upsert bool) (int64, error) {
 	query, err := toFilter(filter)
 	if err != nil {
-		return 0, fmt.Errorf("replacing in %s: %w", c.handle[1], err)
+		return 0, fmt.Errorf("replacing in %s: %w", c.ns.Coll, err)
 	}
 	repl, err := toDoc(doc)
 	if err != nil {
-		return 0, fmt.Errorf("replacing in %s: %w", c.handle[1], err)
+		return 0, fmt.Errorf("replacing in %s: %w", c.ns.Coll, err)
 	}
-	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-		return txn.Replace(c.handle, query, nil, repl, upsert)
+	var res *engine.Result
+	err = c.write(ctx, func(txn *engine.Txn) (err error) {
+		res, err = txn.Replace(c.ns, query, repl, upsert)
+		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("replacing in %s: %w", c.handle[1], classify(err))
+		return 0, fmt.Errorf("replacing in %s: %w", c.ns.Coll, classify(err))
 	}
 	return int64(len(res.Matched)), nil // Matched is empty after an upsert
 }
@@ -243,7 +181,7 @@ func (c *collection) ReplaceOne(ctx context.Context, filter, doc any, upsert boo
 func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (bson.Raw, error) {
 	res, err := c.update(ctx, filter, update, 1, false)
 	if err != nil {
-		return nil, fmt.Errorf("updating in %s: %w", c.handle[1], err)
+		return nil, fmt.Errorf("updating in %s: %w", c.ns.Coll, err)
 	}
 	switch {
 	case len(res.Modified) > 0:
@@ -251,13 +189,13 @@ func (c *collection) FindOneAndUpdate(ctx context.Context, filter, update any) (
 	case len(res.Matched) > 0: // the update changed nothing
 		return fromDoc(res.Matched[0])
 	}
-	return nil, fmt.Errorf("updating in %s: %w", c.handle[1], store.ErrNotFound)
+	return nil, fmt.Errorf("updating in %s: %w", c.ns.Coll, store.ErrNotFound)
 }
 
 func (c *collection) UpdateOne(ctx context.Context, filter, update any, upsert bool) (int64, error) {
 	res, err := c.update(ctx, filter, update, 1, upsert)
 	if err != nil {
-		return 0, fmt.Errorf("updating in %s: %w", c.handle[1], err)
+		return 0, fmt.Errorf("updating in %s: %w", c.ns.Coll, err)
 	}
 	return int64(len(res.Matched)), nil // Matched is empty after an upsert
 }
@@ -265,13 +203,15 @@ func (c *collection) UpdateOne(ctx context.Context, filter, update any, upsert b
 func (c *collection) delete(ctx context.Context, filter any, limit int) (int64, error) {
 	query, err := toFilter(filter)
 	if err != nil {
-		return 0, fmt.Errorf("deleting from %s: %w", c.handle[1], err)
+		return 0, fmt.Errorf("deleting from %s: %w", c.ns.Coll, err)
 	}
-	res, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-		return txn.Delete(c.handle, query, nil, 0, limit)
+	var res *engine.Result
+	err = c.write(ctx, func(txn *engine.Txn) (err error) {
+		res, err = txn.Delete(c.ns, query, limit)
+		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("deleting from %s: %w", c.handle[1], err)
+		return 0, fmt.Errorf("deleting from %s: %w", c.ns.Coll, err)
 	}
 	return int64(len(res.Matched)), nil
 }
@@ -285,31 +225,26 @@ func (c *collection) DeleteMany(ctx context.Context, filter any) (int64, error) 
 }
 
 func (c *collection) EnsureIndexes(ctx context.Context, indexes []store.Index) error {
-	configs := make([]mongokit.IndexConfig, len(indexes))
+	specs := make([]engine.IndexSpec, len(indexes))
 	for i, index := range indexes {
 		key, err := toDoc(index.Keys)
 		if err != nil {
-			return fmt.Errorf("creating index %q on %s: %w", index.Name, c.handle[1], err)
+			return fmt.Errorf("creating index %q on %s: %w", index.Name, c.ns.Coll, err)
 		}
-		configs[i] = mongokit.IndexConfig{Key: key, Unique: index.Unique}
+		// Sparse is not carried: lungo's indexes have no such option, and
+		// only unique ones are enforced (every query is a scan).
+		specs[i] = engine.IndexSpec{Name: index.Name, Key: key, Unique: index.Unique}
 	}
-	_, err := c.write(ctx, func(txn *lungo.Transaction) (*lungo.Result, error) {
-		ns := txn.Catalog().Namespaces[c.handle]
-		for i, config := range configs {
-			if ns != nil {
-				// skip existing ones so that a repeat does not commit
-				if index, ok := ns.Indexes[indexes[i].Name]; ok && config.Equal(index.Config()) {
-					continue
-				}
-			}
-			if _, err := txn.CreateIndex(c.handle, indexes[i].Name, config); err != nil {
-				return nil, fmt.Errorf("creating index %q: %w", indexes[i].Name, err)
+	err := c.write(ctx, func(txn *engine.Txn) error {
+		for _, spec := range specs {
+			if err := txn.CreateIndex(c.ns, spec); err != nil {
+				return fmt.Errorf("creating index %q: %w", spec.Name, err)
 			}
 		}
-		return nil, nil
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("ensuring indexes on %s: %w", c.handle[1], classify(err))
+		return fmt.Errorf("ensuring indexes on %s: %w", c.ns.Coll, classify(err))
 	}
 	return nil
 }
@@ -317,10 +252,10 @@ func (c *collection) EnsureIndexes(ctx context.Context, indexes []store.Index) e
 func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) ([]store.Group, error) {
 	list, err := c.find(ctx, filter, nil, 0)
 	if err != nil {
-		return nil, fmt.Errorf("counting in %s: %w", c.handle[1], err)
+		return nil, fmt.Errorf("counting in %s: %w", c.ns.Coll, err)
 	}
 	if len(paths) > maxGroupPaths {
-		return nil, fmt.Errorf("counting in %s: at most %d paths, got %d", c.handle[1], maxGroupPaths, len(paths))
+		return nil, fmt.Errorf("counting in %s: at most %d paths, got %d", c.ns.Coll, maxGroupPaths, len(paths))
 	}
 	// Documents are grouped by their Go values, which costs a map lookup
 	// a document; only the first of a group is converted to BSON.
@@ -340,7 +275,7 @@ func (c *collection) CountBy(ctx context.Context, filter any, paths ...string) (
 		values := make([]bson.RawValue, len(paths))
 		for i, p := range paths {
 			if values[i], err = rawValue(bsonkit.Get(doc, p)); err != nil {
-				return nil, fmt.Errorf("counting in %s: %w", c.handle[1], err)
+				return nil, fmt.Errorf("counting in %s: %w", c.ns.Coll, err)
 			}
 		}
 		index[key] = len(out)
@@ -397,7 +332,7 @@ func (c *collection) CountByTime(ctx context.Context, filter any, path string, i
 	// matcher, which costs more per document.
 	list, err := c.find(ctx, filter, nil, 0)
 	if err != nil {
-		return nil, fmt.Errorf("counting in %s by %s: %w", c.handle[1], path, err)
+		return nil, fmt.Errorf("counting in %s by %s: %w", c.ns.Coll, path, err)
 	}
 	counts := make([]int64, iv.N)
 	for _, doc := range list {

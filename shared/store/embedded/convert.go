@@ -1,15 +1,16 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 
-	"github.com/256dpi/lungo"
 	"github.com/256dpi/lungo/bsonkit"
 	bsonv1 "go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/embedded/internal/engine"
 )
 
 // toDoc converts a document of the port (anything bson v2 marshals to a
@@ -54,12 +55,11 @@ func fromList(list bsonkit.List) ([]bson.Raw, error) {
 	return out, nil
 }
 
-// classify maps lungo's errors to the port's sentinels. lungo reports a
-// unique-index violation only as text ("duplicate document for index"), so
-// this uses lungo.IsUniquenessError, its own test for that text; every other
-// condition the port names is detected by this backend itself.
+// classify maps the engine's errors to the port's sentinels: a unique-index
+// violation is store.ErrDuplicate. Every other condition the port names is
+// detected by this backend itself.
 func classify(err error) error {
-	if lungo.IsUniquenessError(err) {
+	if errors.Is(err, engine.ErrDuplicate) {
 		return fmt.Errorf("%w: %w", store.ErrDuplicate, err)
 	}
 	return err

@@ -3,23 +3,21 @@ package embedded
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/256dpi/lungo"
-
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/embedded/internal/engine"
 )
 
 // Options configure the engine. The zero value is an in-memory engine with
 // the defaults below.
 type Options struct {
-	// Path of the file that holds the data; its directory is created. Empty
-	// keeps everything in memory, lost on Close. The whole catalog is
-	// rewritten to the file on every write.
+	// Path of the data file (a snapshot); beside it the journals
+	// (Path.journal-NNNNNN) and the lock file (Path.lock); the directory is
+	// created. Empty keeps everything in memory, lost on Close. A write
+	// returns once it is in the journal on disk; a data file another
+	// process has open is refused, naming that process; one in lungo
+	// v0.4.0's format (what this backend wrote before) is converted.
 	Path string
 	// Database is the database name. Default "retrigger".
 	Database string
@@ -28,18 +26,18 @@ type Options struct {
 	// entry is dropped once it is both beyond OplogMinSize entries and older
 	// than OplogMinAge, and also beyond OplogMaxSize entries or older than
 	// OplogMaxAge. Ages count in whole seconds: an entry from the current
-	// second is never dropped, whatever the sizes.
-	//
-	// Every write copies the whole oplog, so its size sets the cost of a
-	// write: about 0.7 ms with 1000 entries, 0.9 ms with 2000 and 3 ms with
-	// 10000 (BenchmarkTransition). The defaults keep the last 2000 changes,
-	// enough to resume a producer after a restart; the sweeper recovers from
-	// a token that fell out.
+	// second is never dropped, whatever the sizes. The defaults keep the
+	// last 2000 changes, enough to resume a producer after a restart; the
+	// sweeper recovers from a token that fell out. A write's cost does not
+	// depend on the history's size.
 	OplogMinSize int           // default 1000
 	OplogMaxSize int           // default 2000
 	OplogMinAge  time.Duration // default 1s
 	OplogMaxAge  time.Duration // default 24h (at most 21 days)
 }
+
+// maxOplogAge bounds the history's age, as lungo did.
+const maxOplogAge = 21 * 24 * time.Hour
 
 func (o Options) withDefaults() Options {
 	if o.Database == "" {
@@ -70,21 +68,37 @@ func (o Options) validate() error {
 		return fmt.Errorf("OplogMinAge must not be negative, got %s", o.OplogMinAge)
 	case o.OplogMaxAge < o.OplogMinAge:
 		return fmt.Errorf("OplogMaxAge (%s) must not be below OplogMinAge (%s)", o.OplogMaxAge, o.OplogMinAge)
+	case o.OplogMaxAge > maxOplogAge:
+		return fmt.Errorf("OplogMaxAge must be at most %s, got %s", maxOplogAge, o.OplogMaxAge)
 	}
 	return nil
 }
 
+// Recovery is what Open found in the data file and its journals, and did
+// with them: a new store, a conversion from an older format, the records
+// replayed, and the torn or damaged journal tails it cut off. Its String is
+// a sentence for a log.
+type Recovery = engine.Recovery
+
+// Dropped is a journal tail that Open cut off instead of replaying.
+type Dropped = engine.Dropped
+
+// ErrFormat: the data file is in a format this build does not read: newer,
+// or not a data file. The error that wraps it names the file and the format.
+var ErrFormat = engine.ErrFormat
+
 // DB is an open engine. It implements store.Database.
 type DB struct {
-	engine   *lungo.Engine
-	commits  *commitSignal
+	engine   *engine.Engine
 	database string
-	closed   atomic.Bool
+	recovery Recovery
 }
 
 var _ store.Database = (*DB)(nil)
 
-// Open starts an engine, loading the file at opts.Path when it exists.
+// Open starts an engine, loading the data at opts.Path when there is some.
+// A data file another process holds is refused with an error wrapping
+// filelock.ErrLocked that names the process.
 func Open(ctx context.Context, opts Options) (*DB, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening embedded store: %w", err)
@@ -93,22 +107,12 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("opening embedded store: %w", err)
 	}
-
-	var backing lungo.Store = lungo.NewMemoryStore()
-	if opts.Path != "" {
-		if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
-			return nil, fmt.Errorf("opening embedded store: creating directory: %w", err)
-		}
-		backing = lungo.NewFileStore(opts.Path, 0o600)
-	}
-	commits := &commitSignal{inner: backing, ch: make(chan struct{})}
-
-	engine, err := lungo.CreateEngine(lungo.Options{
-		Store:        commits,
-		MinOplogSize: opts.OplogMinSize,
-		MaxOplogSize: opts.OplogMaxSize,
-		MinOplogAge:  opts.OplogMinAge,
-		MaxOplogAge:  opts.OplogMaxAge,
+	e, rec, err := engine.Open(engine.Options{
+		Path:         opts.Path,
+		OplogMinSize: opts.OplogMinSize,
+		OplogMaxSize: opts.OplogMaxSize,
+		OplogMinAge:  opts.OplogMinAge,
+		OplogMaxAge:  opts.OplogMaxAge,
 	})
 	if err != nil {
 		where := "in memory"
@@ -117,39 +121,46 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("opening embedded store (%s): %w", where, err)
 	}
-	return &DB{engine: engine, commits: commits, database: opts.Database}, nil
+	return &DB{engine: e, database: opts.Database, recovery: rec}, nil
 }
+
+// Recovery reports what Open found and did (for a file-backed engine).
+func (d *DB) Recovery() Recovery { return d.recovery }
 
 // Collection implements store.Database.
 func (d *DB) Collection(name string) store.Collection {
-	return &collection{db: d, handle: lungo.Handle{d.database, name}}
+	return &collection{db: d, ns: engine.NS{DB: d.database, Coll: name}}
 }
 
 // txnKey carries the transaction of Transact in a context; the DB is part
 // of the key, so a transaction never leaks to another engine.
 type txnKey struct{ db *DB }
 
-func (d *DB) txnOf(ctx context.Context) *lungo.Transaction {
-	txn, _ := ctx.Value(txnKey{d}).(*lungo.Transaction)
+func (d *DB) txnOf(ctx context.Context) *engine.Txn {
+	txn, _ := ctx.Value(txnKey{d}).(*engine.Txn)
 	return txn
 }
 
 // Transact implements store.Database: fn's operations run in one of the
-// engine's write transactions, which commits when fn returns nil. Other
-// writers wait meanwhile (the engine takes one writer at a time).
-func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+// engine's writes, which commits when fn returns nil. Other writers wait
+// meanwhile (the engine applies one write at a time), so fn must only use
+// the store, with the context it is given.
+func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) error {
 	if d.txnOf(ctx) != nil {
 		return fn(ctx) // already inside one
 	}
-	txn, err := d.engine.Begin(ctx, true)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("starting a transaction: %w", err)
 	}
-	defer d.engine.Abort(txn)
-	if err := fn(context.WithValue(ctx, txnKey{d}, txn)); err != nil {
-		return err
+	var fnErr error
+	err := d.engine.Write(func(txn *engine.Txn) error {
+		fnErr = fn(context.WithValue(ctx, txnKey{d}, txn))
+		return fnErr
+	})
+	if fnErr != nil {
+		return fnErr
 	}
-	if err := d.engine.Commit(txn); err != nil {
+	if err != nil {
 		return fmt.Errorf("committing a transaction: %w", err)
 	}
 	return nil
@@ -158,66 +169,21 @@ func (d *DB) Transact(ctx context.Context, fn func(ctx context.Context) error) (
 // DropCollection drops a collection, as an operator (or a $out) would: its
 // change streams see a "drop". Tests use it; retrigger never drops.
 func (d *DB) DropCollection(ctx context.Context, name string) error {
-	txn, err := d.engine.Begin(ctx, true)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer d.engine.Abort(txn)
-	if err := txn.Drop(lungo.Handle{d.database, name}); err != nil {
+	err := d.engine.Write(func(txn *engine.Txn) error {
+		return txn.Drop(engine.NS{DB: d.database, Coll: name})
+	})
+	if err != nil {
 		return fmt.Errorf("dropping %s: %w", name, err)
 	}
-	return d.engine.Commit(txn)
+	return nil
 }
 
-// Close stops the engine. Open change streams return an error from Next.
-// Safe to call twice.
+// Close commits the writes in flight and stops the engine; a file-backed
+// one writes a last snapshot, so that the next Open reads one file. Open
+// change streams return an error from Next. Safe to call twice.
 func (d *DB) Close(context.Context) error {
-	if !d.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	d.engine.Close()
-	d.commits.close()
-	return nil
-}
-
-// commitSignal wraps the engine's store to learn about commits: lungo's
-// Engine calls Store once for every committed write, under the engine lock
-// and right before it publishes the new catalog, so a reader that took the
-// channel from wait before reading the catalog never misses a commit.
-type commitSignal struct {
-	inner  lungo.Store
-	mu     sync.Mutex
-	ch     chan struct{} // closed and replaced on every commit
-	closed bool
-}
-
-func (s *commitSignal) Load() (*lungo.Catalog, error) { return s.inner.Load() }
-
-func (s *commitSignal) Store(c *lungo.Catalog) error {
-	if err := s.inner.Store(c); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		close(s.ch)
-		s.ch = make(chan struct{})
-	}
-	return nil
-}
-
-// wait returns a channel that is closed by the next commit or by close.
-func (s *commitSignal) wait() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ch
-}
-
-func (s *commitSignal) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		s.closed = true
-		close(s.ch)
-	}
+	return d.engine.Close()
 }

@@ -2,6 +2,8 @@ package embedded_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.uber.org/goleak"
 
+	"github.com/retrigger/retrigger/shared/filelock"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/embedded"
 	"github.com/retrigger/retrigger/shared/store/storetest"
@@ -27,19 +30,33 @@ func open(t *testing.T, opts embedded.Options) *embedded.DB {
 	return db
 }
 
+// TestConformance runs the storage port's suite on the engine in memory
+// and on a file (where every write goes through the journal).
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Database {
-		return open(t, embedded.Options{})
-	}, storetest.Features{
-		HistoryLost: func(t *testing.T) store.Database {
-			return open(t, embedded.Options{
-				OplogMinSize: 1,
-				OplogMaxSize: 5,
-				OplogMinAge:  time.Nanosecond, // lungo counts whole seconds: entries go once their second is over
-				OplogMaxAge:  time.Nanosecond,
+	for _, file := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "file"}[file], func(t *testing.T) {
+			t.Parallel()
+			path := func(t *testing.T) string {
+				if !file {
+					return ""
+				}
+				return filepath.Join(t.TempDir(), "retrigger.db")
+			}
+			storetest.Run(t, func(t *testing.T) store.Database {
+				return open(t, embedded.Options{Path: path(t)})
+			}, storetest.Features{
+				HistoryLost: func(t *testing.T) store.Database {
+					return open(t, embedded.Options{
+						Path:         path(t),
+						OplogMinSize: 1,
+						OplogMaxSize: 5,
+						OplogMinAge:  time.Nanosecond, // entries go once their second is over
+						OplogMaxAge:  time.Nanosecond,
+					})
+				},
 			})
-		},
-	})
+		})
+	}
 }
 
 func TestFileKeepsDataAndHistoryAcrossRestart(t *testing.T) {
@@ -73,6 +90,15 @@ func TestFileKeepsDataAndHistoryAcrossRestart(t *testing.T) {
 	next, err := cs.Next(wait)
 	require.NoError(t, err)
 	require.Equal(t, "e2", next.ID.StringValue())
+}
+
+func TestSecondOpenOfAFileIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "retrigger.db")
+	db := open(t, embedded.Options{Path: path})
+	require.True(t, db.Recovery().Created, "a new file: %s", db.Recovery())
+	_, err := embedded.Open(t.Context(), embedded.Options{Path: path})
+	require.ErrorIs(t, err, filelock.ErrLocked)
+	require.Contains(t, err.Error(), fmt.Sprintf("in use by another process: pid %d", os.Getpid()))
 }
 
 func TestOpenRejectsInvalidOptions(t *testing.T) {

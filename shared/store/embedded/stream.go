@@ -7,7 +7,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/256dpi/lungo"
 	"github.com/256dpi/lungo/bsonkit"
 	"github.com/256dpi/lungo/mongokit"
 	bsonv1 "go.mongodb.org/mongo-driver/bson"
@@ -15,84 +14,89 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/shared/store"
+	"github.com/retrigger/retrigger/shared/store/embedded/internal/engine"
 )
 
 var errStreamClosed = errors.New("change stream closed")
 
-// Watch opens a change stream. It reads lungo's oplog directly instead of
-// through lungo's Stream, which hands an event out only as a copy (a marshal
-// and an unmarshal of the whole event, before Match could even run): about
-// 7x the cost per delivered change. An oplog entry has the shape of a
-// MongoDB change event (operationType, ns, documentKey, and fullDocument,
-// the document after an insert, update or replace), so Match is evaluated on
-// the entry as stored and only matching entries are converted. A resume
-// token is the raw BSON of an entry's _id, {ts: Timestamp}. Like lungo's
-// Stream, the stream keeps its position as the last entry it read and finds
-// it in the oplog's index: once that entry is trimmed, the history is lost.
+// Watch opens a change stream on the engine's oplog. An oplog entry has
+// the shape of a MongoDB change event (operationType, ns, documentKey, and
+// fullDocument, the document after an insert, update or replace), so Match
+// is evaluated on the entry as stored and only matching entries are
+// converted. A resume token is the raw BSON of an entry's _id, {ts:
+// Timestamp}. The stream keeps its position as the timestamp of the last
+// entry it read and finds it in the oplog (in timestamp order) by a binary
+// search: once that entry is trimmed, the history is lost. It reads only
+// committed (for a file-backed engine: durable) writes.
 func (c *collection) Watch(ctx context.Context, opts store.WatchOptions) (store.ChangeStream, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("watching %s: %w", c.handle[1], err)
+		return nil, fmt.Errorf("watching %s: %w", c.ns.Coll, err)
 	}
-	s := &stream{db: c.db, handle: c.handle}
+	s := &stream{db: c.db, ns: c.ns}
 	if opts.Match != nil {
 		match, err := toDoc(opts.Match)
 		if err == nil {
 			_, err = mongokit.Match(&bsonv1.D{}, match) // reject a malformed query now
 		}
 		if err != nil {
-			return nil, fmt.Errorf("watching %s: parsing match: %w", c.handle[1], err)
+			return nil, fmt.Errorf("watching %s: parsing match: %w", c.ns.Coll, err)
 		}
 		s.match = match
 	}
-	if c.db.closed.Load() {
-		return nil, fmt.Errorf("watching %s: %w", c.handle[1], lungo.ErrEngineClosed)
+	view, _, err := c.db.engine.Current()
+	if err != nil {
+		return nil, fmt.Errorf("watching %s: %w", c.ns.Coll, err)
 	}
-
-	oplog := c.db.engine.Catalog().Namespaces[lungo.Oplog].Documents.List
+	oplog := view.Oplog()
 	if opts.ResumeAfter == nil {
-		// Start at the present. On an empty oplog last stays nil and the
-		// stream reads from the oplog's start, like lungo's own streams.
+		// Start at the present. On an empty oplog the stream reads from
+		// the oplog's start.
 		if len(oplog) > 0 {
-			s.last = oplog[len(oplog)-1]
+			s.last, s.read, s.at = engine.EntryTS(oplog[len(oplog)-1]), true, len(oplog)-1
 		}
 		return s, nil
 	}
-	last, err := findToken(oplog, opts.ResumeAfter)
+	ts, err := tokenTS(opts.ResumeAfter)
 	if err != nil {
-		return nil, fmt.Errorf("watching %s: %w", c.handle[1], err)
+		return nil, fmt.Errorf("watching %s: %w", c.ns.Coll, err)
 	}
-	s.last = last
+	if _, ok := position(oplog, ts, -1); !ok {
+		return nil, fmt.Errorf("watching %s: resuming after %s: %w", c.ns.Coll, opts.ResumeAfter, store.ErrHistoryLost)
+	}
+	s.last, s.read, s.at = ts, true, -1
 	return s, nil
 }
 
-// findToken returns the oplog entry whose _id is token. The oplog is in
-// timestamp order, so it is a binary search.
-func findToken(oplog bsonkit.List, token bson.Raw) (bsonkit.Doc, error) {
+// tokenTS returns the timestamp of a resume token.
+func tokenTS(token bson.Raw) (primitive.Timestamp, error) {
 	if err := token.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid resume token: %w", err)
+		return primitive.Timestamp{}, fmt.Errorf("invalid resume token: %w", err)
 	}
 	t, i, ok := token.Lookup("ts").TimestampOK()
 	if !ok {
-		return nil, errors.New("invalid resume token: no ts timestamp")
+		return primitive.Timestamp{}, errors.New("invalid resume token: no ts timestamp")
 	}
-	want := primitive.Timestamp{T: t, I: i}
-	k := sort.Search(len(oplog), func(k int) bool { return !entryTS(oplog[k]).Before(want) })
-	if k == len(oplog) || !entryTS(oplog[k]).Equal(want) {
-		return nil, fmt.Errorf("resuming after %s: %w", token, store.ErrHistoryLost)
-	}
-	return oplog[k], nil
+	return primitive.Timestamp{T: t, I: i}, nil
 }
 
-func entryTS(entry bsonkit.Doc) primitive.Timestamp {
-	ts, _ := bsonkit.Get(entry, "_id.ts").(primitive.Timestamp)
-	return ts
+// position returns the index of the oplog entry of timestamp ts. hint is
+// where it was last: the oplog only grows at its end and loses entries at
+// its start, so it is there unless entries were trimmed since.
+func position(oplog []bsonkit.Doc, ts primitive.Timestamp, hint int) (int, bool) {
+	if hint >= 0 && hint < len(oplog) && engine.EntryTS(oplog[hint]).Equal(ts) {
+		return hint, true
+	}
+	k := sort.Search(len(oplog), func(k int) bool { return !engine.EntryTS(oplog[k]).Before(ts) })
+	return k, k < len(oplog) && engine.EntryTS(oplog[k]).Equal(ts)
 }
 
 type stream struct {
 	db     *DB
-	handle lungo.Handle
-	match  bsonkit.Doc // nil: every change
-	last   bsonkit.Doc // the oplog entry read last; nil: none yet
+	ns     engine.NS
+	match  bsonkit.Doc         // nil: every change
+	last   primitive.Timestamp // of the oplog entry read last
+	read   bool                // false: none read yet
+	at     int                 // its index when it was read
 	closed bool
 }
 
@@ -112,10 +116,10 @@ func (s *stream) TryNext(ctx context.Context) (store.Change, bool, error) {
 
 // ResumeToken is the token of the last oplog entry read, matching or not.
 func (s *stream) ResumeToken() bson.Raw {
-	if s.last == nil {
+	if !s.read {
 		return nil
 	}
-	b, err := bsonv1.Marshal(bsonkit.Get(s.last, "_id"))
+	b, err := bsonv1.Marshal(bsonv1.D{{Key: "ts", Value: s.last}})
 	if err != nil {
 		return nil
 	}
@@ -131,22 +135,21 @@ func (s *stream) next(ctx context.Context, give <-chan time.Time) (store.Change,
 		if err := ctx.Err(); err != nil {
 			return store.Change{}, false, fmt.Errorf("reading change stream: %w", err)
 		}
-		commit := s.db.commits.wait() // before reading the catalog: see commitSignal
-		if s.db.closed.Load() {
-			return store.Change{}, false, fmt.Errorf("reading change stream: %w", lungo.ErrEngineClosed)
+		view, commit, err := s.db.engine.Current()
+		if err != nil {
+			return store.Change{}, false, fmt.Errorf("reading change stream: %w", err)
 		}
-
-		oplog := s.db.engine.Catalog().Namespaces[lungo.Oplog].Documents
+		oplog := view.Oplog()
 		next := 0
-		if s.last != nil {
-			i, ok := oplog.Index[s.last]
+		if s.read {
+			i, ok := position(oplog, s.last, s.at)
 			if !ok { // trimmed from the history before we read past it
-				return store.Change{}, false, fmt.Errorf("reading change stream: %w: %w", store.ErrHistoryLost, lungo.ErrLostOplogPosition)
+				return store.Change{}, false, fmt.Errorf("reading change stream: %w: the entry of %v is no longer in the oplog", store.ErrHistoryLost, s.last)
 			}
 			next = i + 1
 		}
-		for _, entry := range oplog.List[next:] {
-			s.last = entry
+		for i, entry := range oplog[next:] {
+			s.last, s.read, s.at = engine.EntryTS(entry), true, next+i
 			change, ok, err := s.convert(entry)
 			if err != nil {
 				return store.Change{}, false, fmt.Errorf("reading change stream: %w", err)
@@ -199,7 +202,7 @@ func (s *stream) convert(entry bsonkit.Doc) (store.Change, bool, error) {
 			full = field.Value
 		}
 	}
-	if database != s.handle[0] || collect != s.handle[1] {
+	if database != s.ns.DB || collect != s.ns.Coll {
 		return change, false, nil
 	}
 	if s.match != nil {
@@ -214,9 +217,8 @@ func (s *stream) convert(entry bsonkit.Doc) (store.Change, bool, error) {
 		return change, false, err
 	}
 	change.Token = bson.Raw(b)
-	if ts, ok := bsonkit.Get(entry, "_id.ts").(primitive.Timestamp); ok {
-		change.ClusterTime = bson.Timestamp{T: ts.T, I: ts.I}
-	}
+	ts := engine.EntryTS(entry)
+	change.ClusterTime = bson.Timestamp{T: ts.T, I: ts.I}
 	if full != nil {
 		if b, err = bsonv1.Marshal(full); err != nil {
 			return change, false, err

@@ -49,6 +49,7 @@ var wireServers = map[wiretest.Kind]wireServer{
 			"ConcurrentFindOneAndUpdate": {Why: "findAndModify finds, then updates by _id alone", Intermittent: true},
 			"ConcurrentLease":            {Why: "findAndModify finds, then updates by _id alone", Intermittent: true},
 			"DropDatabase":               {Why: "no dropDatabase command"},
+			"CompareDocuments":           {Why: "$gte, $lte, $gt and $lt with a document operand match nothing"},
 		},
 	},
 	wiretest.FerretDB: {
@@ -95,6 +96,8 @@ func TestWireEventStoreConformance(t *testing.T) {
 			NoConcurrentAtomicity: ws.features.NonAtomicFindOneAndUpdate,
 			NumbersCompareByType:  s.Kind == wiretest.Jongodb,
 			PartialTypeOperator:   s.Kind == wiretest.Jongodb,
+			NoChangeStreams:       ws.features.NoChangeStreams,
+			NoDocumentOrder:       s.Kind == wiretest.Jongodb,
 		})
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -140,6 +141,8 @@ func Probes() []Probe {
 		{"RangeOnIDIsTypeBracketed", "$gte/$lte on _id compare within a type bracket: {_id: {$gte: 0}} matches only numeric _ids, {$gte: \"\"} only strings, {$gte: ObjectId(0…0)} only ObjectIDs", probeRangeBracketed},
 		{"SortMixedIDs", "a sort on _id of mixed types follows BSON order: numbers (by value, across types) < strings < documents < binary < ObjectID", probeSortMixedIDs},
 		{"SweepShape", "{state: 2, nextAttemptAt: {$gte: t0, $lte: now}, _id: {$nin: [...]}} sorted by {nextAttemptAt: 1, _id: 1} with a limit returns the due, unseen events in order; a missing, string or numeric nextAttemptAt never compares with a date", probeSweep},
+		{"CompareDocuments", "$gte/$lte with a document operand match documents only, compared field by field: each field's value type, then its name, then its value, and a document that runs out of fields first is less; so {u: {$gte: {k: lo}, $lte: {k: hi}}} matches the documents whose first field is named k, with a value of lo's type between lo and hi, whatever fields follow; a name may hold dots", probeCompareDocuments},
+		{"DottedFieldNames", "a field whose name holds dots is stored and read back as it is, and an equality with a whole document compares it by name; a dotted query path walks into subdocuments and never reaches it", probeDottedFieldNames},
 		{"SortMissingAndNullFirst", "an ascending sort puts missing and null before numbers and dates", probeSortNullFirst},
 		{"DeletePinnedOnVersionAndState", "a delete pinned on {_id, version: 5, state: 3} deletes the document once, and nothing on another version", probeDeletePinned},
 		{"EnsureSeveralIndexesTwice", "createIndexes repeated with the same two indexes is a no-op", probeIndexesTwice},
@@ -792,6 +795,66 @@ func probeSweep(ctx context.Context, db store.Database) error {
 		ordered(ctx, coll, filter, store.FindOptions{Sort: sort, Limit: 2}, "due1", "due2"),
 		matches(ctx, coll, d("nextAttemptAt", d("$lte", now)), "due1", "due2", "due3", "due4", "seen", "old", "done"),
 	)
+}
+
+func probeCompareDocuments(ctx context.Context, db store.Database) error {
+	coll := db.Collection("things")
+	at := bson.DateTime(5)
+	if err := seed(ctx, coll,
+		d("_id", "date", "u", d("k", at)),
+		d("_id", "dateMore", "u", d("k", at, "z", int32(1))),
+		d("_id", "dotted", "u", d("k.x", at)),
+		d("_id", "num", "u", d("k", int32(1))),
+		d("_id", "before", "u", d("j", at)),
+		d("_id", "after", "u", d("m", at)),
+		d("_id", "obj", "u", d("k", d("o", "x", "t", int64(7)))),
+		d("_id", "objEmpty", "u", d("k", d())),
+		d("_id", "objDate", "u", d("k", d("x", at))),
+		d("_id", "empty", "u", d()),
+		d("_id", "scalar", "u", "k"),
+	); err != nil {
+		return err
+	}
+	anyDate := func(k string) bson.D {
+		return d("u", d("$gte", d(k, bson.DateTime(math.MinInt64)), "$lte", d(k, bson.DateTime(math.MaxInt64))))
+	}
+	return errors.Join(
+		matches(ctx, coll, anyDate("k"), "date", "dateMore"),
+		matches(ctx, coll, anyDate("k.x"), "dotted"),
+		matches(ctx, coll, d("u", d("$gte", d("k", math.Inf(-1)), "$lte", d("k", math.Inf(1)))), "num"),
+		matches(ctx, coll, d("u", d("$gte", d("k", d()), "$lte", d("k", d("\U0010FFFF", bson.Regex{Pattern: "$^"})))), "obj", "objEmpty", "objDate"),
+		// the type before the name: a number is less than any string,
+		// whatever its name
+		matches(ctx, coll, d("u", d("$lt", d("a", ""))), "num", "empty"),
+		// the name before the value ("k.x" follows "k"); documents (a type
+		// below dates) are less
+		matches(ctx, coll, d("u", d("$gt", d("k", bson.DateTime(math.MaxInt64)))), "after", "dotted"),
+	)
+}
+
+func probeDottedFieldNames(ctx context.Context, db store.Database) error {
+	coll := db.Collection("things")
+	at := bson.DateTime(5)
+	if err := seed(ctx, coll,
+		d("_id", "dotted", "u", d("k.x", at)),
+		d("_id", "nested", "u", d("k", d("x", at))),
+	); err != nil {
+		return err
+	}
+	doc, err := findID(ctx, coll, "dotted")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if _, err := doc.LookupErr("u", "k.x"); err != nil {
+		errs = append(errs, fmt.Errorf("the field \"k.x\" reads back as %s", doc.Lookup("u")))
+	}
+	return errors.Join(append(errs,
+		matches(ctx, coll, d("u", d("k.x", at)), "dotted"),
+		matches(ctx, coll, d("u", d("k", d("x", at))), "nested"),
+		matches(ctx, coll, d("u.k.x", at), "nested"),
+		matches(ctx, coll, d("u.k.x", d("$exists", true)), "nested"),
+	)...)
 }
 
 func probeSortNullFirst(ctx context.Context, db store.Database) error {

@@ -81,6 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"ChangeStreamOrder", testChangeStreamOrder},
 		{"ChangeStreamMatch", testChangeStreamMatch},
 		{"ChangeStreamResume", testChangeStreamResume},
+		{"ChangeStreamUpdateDescription", testChangeStreamUpdateDescription},
 		{"ChangeStreamNextHonoursContext", testChangeStreamNextHonoursContext},
 		{"CloseTwice", testCloseTwice},
 	}

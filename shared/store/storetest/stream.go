@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -163,7 +164,7 @@ func testCloseTwice(t *testing.T, db store.Database) {
 // testChangeStreamHistoryLost writes until the history no longer holds a
 // token, then checks both ways of noticing: a new stream resuming after it,
 // and the open stream that read it. A backend may trim its history by time
-// (lungo drops entries only once their second is over), so the test polls
+// (the embedded engine drops entries only once their second is over), so the test polls
 // with a deadline.
 func testChangeStreamHistoryLost(t *testing.T, db store.Database) {
 	ctx := testContext(t)
@@ -221,4 +222,91 @@ func testNoChangeStreams(t *testing.T, db store.Database) {
 	// what CloseTwice checks besides the stream
 	require.NoError(t, db.Close(ctx))
 	require.NoError(t, db.Close(ctx))
+}
+
+// testChangeStreamUpdateDescription checks what a $match on an update's
+// description sees, as MongoDB 5.0+ writes it: updatedFields names each
+// path an update set to a new value (a field set to the value it had, of
+// the same type, is left out), except that a $set that creates a
+// subdocument names the subdocument it created, with all of it;
+// removedFields names each path it removed (one that was not there is not
+// named); a field name holds dots ("a.c"), which the query language
+// reaches only by comparing the whole document. Each case passes the stream's $match only if its
+// description is exactly the one expected.
+func testChangeStreamUpdateDescription(t *testing.T, db store.Database) {
+	ctx := testContext(t)
+	coll := db.Collection("events")
+	tests := []struct {
+		name    string
+		doc     bson.D // the document before, without _id
+		update  bson.D
+		updated bson.D
+		removed bson.A
+	}{
+		{"a top-level field", bson.D{{Key: "n", Value: 0}}, setN(1), bson.D{{Key: "n", Value: int32(1)}}, bson.A{}},
+		{"a subdocument created", bson.D{{Key: "n", Value: 0}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 1}}}},
+			bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: int32(1)}}}}, bson.A{}},
+		{"a subdocument created two levels deep", bson.D{{Key: "n", Value: 0}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b.c", Value: 1}}}},
+			bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: bson.D{{Key: "c", Value: int32(1)}}}}}}, bson.A{}},
+		{"a field added to a subdocument", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.c", Value: 2}}}},
+			bson.D{{Key: "a.c", Value: int32(2)}}, bson.A{}},
+		{"a field of a subdocument changed", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: bson.D{{Key: "c", Value: 1}, {Key: "d", Value: 1}}}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b.c", Value: 2}}}},
+			bson.D{{Key: "a.b.c", Value: int32(2)}}, bson.A{}},
+		{"a subdocument set whole", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.l", Value: bson.D{{Key: "o", Value: "x"}}}}}},
+			bson.D{{Key: "a.l", Value: bson.D{{Key: "o", Value: "x"}}}}, bson.A{}},
+		{"a field removed", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}, {Key: "c", Value: 1}}}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "a.b", Value: ""}, {Key: "a.nope", Value: ""}}}},
+			bson.D{}, bson.A{"a.b"}},
+		{"removed and set at once", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}}}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "a.b", Value: ""}}}, {Key: "$set", Value: bson.D{{Key: "a.w", Value: 1}}}},
+			bson.D{{Key: "a.w", Value: int32(1)}}, bson.A{"a.b"}},
+		{"a field added to an empty subdocument", bson.D{{Key: "a", Value: bson.D{}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 1}}}},
+			bson.D{{Key: "a.b", Value: int32(1)}}, bson.A{}},
+		{"the only field of a subdocument changed", bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 1}}}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 2}}}},
+			bson.D{{Key: "a.b", Value: int32(2)}}, bson.A{}},
+		{"a field set to the value it had", bson.D{{Key: "n", Value: int32(1)}, {Key: "m", Value: int32(1)}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: int32(1)}, {Key: "m", Value: int32(2)}}}},
+			bson.D{{Key: "m", Value: int32(2)}}, bson.A{}},
+		{"a number set to its value as another type", bson.D{{Key: "n", Value: int32(1)}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: int64(1)}}}},
+			bson.D{{Key: "n", Value: int64(1)}}, bson.A{}},
+	}
+	var cases bson.A
+	for i, tt := range tests {
+		id := fmt.Sprintf("u%d", i)
+		insert(t, ctx, coll, append(bson.D{{Key: "_id", Value: id}}, tt.doc...))
+		cases = append(cases, bson.D{
+			{Key: "documentKey._id", Value: id},
+			{Key: "updateDescription.updatedFields", Value: tt.updated},
+			{Key: "updateDescription.removedFields", Value: tt.removed},
+		})
+	}
+	cs := watch(t, ctx, coll, store.WatchOptions{Match: bson.D{{Key: "$or", Value: append(cases,
+		bson.D{{Key: "operationType", Value: store.OpInsert}})}}})
+	for i, tt := range tests {
+		n, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: fmt.Sprintf("u%d", i)}}, tt.update, false)
+		require.NoError(t, err, tt.name)
+		require.Equal(t, int64(1), n, tt.name)
+	}
+	insert(t, ctx, coll, doc("last", "a"))
+	seen := map[string]bool{}
+	for {
+		c := next(t, ctx, cs)
+		id, _ := c.ID.StringValueOK()
+		if c.Op == store.OpInsert {
+			require.Equal(t, "last", id)
+			break
+		}
+		seen[id] = true
+	}
+	for i, tt := range tests {
+		assert.True(t, seen[fmt.Sprintf("u%d", i)], "%s: the update's description is not %v, removed %v", tt.name, tt.updated, tt.removed)
+	}
 }
