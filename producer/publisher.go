@@ -49,6 +49,10 @@ type publisher struct {
 	// missing (deleted or lost at run time).
 	ensureStreams func(ctx context.Context) error
 	ensuredAt     atomic.Int64 // unix ns of the last ensureStreams, to do it at most once a second
+	// sweptBefore (unix ns) is the bound of the relay's full sweep when it
+	// opened a stream with no history: a new event created by then may be
+	// published by both, and both name it by its creation (creationStamp).
+	sweptBefore atomic.Int64
 }
 
 // streamMissing ensures the streams again, at most once a second, when err
@@ -100,6 +104,9 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 		return r // no _id: not a document of ours
 	}
 	stamp := change
+	if p.byCreation(&ev, change) {
+		stamp = messaging.CreationStamp(ev.CreatedAt)
+	}
 	if stamp == "" {
 		stamp = stateStamp(&ev)
 	}
@@ -137,6 +144,23 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 		return p.message(r, p.cfg.Names.DLQSubject(ev.Type), stamp)
 	}
 	return r
+}
+
+// byCreation reports whether a new event's message is named by its
+// creation time rather than by a change: when the sweeper or the scheduler
+// publishes it (no change), and when the relay does but the sweep that
+// began its stream may have too. The name then carries the event's place
+// among the events of its flow-control key (messaging.CreationStamp), and
+// both publishes of it are one message.
+func (p *publisher) byCreation(ev *event.Event, change string) bool {
+	if ev.State != event.StateNew || ev.Version != 0 || ev.CreatedAt.IsZero() || !ev.WokenAt.IsZero() {
+		return false // woken by its key: a new message, and its place is stamped on it already
+	}
+	if change == "" {
+		return true
+	}
+	before := p.sweptBefore.Load()
+	return before != 0 && ev.CreatedAt.UnixNano() <= before
 }
 
 // dueStamp names a failed event's attempt by its version and due time, so

@@ -158,6 +158,7 @@ func (r *Relay) relay(ctx context.Context) error {
 	defer cs.Close(context.WithoutCancel(ctx))
 	r.markReady()
 	if token == nil {
+		r.pub.sweptBefore.Store(opened.UnixNano())
 		r.fullSweep(opened)
 	}
 	queue := make(chan pending, r.cfg.MaxInFlight)

@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +164,37 @@ func TestRoute(t *testing.T) {
 		require.Equal(t, tt.due, len(scheduled) == 1, tt.name)
 		require.Equal(t, tt.moved, r.tooLarge != "", tt.name)
 	}
+}
+
+// A new event the sweeper publishes is named by its creation time, which
+// gives its place among its key's events (flow control); the relay names
+// it so too when its first sweep may have published it, so that the two
+// are one message; a woken event, or one without a creation time, is
+// named as before.
+func TestCreationStamps(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0, nil)
+	now := time.Now()
+	created := time.Date(2026, 12, 2, 8, 0, 7, 250_000_000, time.UTC)
+	route := func(change string, fields ...bson.E) string {
+		raw, err := bson.Marshal(append(bson.D{{Key: "_id", Value: "e1"}, {Key: "type", Value: "job"}}, fields...))
+		require.NoError(t, err)
+		r := b.p.pub.route(raw, change, now)
+		require.NotNil(t, r.msg)
+		id := r.msg.Header.Get(nats.MsgIdHdr)
+		return id[strings.LastIndexByte(id, '@')+1:]
+	}
+	at := bson.E{Key: "createdAt", Value: created}
+	want := "o" + strconv.FormatInt(created.Unix()-1, 10) + ".250"
+	require.Equal(t, want, route("", at), "swept")
+	require.Equal(t, "c5.1", route("c5.1", at), "relayed, no first sweep")
+	b.p.pub.sweptBefore.Store(created.Add(time.Second).UnixNano())
+	require.Equal(t, want, route("c5.1", at), "relayed, created before the first sweep's bound")
+	require.Equal(t, "c5.1", route("c5.1", bson.E{Key: "createdAt", Value: created.Add(2 * time.Second)}), "relayed, created after it")
+	require.Equal(t, "v0.s0", route("", at, bson.E{Key: "retrigger", Value: bson.D{{Key: "wokenAt", Value: now}}}), "woken by its key")
+	require.Equal(t, "v0.s0", route(""), "no creation time")
+	require.Equal(t, "v0.s0", route("", bson.E{Key: "createdAt", Value: time.Date(1969, 7, 20, 0, 0, 0, 0, time.UTC)}), "a creation time no cluster time can stand for")
+	require.Equal(t, int64(created.Unix()-1)<<32|250, messaging.ChangeOrder(nats.Header{nats.MsgIdHdr: []string{"x@" + want}}))
 }
 
 // The relay publishes each change that needs work, checkpoints after the

@@ -731,3 +731,84 @@ func TestProbeHolderCrashes(t *testing.T) {
 	}
 	require.NotEqual(t, flow.Open, flowOf(t, b, "job").Breaker)
 }
+
+// The backlog of an ordered key found at a producer's first start (events
+// inserted before its change stream opened, published by its first sweep,
+// some of them by the stream too) runs in insertion order: each such
+// message carries the event's creation time as its place, and events
+// created in the same millisecond go by _id.
+func TestOrderedBacklogAtFirstStart(t *testing.T) {
+	t.Parallel()
+	var (
+		mu    sync.Mutex
+		order = map[string][]string{}
+	)
+	failing := map[string]bool{}
+	var fmu sync.Mutex
+	rec := newRecorder(func(id string, call int) error {
+		fmu.Lock()
+		defer fmu.Unlock()
+		if failing[id] && call == 1 {
+			return errors.New("partner: 502") // holds its key until it succeeds
+		}
+		return nil
+	})
+	o := Options{Memory: true, Replicas: 2}
+	o.Worker.Handlers = map[string]consumer.Handler{"ledger": func(ctx context.Context, ev *consumer.Event) error {
+		if err := rec.handle(ctx, ev); err != nil {
+			return err
+		}
+		mu.Lock()
+		k := keyString(ev.Payload.Lookup("k"))
+		order[k] = append(order[k], event.IDString(ev.ID))
+		mu.Unlock()
+		return nil
+	}}
+	o.Worker.Policies = fastPolicy(5)
+	o.Worker.Flow = flow.Config{Keys: map[string]flow.Key{"ledger": {Path: "payload.k", Ordered: true}}}
+	o.Producer.Sweeper.Interval = 200 * time.Millisecond
+	p, err := Open(context.Background(), o)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	b := &bundle{Pipeline: p, rec: rec}
+
+	want := map[string][]string{}
+	created := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	insert := func(i int) {
+		if i%4 == 0 {
+			created = created.Add(time.Millisecond) // four events to a millisecond
+		}
+		k := fmt.Sprintf("acct-%d", i%3)
+		id := bson.NewObjectID()
+		fmu.Lock()
+		failing[id.Hex()] = i%7 == 0
+		fmu.Unlock()
+		want[k] = append(want[k], id.Hex())
+		require.NoError(t, b.events().InsertOne(context.Background(), bson.D{{Key: "_id", Value: id}, {Key: "type", Value: "ledger"},
+			{Key: "payload", Value: bson.D{{Key: "k", Value: k}, {Key: "n", Value: i}}}, {Key: "createdAt", Value: created}}))
+	}
+	for i := range 40 {
+		insert(i)
+	}
+	require.NoError(t, p.StartWorker())
+	require.NoError(t, p.StartWorker())
+	require.NoError(t, p.StartArchiver())
+	// The producer starts while the backlog still grows: the events
+	// inserted now reach the replicas by its stream and by its first sweep.
+	require.NoError(t, p.StartProducer())
+	for i := 40; i < 80; i++ {
+		insert(i)
+	}
+	for _, ids := range want {
+		for _, id := range ids {
+			oid, err := bson.ObjectIDFromHex(id)
+			require.NoError(t, err)
+			b.waitStateWithin(t, 30*time.Second, oid, event.StateSuccess)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for k, ids := range want {
+		require.Equal(t, ids, order[k], "key %s: successes in insertion order", k)
+	}
+}

@@ -481,7 +481,8 @@ type KeyQuery struct {
 var notDone = bson.E{Key: event.FieldState, Value: bson.D{{Key: "$in", Value: bson.A{stateValue(event.StateNew), stateValue(event.StateFailed), nil}}}}
 
 // EarlierOfKey returns an unfinished event of q's key that comes before
-// q's event, if there is one: one stamped with a smaller Seq, or one not
+// q's event, if there is one: one stamped with a smaller Seq (or the same
+// Seq and a smaller _id), or one not
 // stamped yet that holds the same value (it has not been claimed yet, so
 // its place is unknown: the caller waits for it to be placed). One query,
 // served by the index on the key and its order where the backend has
@@ -491,6 +492,9 @@ func (s *Store) EarlierOfKey(ctx context.Context, q KeyQuery) (Earlier, error) {
 	filter := bson.D{
 		{Key: "$or", Value: bson.A{
 			bson.D{{Key: event.FieldKey, Value: q.Key}, {Key: event.FieldSeq, Value: bson.D{{Key: "$lt", Value: q.Seq}}}},
+			// The same place (two creation times in one millisecond): the
+			// smaller _id first, an order every replica agrees on.
+			bson.D{{Key: event.FieldKey, Value: q.Key}, {Key: event.FieldSeq, Value: q.Seq}, {Key: event.FieldID, Value: bson.D{{Key: "$lt", Value: q.ID}}}},
 			bson.D{{Key: event.FieldKey, Value: bson.D{{Key: "$exists", Value: false}}}, {Key: q.Path, Value: q.Value}},
 		}},
 		{Key: event.FieldType, Value: q.Type},
@@ -547,7 +551,7 @@ func (s *Store) Park(ctx context.Context, c *Claim, now time.Time, key string, s
 // it woke one. Two round trips.
 func (s *Store) WakeNext(ctx context.Context, typ, key string, ordered bool, now time.Time) (bool, error) {
 	filter := bson.D{{Key: event.FieldKey, Value: key}, {Key: event.FieldType, Value: typ}, notDone}
-	sort := bson.D{{Key: event.FieldSeq, Value: 1}}
+	sort := bson.D{{Key: event.FieldSeq, Value: 1}, {Key: event.FieldID, Value: 1}}
 	if !ordered {
 		filter = append(filter, bson.E{Key: event.FieldParkedAt, Value: bson.D{{Key: "$type", Value: "date"}}})
 		sort = bson.D{{Key: event.FieldParkedAt, Value: 1}}

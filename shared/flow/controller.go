@@ -286,16 +286,23 @@ func (c *Controller) admitKey(ctx context.Context, cl *eventstore.Claim, p *Perm
 	}
 	p.key, p.ordered = hash, k.Ordered
 	p.seq = orderOf(cl.Event.Seq, seq, now)
+	limit := k.Concurrency
 	if k.Ordered {
 		q := eventstore.KeyQuery{Type: p.g.typ, ID: cl.Event.ID, Path: k.Path, Value: val, Key: hash, Seq: p.seq}
 		earlier, err := c.st.EarlierOfKey(ctx, q)
-		return err == nil && !earlier.Found, err
+		if err != nil || earlier.Found {
+			return false, err
+		}
+		// Its turn by the order; and the key's one slot, so that one run
+		// at a time holds whatever the order says (an event's place can
+		// move earlier when its insert's message comes after a sweep's).
+		limit = 1
 	}
 	if p.token == 0 {
 		p.token = rand.Int64()
 	}
 	name := eventstore.FlowID("slot", p.g.typ, hash)
-	ok, err := c.st.AcquireSlot(ctx, name, k.Concurrency, eventstore.Slot{Owner: c.opts.Owner, Token: p.token, Until: now.Add(c.opts.RunTTL)}, now)
+	ok, err := c.st.AcquireSlot(ctx, name, limit, eventstore.Slot{Owner: c.opts.Owner, Token: p.token, Until: now.Add(c.opts.RunTTL)}, now)
 	if ok {
 		p.keySlot = true
 	}
@@ -600,13 +607,13 @@ func (c *Controller) refresh(ctx context.Context) {
 // that wait for those keys: nothing else would (a key's waiting events
 // are woken by a release).
 func (c *Controller) reap(ctx context.Context, g *gate) {
-	if g.key == nil || g.key.Ordered {
+	if g.key == nil {
 		return
 	}
 	now := c.opts.Now()
 	keys, err := c.st.ReapSlots(ctx, g.typ, now)
 	for _, k := range keys {
-		if _, werr := c.st.WakeNext(ctx, g.typ, k, false, now); werr != nil {
+		if _, werr := c.st.WakeNext(ctx, g.typ, k, g.key.Ordered, now); werr != nil {
 			err = errors.Join(err, werr)
 			break
 		}

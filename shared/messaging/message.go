@@ -3,7 +3,9 @@ package messaging
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -93,11 +95,26 @@ func ChangeStamp(ts bson.Timestamp) string {
 	return "c" + strconv.FormatUint(uint64(ts.T), 10) + "." + strconv.FormatUint(uint64(ts.I), 10)
 }
 
+// CreationStamp names a new event the sweeper publishes (the relay did not,
+// or not yet: inserted before its stream opened, a message lost, no change
+// streams) by its createdAt, for MsgID, in ChangeOrder's terms: second
+// T-1 and millisecond I, so that it orders by its creation among its
+// kind, and before every change of the same second or later (what the
+// stream delivered after it). "" for a time outside a cluster time's
+// range.
+func CreationStamp(createdAt time.Time) string {
+	sec := createdAt.Unix() - 1
+	if sec < 0 || sec > math.MaxUint32 {
+		return ""
+	}
+	return "o" + strconv.FormatInt(sec, 10) + "." + strconv.Itoa(createdAt.Nanosecond()/int(time.Millisecond))
+}
+
 // ChangeOrder is the place in commit order of the change a message was
 // derived from, read from its Nats-Msg-Id: the change's cluster time as
-// T<<32 | I, which grows with every change. 0: the message was not derived
-// from a change (the scheduler's, the sweeper's). Flow control orders the
-// events of a key by it.
+// T<<32 | I, which grows with every change, or a sweeper's CreationStamp.
+// 0: neither (the scheduler's messages, the sweeper's of events without a
+// creation time). Flow control orders the events of a key by it.
 func ChangeOrder(h nats.Header) int64 {
 	id := h.Get(nats.MsgIdHdr)
 	at := -1
@@ -107,7 +124,7 @@ func ChangeOrder(h nats.Header) int64 {
 			break
 		}
 	}
-	if at < 0 || at+1 >= len(id) || id[at+1] != 'c' {
+	if at < 0 || at+1 >= len(id) || (id[at+1] != 'c' && id[at+1] != 'o') {
 		return 0
 	}
 	t, i, ok := cutByte(id[at+2:], '.')

@@ -190,6 +190,14 @@ func testEarlierOfKey(t *testing.T, b *bundle) {
 	require.NoError(t, err)
 	b.insert(t, job("failed", key("c1"), stamp("h1", 15), bson.E{Key: "state", Value: int32(2)}))
 	require.True(t, earlier(), "a failed event before it holds the key")
+	_, err = b.events.DeleteOne(b.ctx, bson.D{{Key: "_id", Value: "failed"}})
+	require.NoError(t, err)
+
+	// The same place: the smaller _id comes first, for both of them.
+	b.insert(t, job("zz same place", key("c1"), stamp("h1", 20)))
+	require.False(t, earlier(), `"zz same place" comes after "me"`)
+	b.insert(t, job("aa same place", key("c1"), stamp("h1", 20)))
+	require.True(t, earlier(), `"aa same place" comes before "me"`)
 }
 
 // A parked event gives back its lease, keeps its crash count, is stamped
