@@ -90,18 +90,19 @@ type routed struct {
 // DLQ; malformed ones to the DLQ with the reason. Nothing is published for an event a consumer runs now (its
 // lease holds: the transition that ends the run is routed instead) or one
 // that succeeded. change names the change the document comes from
-// (changeStamp), for the message's Nats-Msg-Id; "" when it does not come
-// from a change (the scheduler, the sweeper): the event's version and state
-// name it then.
-func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
+// (messaging.Stamp{Change: its cluster time}), for the message's
+// Nats-Msg-Id; the zero Stamp when it does not come from a change (the
+// scheduler, the sweeper): the event's version and state name it then.
+func (p *publisher) route(doc bson.Raw, change messaging.Stamp, now time.Time) routed {
 	ev, err := p.store.Parse(doc)
 	r := routed{doc: doc, ev: ev}
 	if ev.ID.Type == 0 {
 		return r // no _id: not a document of ours
 	}
+	fromChange := change != messaging.Stamp{}
 	stamp := change
-	if stamp == "" {
-		stamp = stateStamp(&ev)
+	if !fromChange {
+		stamp = messaging.Stamp{Text: stateStamp(&ev)}
 	}
 	if err != nil {
 		r.reject = err.Error()
@@ -109,12 +110,13 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 		if typ == "" {
 			typ = messaging.InvalidType
 		}
-		return p.message(r, p.cfg.Names.DLQSubject(typ), "rejected."+stamp)
+		stamp.Prefix = "rejected."
+		return p.message(r, p.cfg.Names.DLQSubject(typ), stamp)
 	}
 	if ev.Leased(now) {
 		return r
 	}
-	if ev.State.Runnable() && !ev.ParkedAt.IsZero() && change != "" {
+	if ev.State.Runnable() && !ev.ParkedAt.IsZero() && fromChange {
 		// It waits for its key (flow control), out of NATS: the change is
 		// its park. A wake, or the sweeper after the stall, brings it back.
 		return r
@@ -130,7 +132,7 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 			return r
 		}
 		if ev.State == event.StateFailed {
-			stamp = dueStamp(&ev)
+			stamp = messaging.Stamp{Text: dueStamp(&ev)}
 		}
 		return p.message(r, p.cfg.Names.EventSubject(ev.Type), stamp)
 	case event.StateError:
@@ -158,9 +160,6 @@ func stateStamp(ev *event.Event) string {
 	return "v" + strconv.FormatInt(ev.Version, 10) + ".s" + strconv.Itoa(int(ev.State))
 }
 
-// changeStamp names a change by its cluster time (messaging.ChangeStamp).
-func changeStamp(ts bson.Timestamp) string { return messaging.ChangeStamp(ts) }
-
 // traceRoom is kept free of max_payload for the trace context a traced
 // publish adds to the headers: traceparent, and tracestate (at most 512
 // characters by the W3C's rules).
@@ -173,8 +172,8 @@ var traceHeaders = []string{"traceparent", "tracestate", "Traceparent", "Tracest
 // fits, a stub otherwise. When NATS would refuse the message whatever its
 // body (the event's id too large for the Retrigger-Id header, or for
 // max_payload), r is marked tooLarge: the event goes into errors directly.
-func (p *publisher) message(r routed, subject, stamp string) routed {
-	msg := messaging.NewMsg(subject, messaging.MsgID(r.ev.ID, stamp), r.ev.ID, r.ev.Version, nil)
+func (p *publisher) message(r routed, subject string, stamp messaging.Stamp) routed {
+	msg := messaging.NewStampedMsg(subject, r.ev.ID, stamp, r.ev.Version, nil)
 	if r.reject != "" {
 		msg.Header.Set(messaging.HeaderReason, r.reject)
 	}

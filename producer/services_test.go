@@ -151,7 +151,7 @@ func TestRoute(t *testing.T) {
 		raw, err := bson.Marshal(doc)
 		require.NoError(t, err)
 		scheduled = nil
-		r := b.p.pub.route(raw, "c1.1", now)
+		r := b.p.pub.route(raw, messaging.Stamp{Text: "c1.1"}, now)
 		if tt.subject == "" {
 			require.Nil(t, r.msg, tt.name)
 		} else {
