@@ -177,11 +177,12 @@ func (p *publisher) message(r routed, subject string, stamp messaging.Stamp) rou
 	if r.reject != "" {
 		msg.Header.Set(messaging.HeaderReason, r.reject)
 	}
-	if err := messaging.CheckSize(msg, p.maxPayload); err != nil {
+	hdr := messaging.HeaderBytes(msg) // the headers stay as they are from here
+	if err := messaging.CheckSizes(hdr, 0, p.maxPayload); err != nil {
 		r.tooLarge = fmt.Sprintf("its _id (%d bytes) cannot travel in a NATS message: %v", len(r.ev.ID.Value), err)
 		return r
 	}
-	room := p.maxPayload - messaging.HeaderBytes(msg)
+	room := p.maxPayload - hdr
 	if p.cfg.Tracing != nil {
 		room -= traceRoom
 	}
@@ -190,7 +191,7 @@ func (p *publisher) message(r routed, subject string, stamp messaging.Stamp) rou
 		body = messaging.StubBody(&r.ev, len(r.doc))
 	}
 	msg.Data = body
-	if err := messaging.CheckSize(msg, p.maxPayload); err != nil {
+	if err := messaging.CheckSizes(hdr, len(body), p.maxPayload); err != nil {
 		r.tooLarge = fmt.Sprintf("its _id (%d bytes) leaves no room in a NATS message for even a stub body: %v", len(r.ev.ID.Value), err)
 		return r
 	}
@@ -208,11 +209,13 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 		return nil, nil
 	}
 	r.span = p.cfg.Tracing.Publish(&r.ev, r.msg)
-	if err := messaging.CheckSize(r.msg, p.maxPayload); err != nil {
-		// The trace context took the headers past the limit (an id just
-		// under it): the event travels untraced rather than not at all.
-		for _, k := range traceHeaders {
-			r.msg.Header.Del(k)
+	if p.cfg.Tracing != nil { // untraced, the headers are those message measured
+		if err := messaging.CheckSize(r.msg, p.maxPayload); err != nil {
+			// The trace context took the headers past the limit (an id just
+			// under it): the event travels untraced rather than not at all.
+			for _, k := range traceHeaders {
+				r.msg.Header.Del(k)
+			}
 		}
 	}
 	if r.reject != "" {
