@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,33 @@ type publisher struct {
 	// missing (deleted or lost at run time).
 	ensureStreams func(ctx context.Context) error
 	ensuredAt     atomic.Int64 // unix ns of the last ensureStreams, to do it at most once a second
+
+	subjectsMu sync.RWMutex
+	subjects   map[string]string // EVENTS subject by type, for at most maxSubjects types
+}
+
+// maxSubjects bounds the subjects a publisher keeps: an application has a
+// few types, documents with random types must not grow it without end.
+const maxSubjects = 1024
+
+// eventSubject is the EVENTS subject of typ, built once per type.
+func (p *publisher) eventSubject(typ string) string {
+	p.subjectsMu.RLock()
+	s, ok := p.subjects[typ]
+	p.subjectsMu.RUnlock()
+	if ok {
+		return s
+	}
+	s = p.cfg.Names.EventSubject(typ)
+	p.subjectsMu.Lock()
+	if p.subjects == nil {
+		p.subjects = map[string]string{}
+	}
+	if len(p.subjects) < maxSubjects {
+		p.subjects[typ] = s
+	}
+	p.subjectsMu.Unlock()
+	return s
 }
 
 // streamMissing ensures the streams again, at most once a second, when err
@@ -134,7 +162,7 @@ func (p *publisher) route(doc bson.Raw, change messaging.Stamp, now time.Time) r
 		if ev.State == event.StateFailed {
 			stamp = messaging.Stamp{Text: dueStamp(&ev)}
 		}
-		return p.message(r, p.cfg.Names.EventSubject(ev.Type), stamp)
+		return p.message(r, p.eventSubject(ev.Type), stamp)
 	case event.StateError:
 		return p.message(r, p.cfg.Names.DLQSubject(ev.Type), stamp)
 	}
