@@ -202,11 +202,12 @@ func (p *pool) iterate(ctx, hctx context.Context, s source, cons jetstream.Consu
 			}
 		}()
 	}
+	// hctx ends when the drain deadline passed: a drain that waits for a
+	// server that is gone (Stop cannot end one) ends there.
+	next := jetstream.NextContext(hctx)
 	for {
 		beat.Idle() // waiting for a message is not being stuck
-		// hctx ends when the drain deadline passed: a drain that waits for
-		// a server that is gone (Stop cannot end one) ends there.
-		msg, err := it.Next(jetstream.NextContext(hctx))
+		msg, err := it.Next(next)
 		beat.Beat()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {

@@ -346,9 +346,13 @@ func (w *Worker) report(ctx context.Context, ev *event.Event, t *eventstore.Tran
 		w.stats.Errored.Add(1)
 	}
 	w.cfg.Metrics.Transition(ev.Type, ev.State, t.To, ev.Attempts+1, t.Run.Took)
+	debug := w.log.Debug()
+	if !debug.Enabled() && w.cfg.OnTransition == nil {
+		return // nobody reads the transition: build none
+	}
 	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, To: t.To, Attempts: t.Attempts,
 		Error: t.Run.Error, Took: t.Run.Took, At: t.At, Reason: t.Reason}
-	w.log.Debug().Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
+	debug.Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
@@ -371,8 +375,7 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 	h := w.cfg.Handlers[c.Event.Type]
 	hctx, cancel := context.WithTimeoutCause(ctx, w.cfg.HandlerTimeout, errHandlerTimeout)
 	defer cancel()
-	stop := w.keepAlive(hctx, msg, c, cancel)
-	defer stop()
+	defer w.keepAlive(hctx, msg, c, cancel).stop()
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
@@ -390,17 +393,18 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 // keepAlive renews the lease and sends a progress ack every AckWait/2
 // until ctx ends; if the lease was taken over it cancels the run. The
 // first renewal comes sooner when the lease has less than an ack wait
-// left (a claim answered only on a retry): at half of what is left. stop
-// ends it, cutting short a renewal under way, and returns once none runs.
+// left (a claim answered only on a retry): at half of what is left. Its
+// stop ends it, cutting short a renewal under way, and returns once none
+// runs.
 // A timer's callback makes each renewal: a run that ends before the first
 // (most runs) costs a timer, not a goroutine and a context of its own.
-func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) (stop func()) {
+func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) *keeper {
 	k := &keeper{w: w, ctx: ctx, msg: msg, c: c, cancel: cancel, every: w.cfg.AckWait / 2}
 	first := min(k.every, max(c.Lease.Until.Sub(w.cfg.Now())/2, 0))
 	k.mu.Lock()
 	k.t = time.AfterFunc(first, k.renew)
 	k.mu.Unlock()
-	return k.stop
+	return k
 }
 
 // keeper is one run's keepAlive.
