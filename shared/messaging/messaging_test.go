@@ -64,6 +64,20 @@ func TestStampedMsgIsNewMsg(t *testing.T) {
 	}
 }
 
+// The relay's message costs five allocations whatever its id and stamp:
+// the header values' one string and the array of their slices, the
+// message, the header map and its entries. Its body costs one: the
+// document's strings are escaped from its own bytes.
+func TestRelayMessageAllocations(t *testing.T) {
+	raw, err := bson.Marshal(bson.D{{Key: "_id", Value: bson.NewObjectID()}, {Key: "type", Value: "order"},
+		{Key: "payload", Value: bson.D{{Key: "data", Value: strings.Repeat("x", 256)}, {Key: "n", Value: int64(7)}}}})
+	require.NoError(t, err)
+	id := bson.Raw(raw).Lookup("_id")
+	st := Stamp{Change: bson.Timestamp{T: 1764662400, I: 17}}
+	require.LessOrEqual(t, testing.AllocsPerRun(100, func() { _ = NewStampedMsg("retrigger.events.order", id, st, 3, nil) }), 5.0)
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _ = Body(raw) }))
+}
+
 func TestNames(t *testing.T) {
 	t.Parallel()
 	n := Names{StreamPrefix: "ACME", SubjectPrefix: "acme"}
