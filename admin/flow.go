@@ -185,7 +185,7 @@ func (a *Admin) known(ctx context.Context, typ string) error {
 	if len(types) > 0 {
 		known = strings.Join(types, ", ")
 	}
-	return fmt.Errorf("%w: no event, archive or flow state of type %q (types seen: %s); to pause a type before its first event, force it", ErrNotFound, typ, known)
+	return fmt.Errorf("%w: no event, archive or flow state of type %q (types seen: %s); to pause a type before its first event, force it (the CLI's -force)", ErrNotFound, typ, known)
 }
 
 func (a *Admin) flowOf(ctx context.Context, typ string) (*FlowStatus, error) {

@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/retrigger/retrigger/admin"
+	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/flow"
 )
 
@@ -59,6 +60,11 @@ func TestPauseAndResume(t *testing.T) {
 		_, err = ops.Resume(b.ctx, admin.ResumeRequest{Type: "nosuch"})
 		require.ErrorIs(t, err, admin.ErrNotFound)
 	}
+	// A pause that ended by itself holds nothing: resuming it changes nothing.
+	require.NoError(t, b.store.SaveFlow(b.ctx, eventstore.FlowState{Type: "ended", Pause: &eventstore.Pause{By: "ada", At: time.Now().Add(-time.Hour), Until: time.Now().Add(-time.Minute), Source: flow.SourceOperator}}))
+	_, err = b.admin.Resume(b.ctx, admin.ResumeRequest{Type: "ended"})
+	require.ErrorIs(t, err, admin.ErrNoChange, "a pause that ended")
+
 	st, err := b.admin.Pause(b.ctx, admin.PauseRequest{Type: "future", Force: true, By: "ada"})
 	require.NoError(t, err, "a type not seen yet, forced")
 	require.True(t, st.Held())

@@ -19,6 +19,8 @@ func (r *runner) flow(ctx context.Context, cmd string, args []string) error {
 		return fmt.Errorf("%w: flow takes no arguments", errUsage)
 	case cmd != "flow" && len(args) != 1:
 		return fmt.Errorf("%w: %s takes one event type, e.g. %s partner", errUsage, cmd, cmd)
+	case cmd != "pause" && (r.o.until != "" || len(r.o.reasonText) > 0 || r.o.force):
+		return fmt.Errorf("%w: -until, -reason and -force are pause's; %s takes none of them", errUsage, cmd)
 	}
 	var until time.Time
 	if cmd == "pause" && r.o.until != "" {
@@ -39,20 +41,20 @@ func (r *runner) flow(ctx context.Context, cmd string, args []string) error {
 			return err
 		}
 		r.log.Info().Str("type", args[0]).Time("until", until).Msg("paused")
-		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, now) })
+		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, r.io.Now()) })
 	case "resume":
 		st, err := ops.Resume(ctx, admin.ResumeRequest{Type: args[0], By: r.o.actor()})
 		if err != nil {
 			return err
 		}
 		r.log.Info().Str("type", args[0]).Msg("resumed")
-		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, now) })
+		return r.print(st, func() { printFlow(r.io.Out, []admin.FlowStatus{*st}, r.io.Now()) })
 	}
 	all, err := ops.Flow(ctx)
 	if err != nil {
 		return err
 	}
-	return r.print(all, func() { printFlow(r.io.Out, all, now) })
+	return r.print(all, func() { printFlow(r.io.Out, all, r.io.Now()) }) // now: after the answer, or a pause just made reads "in 1ms"
 }
 
 // printFlow prints each type's flow control: its breaker, its pause, and

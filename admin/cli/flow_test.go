@@ -52,6 +52,8 @@ func TestPauseCommands(t *testing.T) {
 		{"in stats", []string{"stats"}, 0, "until 2026-12-02 10:30:00", ""},
 		{"resume", []string{"resume", "partner"}, 0, "partner", ""},
 		{"nothing to resume", []string{"resume", "partner"}, 1, "", "not paused"},
+		{"resume takes no end", []string{"resume", "partner", "-until", "1h"}, 2, "", "-until, -reason and -force are pause's"},
+		{"flow takes no reason", []string{"flow", "-reason", "x"}, 2, "", "-until, -reason and -force are pause's"},
 		{"forced", []string{"pause", "later", "-force"}, 0, "until resumed", ""},
 	}
 	for _, tt := range tests {

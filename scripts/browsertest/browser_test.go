@@ -257,5 +257,22 @@ func TestOperatorSession(t *testing.T) {
 	what = run(t, ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#timeline li")).map(l => l.dataset.what)`))
 	require.Equal(t, []string{"inserted", "failed", "failed", "error", "archived", "redriven", "success"}, what)
 	shot(t, ctx, dir, "event-redriven")
+
+	// Pause a type from the overview's flow control, with a reason: the
+	// row says so, with who and why, and offers to resume it.
+	row := `#flow-types tr[data-type="partner"]`
+	do(t, ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("flow-types")),
+		chromedp.SetValue(chromedp.CSS(row+` input[name="until"]`), "30m"),
+		chromedp.SetValue(chromedp.CSS(row+` input[name="reason"]`), "partner maintenance window"))
+	follow(t, ctx, chromedp.Submit(chromedp.CSS(row+` input[name="reason"]`)))
+	require.Equal(t, "Done: paused partner.", run(t, ctx, chromedp.Text(chromedp.CSS(`#flow p.done`))))
+	paused := run(t, ctx, chromedp.Text(chromedp.CSS(row+` td:nth-child(3)`)))
+	require.Contains(t, paused, "paused by")
+	require.Contains(t, paused, "partner maintenance window")
+	require.Equal(t, "held", attr(t, ctx, row, "class"))
+	shot(t, ctx, dir, "overview-paused")
+	follow(t, ctx, chromedp.Click(chromedp.CSS(row+` form[action="/flow/resume"] button`)))
+	require.Equal(t, "Done: resumed partner.", run(t, ctx, chromedp.Text(chromedp.CSS(`#flow p.done`))))
+	require.Equal(t, "no", run(t, ctx, chromedp.Text(chromedp.CSS(row+` td:nth-child(3)`))))
 	t.Logf("browsing took %s", time.Since(browsing).Round(time.Millisecond))
 }

@@ -103,6 +103,7 @@ func (o options) pipeline(feed *feed, log zerolog.Logger) pipeline.Options {
 	po.Worker.Policies = retry.Policies{Default: retry.Policy{
 		InitialInterval: o.retryInitial, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: 0.2, MaxAttempts: int64(o.maxAttempts),
 	}}
+	po.Worker.Flow = o.flow
 	po.Worker.DrainTimeout = 3 * time.Second
 	po.Worker.OnTransition = feed.add
 	po.Archiver.Logger = log
@@ -351,7 +352,8 @@ func summarize(ctx context.Context, w io.Writer, db store.Database, f *feed, o o
 }
 
 // flowLine says what holds a type back, if anything: its breaker, its
-// pause, events waiting for their keys. "" on the happy path.
+// pause, events waiting for their keys, the rate and key limits it was
+// given. "" on the happy path.
 func flowLine(f admin.FlowStatus, now time.Time) string {
 	var parts []string
 	switch f.Breaker {
@@ -369,6 +371,11 @@ func flowLine(f admin.FlowStatus, now time.Time) string {
 	}
 	if f.Parked > 0 {
 		parts = append(parts, fmt.Sprintf("%d waiting for their keys", f.Parked))
+	}
+	for _, l := range strings.Split(f.Limits, "; ") { // the rate and keys given; the stock breaker is the happy path's
+		if l != "" && !strings.HasPrefix(l, "breaker ") {
+			parts = append(parts, l)
+		}
 	}
 	if len(parts) == 0 {
 		return ""

@@ -14,6 +14,9 @@ import (
 func TestFlowLine(t *testing.T) {
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	require.Empty(t, flowLine(admin.FlowStatus{Type: "demo", Breaker: flow.Closed, Waiting: 3}, now))
+	require.Empty(t, flowLine(admin.FlowStatus{Type: "demo", Breaker: flow.Closed, Limits: "breaker min-runs=20,failure-ratio=0.8,window=30s,probe=5s,max-probe=30s", Waiting: 3}, now))
+	require.Equal(t, "flow: demo rate 2/s · 131 waiting",
+		flowLine(admin.FlowStatus{Type: "demo", Breaker: flow.Closed, Limits: "breaker min-runs=20,failure-ratio=0.8,window=30s,probe=5s,max-probe=30s; rate 2/s", Waiting: 131}, now))
 	require.Equal(t, "flow: demo breaker open since 12s, next probe in 3s (20 of 20 runs failed in 30s) · 40 waiting",
 		flowLine(admin.FlowStatus{Type: "demo", Breaker: flow.Open, Since: now.Add(-12 * time.Second), NextProbe: now.Add(3 * time.Second),
 			Reason: "20 of 20 runs failed in 30s", Waiting: 40}, now))

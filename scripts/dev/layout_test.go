@@ -31,6 +31,11 @@ func TestLayoutFlags(t *testing.T) {
 	require.Equal(t, seedAttempts+1, o.maxAttempts, "count > Attempts archives after Attempts+1 runs")
 	require.Contains(t, banner(o, "nats://x", ""), "4 runs (Attempts = 3), then Error")
 
+	// The seed layout's type takes flow control's flags.
+	o, err = parse([]string{"-layout", "seed", "-rate-limits", "seed=2/s"}, func(string) string { return "" })
+	require.NoError(t, err)
+	require.Contains(t, o.flow.Rates, seedType)
+
 	// Flags given, and their variables, still override the layout.
 	o, err = parse([]string{"-layout", "seed", "-interval", "5s"}, func(k string) string {
 		return map[string]string{"RETRIGGER_MAX_ATTEMPTS": "2", "RETRIGGER_ERRORS_COLLECTION": "Archive"}[k]

@@ -12,13 +12,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/logging"
 )
 
@@ -87,6 +90,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: trace, debug (every transition), info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", logging.FormatAuto, "log format: auto, json, console")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "address serving the web view at /, /metrics, /healthz, /readyz and the admin API of `retrigger -server` (empty: none)")
+	o.flowFlags.Register(fs)
 	fs.BoolVar(&o.allowWrites, "allow-writes", true, "offer the web view's actions (retry, cancel, redrive, purge): on by default in the local run, whose admin API on the same address changes data too")
 }
 
@@ -100,6 +104,8 @@ type options struct {
 	interval, latency, retryInitial        time.Duration
 	summaryEvery, retention                time.Duration
 	failureRate                            float64
+	flowFlags                              flow.Flags  // -breaker, -rate-limits, -keys, as the consumer takes them
+	flow                                   flow.Config // what they say, read by validate
 }
 
 // The layouts: retrigger's own, and the hand-built trigger mechanism's
@@ -176,6 +182,17 @@ func (o *options) validate() error {
 	}
 	if st, err := os.Stat(o.dataDir); err == nil && !st.IsDir() {
 		return config.Invalid("data-dir", "%s is a file: name a directory (it is created if missing)", o.dataDir)
+	}
+	var err error
+	if o.flow, err = o.flowFlags.Config(); err != nil {
+		return err
+	}
+	if err := o.flow.Validate(slices.Sorted(maps.Keys(o.handlers()))); err != nil {
+		var fe *flow.Error
+		if errors.As(err, &fe) {
+			return config.Invalid(fe.Setting, "%v", err)
+		}
+		return err
 	}
 	return nil
 }

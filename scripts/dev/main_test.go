@@ -38,6 +38,8 @@ func TestRunSaysWhyItCannotStart(t *testing.T) {
 		{"data directory is a file", []string{"-data-dir", file}, nil, []string{"invalid -data-dir (RETRIGGER_DATA_DIR)", "is a file"}},
 		{"data directory under a file", []string{"-data-dir", filepath.Join(file, "sub")}, syscall.ENOTDIR, []string{"not a directory", "-data-dir must be a directory"}},
 		{"not this machine's address", []string{"-nats-host", "192.0.2.1"}, syscall.EADDRNOTAVAIL, []string{"192.0.2.1", "-nats-host must be an address of this machine"}},
+		{"rate limit of a type it does not run", []string{"-rate-limits", "dmeo=2/s"}, nil, []string{"invalid -rate-limits (RETRIGGER_RATE_LIMITS)", `unknown type "dmeo"`, "demo"}},
+		{"key path that is no field path", []string{"-keys", "demo=key:payload..id,ordered"}, nil, []string{"invalid -keys (RETRIGGER_KEYS)", "payload..id"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -74,7 +74,12 @@ type doomed struct {
 	crash   func()
 }
 
-func startDoomed(t *testing.T, b *bundle) *doomed {
+func startDoomed(t *testing.T, b *bundle) *doomed { return startDoomedWith(t, b, time.Hour) }
+
+// startDoomedWith starts a doomed replica whose runs are bounded by
+// handlerTimeout: what it writes into leases of its own (a probe, a slot)
+// lasts that long plus the ack wait.
+func startDoomedWith(t *testing.T, b *bundle, handlerTimeout time.Duration) *doomed {
 	t.Helper()
 	nc, err := nats.Connect(b.NATS.ClientURL())
 	require.NoError(t, err)
@@ -87,7 +92,7 @@ func startDoomed(t *testing.T, b *bundle) *doomed {
 		<-release
 		return errBoom
 	}}
-	cfg.HandlerTimeout, cfg.DrainTimeout = time.Hour, time.Hour
+	cfg.HandlerTimeout, cfg.DrainTimeout = handlerTimeout, time.Hour
 	cut := &atomic.Bool{}
 	w, err := consumer.NewWorker(cfg, cuttable{Database: b.DB, cut: cut}, nc)
 	require.NoError(t, err)

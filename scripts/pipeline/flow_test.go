@@ -99,7 +99,7 @@ func flowOf(t *testing.T, b *bundle, typ string) flow.Status {
 	return flow.Status{Type: typ, Breaker: flow.Closed}
 }
 
-// The outage, with the stock policy and the stock breaker: a
+// A partner's outage, with the stock policy and the stock breaker: a
 // partner answers 503 for 40 s while 400 events arrive in its first 20 s.
 // No event is archived; once the breaker trips the partner sees about one
 // call per 10 s of outage (the probes), and no event spends an attempt;
@@ -606,4 +606,128 @@ func TestDelayedFirstRun(t *testing.T) {
 	require.Empty(t, b.rec.callTimes(delayed.Hex()))
 	b.waitState(t, delayed, event.StateSuccess, 0)
 	require.False(t, b.rec.callTimes(delayed.Hex())[0].Before(at.Truncate(time.Millisecond)), "not before its nextAttemptAt")
+}
+
+// A replica that dies holding a key (its run under way, the key's slot
+// taken, the key's next event parked behind it) stops the key only until
+// its bound (its handler timeout plus the ack wait): the surviving
+// replicas take the run over (counting the crash, which its outcome
+// clears), the key's waiting events are woken, and an ordered key's
+// events still run one at a time, in insertion order; another key never
+// waited.
+func TestKeyHolderCrashes(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		key  flow.Key
+	}{
+		{"ordered", flow.Key{Path: "payload.k", Ordered: true}},
+		{"concurrency 1", flow.Key{Path: "payload.k", Concurrency: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var second bson.ObjectID
+			rec := newRecorder(func(id string, call int) error {
+				if id == second.Hex() && call == 1 {
+					return errors.New("partner: 502") // a failure holds the key too
+				}
+				return nil
+			})
+			b := setup(t, rec, func(o *Options) {
+				o.Replicas = -1
+				o.Worker.AckWait = 2 * time.Second
+				o.Worker.Flow = flow.Config{Keys: map[string]flow.Key{"job": tt.key}}
+			})
+			d := startDoomedWith(t, b, 4*time.Second) // its slot outlives its lease: 6 s against 2 s (and a grace of 1 s)
+			var ids []bson.ObjectID
+			for i := range 5 {
+				ids = append(ids, b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: "acct-1"}, {Key: "n", Value: i}}}))
+			}
+			second = ids[1]
+			d.waitStarted(t)
+			waitFor(t, 10*time.Second, "the key's second event parked behind the first", func() bool {
+				ev := get(t, b.events(), ids[1])
+				return ev != nil && !ev.ParkedAt.IsZero()
+			})
+			d.crash()
+
+			other := b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: "acct-2"}}})
+			require.NoError(t, b.StartWorker())
+			require.NoError(t, b.StartWorker())
+			b.waitStateWithin(t, 10*time.Second, other, event.StateSuccess)
+			var prevEnd time.Time
+			for i, id := range ids {
+				b.waitStateWithin(t, 20*time.Second, id, event.StateSuccess)
+				ev := get(t, b.events(), id)
+				calls := rec.callTimes(id.Hex())
+				require.NotEmpty(t, calls, "event %d ran on a surviving replica", i)
+				if tt.key.Ordered {
+					require.False(t, calls[0].Before(prevEnd), "event %d of the key started before event %d ended", i, i-1)
+					prevEnd = calls[len(calls)-1]
+				}
+				if i == 0 {
+					require.Len(t, calls, 1, "the dead replica's run was taken over once")
+				}
+				require.Zero(t, ev.Crashes, "the outcome clears the crash count")
+			}
+			require.Len(t, rec.callTimes(ids[1].Hex()), 2, "the failed event ran again")
+		})
+	}
+}
+
+// A replica that dies in the middle of the breaker's probe does not stop
+// the type for good: the probe's lease runs out (the dead replica's handler
+// timeout plus the ack wait), another replica probes,
+// and once the partner answers every event succeeds. The probe that never
+// finished is a crash of its event's run, and the event's outcome clears it.
+func TestProbeHolderCrashes(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	rec := newRecorder(func(string, int) error {
+		if down.Load() {
+			return errors.New("partner: 503")
+		}
+		return nil
+	})
+	b := setup(t, rec, func(o *Options) {
+		o.Worker.AckWait = 2 * time.Second
+		o.Worker.Policies = retry.Policies{Default: retry.Policy{InitialInterval: 100 * time.Millisecond, MaxAttempts: 50}}
+		o.Worker.Flow = flow.Config{Breaker: fastBreaker, Refresh: 100 * time.Millisecond}
+	})
+	var ids []bson.ObjectID
+	for range 20 {
+		ids = append(ids, b.insertJob(t))
+	}
+	waitFor(t, 20*time.Second, "the breaker open", func() bool { return flowOf(t, b, "job").Breaker == flow.Open })
+	require.NoError(t, b.StopWorkers())
+
+	// The only replica: it takes the next probe and dies in it. The probe
+	// is its for its handler timeout plus the ack wait (5 s here).
+	d := startDoomedWith(t, b, 3*time.Second)
+	d.waitStarted(t)
+	waitFor(t, 5*time.Second, "the doomed replica's probe recorded", func() bool {
+		fs, err := flowStore(b).LoadFlows(context.Background(), []string{"job"})
+		require.NoError(t, err)
+		return len(fs) == 1 && fs[0].Breaker.Probe != nil
+	})
+	d.crash()
+	down.Store(false)
+	require.NoError(t, b.StartWorker())
+	require.NoError(t, b.StartWorker())
+	t.Cleanup(func() {
+		if t.Failed() {
+			fs, _ := flowStore(b).LoadFlows(context.Background(), []string{"job"})
+			t.Logf("flow: %+v", fs)
+			for _, id := range ids {
+				doc, _ := b.events().FindOne(context.Background(), bson.D{{Key: "_id", Value: id}})
+				t.Logf("%s", doc)
+			}
+		}
+	})
+	for _, id := range ids {
+		b.waitStateWithin(t, 30*time.Second, id, event.StateSuccess)
+		require.Zero(t, get(t, b.events(), id).Crashes, "an outcome clears the crash count")
+	}
+	require.NotEqual(t, flow.Open, flowOf(t, b, "job").Breaker)
 }

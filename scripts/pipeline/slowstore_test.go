@@ -2,14 +2,18 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/retrigger/retrigger/consumer"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/faultstore"
@@ -123,4 +127,62 @@ func TestSlowDatabaseIsNotACrash(t *testing.T) {
 			require.Positive(t, archived)
 		})
 	}
+}
+
+// Keys on a database that loses the answers of a fifth of all writes,
+// flow control's among them (slots taken and given back, parks, wakes): no
+// key ever runs two at once, every event succeeds, and no slot is left
+// held by a run that never started or that ended.
+func TestKeysWithLostAnswers(t *testing.T) {
+	t.Parallel()
+	var (
+		mu       sync.Mutex
+		running  = map[string]int{}
+		overlaps int
+	)
+	handler := func(ctx context.Context, ev *consumer.Event) error {
+		k := keyString(ev.Payload.Lookup("k"))
+		mu.Lock()
+		running[k]++
+		if running[k] > 1 {
+			overlaps++
+		}
+		mu.Unlock()
+		select { // a run that takes a moment, so that runs of a key could overlap
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+		}
+		mu.Lock()
+		running[k]--
+		mu.Unlock()
+		return nil
+	}
+	var fdb *faultstore.DB
+	b := setup(t, newRecorder(nil), func(o *Options) {
+		o.Replicas = 3
+		o.Worker.AckWait = 3 * time.Second
+		o.Worker.HandlerTimeout = 2 * time.Second
+		o.Worker.Handlers = map[string]consumer.Handler{"job": handler}
+		o.Worker.Flow = flow.Config{Keys: map[string]flow.Key{"job": {Path: "payload.k", Concurrency: 1}}}
+		o.WrapStore = func(db store.Database) store.Database {
+			fdb = faultstore.Wrap(db, faultstore.Random(5, 0.2, faultstore.Op.Write, faultstore.LostAnswer))
+			return fdb
+		}
+	})
+	var ids []bson.ObjectID
+	for i := range 200 {
+		ids = append(ids, b.insert(t, bson.E{Key: "type", Value: "job"}, bson.E{Key: "payload", Value: bson.D{{Key: "k", Value: fmt.Sprintf("k%d", i%5)}}}))
+	}
+	for _, id := range ids {
+		b.waitStateWithin(t, 90*time.Second, id, event.StateSuccess)
+	}
+	mu.Lock()
+	require.Zero(t, overlaps, "runs of one key at once")
+	mu.Unlock()
+	require.Positive(t, fdb.Injected(faultstore.LostAnswer))
+	waitFor(t, 10*time.Second, "every key's slot given back", func() bool {
+		n, err := b.DB.Collection("retrigger_flow").Count(context.Background(), bson.D{{Key: "kind", Value: "slot"}})
+		require.NoError(t, err)
+		return n == 0
+	})
 }

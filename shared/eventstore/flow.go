@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -104,24 +105,40 @@ func (s *Store) LoadFlows(ctx context.Context, types []string) ([]FlowState, err
 
 // SaveFlow writes f over revision f.Rev (0: the document must not exist
 // yet) as revision f.Rev+1. ErrStale: another writer got there first, and
-// nothing was written; read again and decide again.
+// nothing was written; read again and decide again. A write whose answer
+// was lost is read back: each write carries a token of its own, so one
+// that was applied reports success, and its counts are not written twice.
 func (s *Store) SaveFlow(ctx context.Context, f FlowState) error {
-	doc := flowDoc(f)
+	id, token := FlowID("type", f.Type), rand.Int64()
+	doc := append(flowDoc(f), bson.E{Key: "write", Value: token})
+	var err error
 	if f.Rev == 0 {
-		err := s.flow.InsertOne(ctx, append(bson.D{{Key: "_id", Value: FlowID("type", f.Type)}}, doc...))
+		err = s.flow.InsertOne(ctx, append(bson.D{{Key: "_id", Value: id}}, doc...))
 		if errors.Is(err, store.ErrDuplicate) {
 			return ErrStale
 		}
-		return wrap("writing a flow state", err)
+	} else {
+		var n int64
+		n, err = s.flow.ReplaceOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "rev", Value: f.Rev}}, doc, false)
+		if err == nil && n == 0 {
+			return ErrStale
+		}
 	}
-	n, err := s.flow.ReplaceOne(ctx, bson.D{{Key: "_id", Value: FlowID("type", f.Type)}, {Key: "rev", Value: f.Rev}}, doc, false)
-	if err != nil {
+	if err != nil && !s.wrote(ctx, id, token) {
 		return wrap("writing a flow state", err)
-	}
-	if n == 0 {
-		return ErrStale
 	}
 	return nil
+}
+
+// wrote reports whether the flow document id holds the write token: a
+// write that failed was applied after all (its answer was lost).
+func (s *Store) wrote(ctx context.Context, id string, token int64) bool {
+	doc, err := s.flow.FindOne(ctx, bson.D{{Key: "_id", Value: id}})
+	if err != nil {
+		return false
+	}
+	got, ok := doc.Lookup("write").AsInt64OK()
+	return ok && got == token
 }
 
 func flowDoc(f FlowState) bson.D {
@@ -249,11 +266,77 @@ func (s *Store) AcquireSlot(ctx context.Context, name string, limit int, h Slot,
 			return false, nil
 		}
 		ok, err := s.writeSlots(ctx, name, rev, append(live, h))
-		if ok || err != nil {
-			return ok, err
+		if err != nil {
+			// Its answer lost, the write may be applied: a slot held by
+			// no run would shut the key out until h.Until.
+			if _, now, rerr := s.slots(ctx, name); rerr == nil && holding(now, h.Token) {
+				return true, nil
+			}
+			return false, err
+		}
+		if ok {
+			return true, nil
 		}
 	}
 	return false, ErrContended
+}
+
+// holding reports whether token is among holders.
+func holding(holders []Slot, token int64) bool {
+	for _, h := range holders {
+		if h.Token == token {
+			return true
+		}
+	}
+	return false
+}
+
+// ReapSlots drops the holders past their Until from the key slots of typ
+// (slot.<typ>.<key>: their replica died, or took the slot without
+// learning it had) and returns the keys that got room, once per holder
+// dropped, for their next events to be woken: an event that waits for its
+// key is woken by a release, and a holder that died never releases. One
+// query, and a write per key with such a holder.
+func (s *Store) ReapSlots(ctx context.Context, typ string, now time.Time) ([]string, error) {
+	prefix := FlowID("slot", typ) + "."
+	docs, err := s.flow.Find(ctx, bson.D{
+		{Key: "_id", Value: bson.D{{Key: "$gt", Value: prefix}, {Key: "$lt", Value: FlowID("slot", typ) + "/"}}}, // '/' follows '.'
+		{Key: "holders.until", Value: bson.D{{Key: "$lte", Value: now}}},
+	}, store.FindOptions{})
+	if err != nil {
+		return nil, wrap("reading expired concurrency slots", err)
+	}
+	var freed []string
+	for _, d := range docs {
+		name, _ := d.Lookup("_id").StringValueOK()
+		for try := 0; try < 20; try++ {
+			rev, holders, err := s.slots(ctx, name)
+			if err != nil {
+				return freed, err
+			}
+			live := holders[:0]
+			for _, h := range holders {
+				if h.Until.After(now) {
+					live = append(live, h)
+				}
+			}
+			gone := len(holders) - len(live)
+			if gone == 0 {
+				break
+			}
+			ok, err := s.writeSlots(ctx, name, rev, live)
+			if err != nil {
+				return freed, err
+			}
+			if ok {
+				for range gone {
+					freed = append(freed, name[len(prefix):])
+				}
+				break
+			}
+		}
+	}
+	return freed, nil
 }
 
 // ReleaseSlot gives back the slot token holds, and deletes the document of
@@ -274,8 +357,14 @@ func (s *Store) ReleaseSlot(ctx context.Context, name string, token int64) error
 			return nil // dropped as expired, or never taken
 		}
 		ok, err := s.writeSlots(ctx, name, rev, rest)
-		if ok || err != nil {
+		if err != nil {
+			if _, now, rerr := s.slots(ctx, name); rerr == nil && !holding(now, token) {
+				return nil // applied, its answer lost
+			}
 			return err
+		}
+		if ok {
+			return nil
 		}
 	}
 	return fmt.Errorf("releasing a concurrency slot (it ends with its run's bound): %w", ErrContended)

@@ -94,15 +94,17 @@ func Pause(ctx context.Context, st *eventstore.Store, typ string, until time.Tim
 func Resume(ctx context.Context, st *eventstore.Store, typ string, now time.Time) (bool, error) {
 	lifted := false
 	err := change(ctx, st, typ, func(f *eventstore.FlowState) bool {
+		write := false
 		lifted = false
-		if ok, _ := paused(f, now); ok || f.Pause != nil {
-			f.Pause, lifted = nil, true
+		if f.Pause != nil { // a pause that ended is cleared too, but lifts nothing
+			lifted, _ = paused(f, now)
+			f.Pause, write = nil, true
 		}
 		if f.Breaker.State == Open {
 			recovered(f, defaultBreaker, now)
-			lifted = true
+			lifted, write = true, true
 		}
-		return lifted
+		return write
 	})
 	return lifted, err
 }

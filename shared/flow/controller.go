@@ -513,7 +513,7 @@ func (c *Controller) judgeProbe(ctx context.Context, g *gate, herr error) {
 	case retry.CountsTowardBreaker(herr):
 		outcome = "failure"
 	}
-	_, _, err := c.update(ctx, g, func(f *eventstore.FlowState) bool {
+	_, wrote, err := c.update(ctx, g, func(f *eventstore.FlowState) bool {
 		if state(f, g.rules, now) != Open {
 			return false
 		}
@@ -535,7 +535,7 @@ func (c *Controller) judgeProbe(ctx context.Context, g *gate, herr error) {
 		c.log.Warn().Err(err).Str("type", g.typ).Msg("recording a probe's outcome; the probe ends with its bound and another replica probes")
 		return
 	}
-	if outcome == "success" {
+	if outcome == "success" && wrote { // not when an operator's resume closed it first
 		c.log.Info().Str("type", g.typ).Int("first_wave", 1).Dur("doubling_every", DefaultWave).
 			Msg("breaker: the probe succeeded, the type recovers; its backlog is let out in waves")
 	}
@@ -598,8 +598,29 @@ func (c *Controller) refresh(ctx context.Context) {
 		}
 		c.set(g, f)
 		c.maintain(ctx, g)
+		c.reap(ctx, g)
 	}
 	c.once.Do(func() { close(c.ready) })
+}
+
+// reap gives the key slots of dead holders back, and wakes the events
+// that wait for those keys: nothing else would (a key's waiting events
+// are woken by a release).
+func (c *Controller) reap(ctx context.Context, g *gate) {
+	if g.key == nil || g.key.Ordered {
+		return
+	}
+	now := c.opts.Now()
+	keys, err := c.st.ReapSlots(ctx, g.typ, now)
+	for _, k := range keys {
+		if _, werr := c.st.WakeNext(ctx, g.typ, k, false, now); werr != nil {
+			err = errors.Join(err, werr)
+			break
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		c.log.Debug().Err(err).Str("type", g.typ).Msg("giving back the key slots of runs past their bound; trying again at the next refresh")
+	}
 }
 
 // set takes f as the type's shared state, and wakes the pull loop when

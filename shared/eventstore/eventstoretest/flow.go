@@ -76,6 +76,37 @@ func testSlots(t *testing.T, b *bundle) {
 	require.Zero(t, n, "a key that goes quiet leaves nothing")
 }
 
+// ReapSlots drops the holders past their bound from a type's key slots,
+// and names each key once per holder dropped; live holders, the type's
+// recovery slot and other types' slots stay.
+func testReapSlots(t *testing.T, b *bundle) {
+	take := func(name string, limit int, token int64, until time.Time) { // a minute ago, when each was live
+		ok, err := b.store.AcquireSlot(b.ctx, name, limit, eventstore.Slot{Owner: "r1", Token: token, Until: until}, b.now.Add(-time.Minute))
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	past, live := b.now.Add(-time.Second), b.now.Add(time.Minute)
+	take(eventstore.FlowID("slot", "job", "k1"), 3, 1, past)
+	take(eventstore.FlowID("slot", "job", "k1"), 3, 2, past)
+	take(eventstore.FlowID("slot", "job", "k1"), 3, 3, live)
+	take(eventstore.FlowID("slot", "job", "k2"), 1, 4, live)
+	take(eventstore.FlowID("slot", "job"), 1, 5, past)         // the recovery wave's
+	take(eventstore.FlowID("slot", "jobs", "k1"), 1, 6, past)  // another type's
+	take(eventstore.FlowID("slot", "job-x", "k1"), 1, 7, past) // another type's
+	keys, err := b.store.ReapSlots(b.ctx, "job", b.now)
+	require.NoError(t, err)
+	require.Equal(t, []string{"k1", "k1"}, keys)
+	keys, err = b.store.ReapSlots(b.ctx, "job", b.now)
+	require.NoError(t, err)
+	require.Empty(t, keys, "nothing left to drop")
+	ok, err := b.store.AcquireSlot(b.ctx, eventstore.FlowID("slot", "job", "k1"), 2, eventstore.Slot{Owner: "r1", Token: 8, Until: live}, b.now)
+	require.NoError(t, err)
+	require.True(t, ok, "the live holder stayed: one of two slots held")
+	n, err := b.db.Collection(eventstore.DefaultFlow).Count(b.ctx, bson.D{})
+	require.NoError(t, err)
+	require.EqualValues(t, 5, n, "the other slots untouched")
+}
+
 func testSlotsAreExclusive(t *testing.T, b *bundle) {
 	name := eventstore.FlowID("slot", "job")
 	var (

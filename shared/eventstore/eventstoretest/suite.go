@@ -108,6 +108,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Database, f Features) {
 		{"Activity", testActivity, false, false},
 		{"FlowStateIsWrittenOverItsRevision", testFlowStateIsWrittenOverItsRevision, false, false},
 		{"Slots", testSlots, false, false},
+		{"ReapSlots", testReapSlots, false, false},
 		{"SlotsAreExclusive", testSlotsAreExclusive, true, false},
 		{"Rate", testRate, false, false},
 		{"EarlierOfKey", testEarlierOfKey, false, false},

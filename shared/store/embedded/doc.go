@@ -18,8 +18,10 @@
 // readers as an immutable view, and, on disk, group-commits a journal of
 // what each write changed (one append and one fdatasync for all the writes
 // that arrive while the previous one syncs) and writes a snapshot in the
-// background now and then. A write returns once it is durable; readers and
-// change streams see only durable writes. Open replays the journal after the
+// background now and then. A write returns once it is durable (with
+// Options.SyncInterval, once the operating system has it, which a crash of
+// the process never loses, synced within the interval); readers and
+// change streams see only such writes. Open replays the journal after the
 // snapshot, cuts off a torn or corrupt tail (checksummed records; reported
 // in DB.Recovery), converts a data file of lungo v0.4.0's format, refuses a
 // newer format naming its version, and refuses a data file another process

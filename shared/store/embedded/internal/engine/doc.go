@@ -25,7 +25,12 @@
 // Durability (Options.Path set) is a journal of what each Write changed,
 // group-committed: writes that arrive while one batch is written and synced
 // join the next batch, one write and one fdatasync for all of them, and a
-// Write returns only once its batch is on disk. The batch is appended by one
+// Write returns only once its batch is on disk. With Options.SyncInterval a
+// Write returns once its batch is written to the file (the operating
+// system has it, and a crash of the process loses none of it), and the
+// fdatasync comes within the interval: the next append that comes after
+// it syncs, or a timer when writes stop; a new journal starts only over a
+// synced one. The batch is appended by one
 // of its writers (the first to find no append in progress, or the one the
 // previous append hands it to), so a writer alone never waits for another
 // goroutine to wake. The journal holds zeros ahead of its records, so that

@@ -28,6 +28,16 @@ type Options struct {
 	// last snapshot if that is more, a snapshot is written in the
 	// background and the journal starts anew. Default 8 MiB.
 	SnapshotBytes int64
+	// SyncInterval: 0 syncs every journal append (fdatasync) before its
+	// writes return, which makes them survive an operating system crash or
+	// a power cut. Above 0, a write returns once the operating system has
+	// it, which a crash of this process (kill -9) does not lose, and the
+	// journal is synced at most this long after (by the next append that
+	// comes later, or by a timer), before a snapshot starts a new journal,
+	// and on Close: an operating system crash may lose the writes of the
+	// last interval, as MongoDB's journal commit interval (100 ms) and
+	// NATS's sync_interval (2 min) do.
+	SyncInterval time.Duration
 
 	fs   fileSystem // tests: a file system that injects faults
 	hook hookFunc   // tests: called at named points (see hookFunc)
@@ -80,6 +90,8 @@ type Engine struct {
 	snapBytes int64 // size of the last snapshot
 	snapErr   atomic.Pointer[error]
 	snapGen   uint64 // generation of the snapshot on disk
+	stopSync  chan struct{}
+	syncDone  chan struct{}
 }
 
 // published is what readers see: the last durable state, and a channel
@@ -146,7 +158,43 @@ func Open(opts Options) (*Engine, Recovery, error) {
 	e.pending = newBatch()
 	e.idle = sync.NewCond(&e.mu)
 	e.snapDone = make(chan snapResult, 1)
+	if e.file && opts.SyncInterval > 0 {
+		e.stopSync, e.syncDone = make(chan struct{}), make(chan struct{})
+		go e.syncLoop()
+	}
 	return e, rec, nil
+}
+
+// syncLoop syncs the journal when writes stopped before their interval
+// passed: an append syncs what is due when one comes.
+func (e *Engine) syncLoop() {
+	defer close(e.syncDone)
+	tick := time.NewTicker(e.opts.SyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.stopSync:
+			return
+		case <-tick.C:
+		}
+		e.mu.Lock()
+		if e.leading || e.broken != nil {
+			e.mu.Unlock()
+			continue // an append is under way: it syncs what is due
+		}
+		e.leading = true // the journal is this goroutine's for the sync
+		e.mu.Unlock()
+		var err error
+		if e.j.due(time.Now()) {
+			err = e.j.sync()
+		}
+		e.mu.Lock()
+		if err != nil {
+			e.broken = fmt.Errorf("the embedded store stopped accepting writes: %w (the writes of the last %s may be lost on an operating system crash, not on a crash of this process); reopen it", err, e.opts.SyncInterval)
+		}
+		e.handOff()
+		e.mu.Unlock()
+	}
 }
 
 func (e *Engine) dirtyAll() {
@@ -270,9 +318,14 @@ func (e *Engine) lead() {
 
 	e.mu.Lock()
 	e.inflight = nil
-	if err != nil {
+	if err != nil && errors.Is(err, errSyncFailed) {
+		// Written and acknowledged: not undone, but nothing more is.
+		e.broken = fmt.Errorf("the embedded store stopped accepting writes: %w (the writes of the last %s may be lost on an operating system crash, not on a crash of this process); reopen it", err, e.opts.SyncInterval)
+		e.publish(b.view)
+		b.finish(nil)
+	} else if err != nil {
 		err = fmt.Errorf("committing: %w; this write, and the ones that came with it or after it, were not applied", err)
-		if errors.Is(err, errJournalBroken) {
+		if errors.Is(err, errJournalBroken) || errors.Is(err, errUnsynced) {
 			e.broken = fmt.Errorf("the embedded store stopped accepting writes: %w; reopen it", err)
 		}
 		// The working state has this batch's writes and the next one's,
@@ -293,13 +346,19 @@ func (e *Engine) lead() {
 	}
 
 	e.mu.Lock()
+	e.handOff()
+	e.mu.Unlock()
+}
+
+// handOff ends a turn with the journal: the next batch, if there is one,
+// goes to one of its writers. Under mu.
+func (e *Engine) handOff() {
 	if next := e.pending; len(next.payloads) > 0 {
 		next.lead <- struct{}{} // one of its writers appends it
 	} else {
 		e.leading = false
 		e.idle.Broadcast()
 	}
-	e.mu.Unlock()
 }
 
 // run calls fn, undoing what it did when it fails or panics.
@@ -385,11 +444,20 @@ func (e *Engine) maybeSnapshot(view *View) {
 	if e.snapping || e.j.size < e.snapshotThreshold() {
 		return
 	}
+	// The old journal is synced before the new one takes writes: a later
+	// journal's records never stand on an earlier one's lost tail.
+	if err := e.j.sync(); err != nil {
+		e.mu.Lock()
+		e.broken = fmt.Errorf("the embedded store stopped accepting writes: %w; reopen it", err)
+		e.mu.Unlock()
+		return
+	}
 	next, err := createJournal(e.fs, e.opts.Path, e.j.gen+1)
 	if err != nil {
 		e.setSnapErr(fmt.Errorf("starting a new journal for a snapshot: %w", err))
 		return
 	}
+	next.interval = e.opts.SyncInterval
 	e.opts.hook.at("rotate")
 	old := e.j
 	e.j = next
@@ -459,6 +527,10 @@ func (e *Engine) Close() error {
 	if e.file {
 		// The writes in flight finish by themselves: each batch has a
 		// writer that appends it.
+		if e.stopSync != nil {
+			close(e.stopSync)
+			<-e.syncDone
+		}
 		e.mu.Lock()
 		for e.leading {
 			e.idle.Wait()
@@ -467,7 +539,10 @@ func (e *Engine) Close() error {
 		if e.snapping {
 			e.snapshotDone(<-e.snapDone)
 		}
-		err = e.finalSnapshot()
+		err = e.j.sync() // if the last snapshot fails, the journal has everything
+		if serr := e.finalSnapshot(); err == nil {
+			err = serr
+		}
 		if cerr := e.j.close(); err == nil && cerr != nil {
 			err = cerr
 		}

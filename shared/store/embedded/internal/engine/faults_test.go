@@ -333,3 +333,62 @@ func powerCut(t *testing.T, dir string, fs *faultFS) string {
 	}
 	return dst
 }
+
+// With a sync interval, a write returns before its journal record is
+// synced, and the record is synced within the interval even when no write
+// follows it (the engine's timer): after a power cut then, every write is
+// there. A sync that fails stops the engine taking writes, saying what an
+// operating system crash could take.
+func TestSyncInterval(t *testing.T) {
+	dir := t.TempDir()
+	fs := &faultFS{only: "journal"}
+	opts := testOptions(filepath.Join(dir, "db"))
+	opts.fs, opts.SyncInterval = fs, 20*time.Millisecond
+	e, _ := openT(t, opts)
+	var written []string
+	for i := range 100 {
+		id := fmt.Sprintf("w%03d", i)
+		require.NoError(t, e.Write(func(txn *Txn) error {
+			_, err := txn.Insert(nsA, bsonkit.List{d("_id", id)}, true)
+			return err
+		}))
+		written = append(written, id)
+	}
+	journal := journalPath(opts.Path, e.j.gen)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := os.Stat(journal)
+		require.NoError(t, err)
+		fs.mu.Lock()
+		synced := fs.synced[journal]
+		fs.mu.Unlock()
+		e.mu.Lock()
+		size := e.j.size
+		e.mu.Unlock()
+		if synced == st.Size() && size > headerSize {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the journal was not synced within 10s of the last write")
+		<-time.After(5 * time.Millisecond) // look again
+	}
+	cut := powerCut(t, dir, fs)
+	e2, rec := openT(t, testOptions(filepath.Join(cut, "db")))
+	require.Equal(t, written, ids(t, e2, nsA), "after a power cut once the interval passed (%s)", rec)
+
+	fs.eio.Store(true) // the next sync of the journal fails
+	var err error
+	deadline = time.Now().Add(10 * time.Second)
+	for i := 0; err == nil && time.Now().Before(deadline); i++ { // writes until a sync is due, and fails
+		err = e.Write(func(txn *Txn) error {
+			_, err := txn.Insert(nsA, bsonkit.List{d("_id", fmt.Sprintf("x%07d", i))}, true)
+			return err
+		})
+	}
+	require.ErrorContains(t, err, "operating system crash")
+	err = e.Write(func(txn *Txn) error {
+		_, err := txn.Insert(nsA, bsonkit.List{d("_id", "after")}, true)
+		return err
+	})
+	require.ErrorContains(t, err, "stopped accepting writes")
+	require.ErrorContains(t, err, "operating system crash")
+}

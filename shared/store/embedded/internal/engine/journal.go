@@ -33,6 +33,11 @@ type journal struct {
 	// reader takes zeros after the last record for the journal's end.
 	alloc int64
 	buf   []byte
+	// With a sync interval (Options.SyncInterval), an append is written and
+	// not synced: synced is where the last fdatasync reached, at lastSync.
+	interval time.Duration
+	synced   int64
+	lastSync time.Time
 }
 
 // Zeros are written ahead in chunks that double from minAhead up to
@@ -99,8 +104,36 @@ func (j *journal) reset() error {
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("syncing the journal %s: %w", j.path, err)
 	}
-	j.size, j.crc, j.alloc = headerSize, h.salt, headerSize
+	j.size, j.crc, j.alloc, j.synced = headerSize, h.salt, headerSize, headerSize
 	return nil
+}
+
+// errSyncFailed: a journal written but not synced (a sync interval) could
+// not be synced. The writes it holds were acknowledged: a process crash
+// keeps them (the operating system has them), an operating system crash
+// may not. Nothing more is written.
+var errSyncFailed = errors.New("the journal could not be synced")
+
+// errUnsynced: an append failed while writes acknowledged before it (a
+// sync interval) were not synced yet; as errSyncFailed, nothing more is
+// written.
+var errUnsynced = errors.New("the writes acknowledged since the journal's last sync may not be on disk (an operating system crash could lose them, a crash of this process cannot)")
+
+// sync makes every record written durable, if some are not.
+func (j *journal) sync() error {
+	if j.synced == j.size {
+		return nil
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("%w: %s: %w", errSyncFailed, j.path, err)
+	}
+	j.synced, j.lastSync = j.size, time.Now()
+	return nil
+}
+
+// due reports whether records written have waited the sync interval.
+func (j *journal) due(now time.Time) bool {
+	return j.synced < j.size && now.Sub(j.lastSync) >= j.interval
 }
 
 // reserve makes the file hold zeros up to at least n bytes after the last
@@ -122,7 +155,7 @@ func (j *journal) reserve(n int64) error {
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("extending the journal %s: %w", j.path, err)
 	}
-	j.alloc = end
+	j.alloc, j.synced, j.lastSync = end, j.size, time.Now() // the records before synced too
 	return nil
 }
 
@@ -146,6 +179,16 @@ func (j *journal) append(payloads [][]byte, hook hookFunc) error {
 	}
 	if err == nil {
 		hook.at("append-unsynced")
+		if j.interval > 0 {
+			// Written: a process crash keeps it. Synced with the others
+			// of the interval, by this append or the engine's timer.
+			j.size += int64(len(j.buf))
+			j.crc = crc
+			if j.due(time.Now()) {
+				return j.sync()
+			}
+			return nil
+		}
 		if err = j.f.Sync(); err != nil {
 			err = fmt.Errorf("syncing the journal %s: %w", j.path, err)
 		}
@@ -160,11 +203,16 @@ func (j *journal) append(payloads [][]byte, hook hookFunc) error {
 			return fmt.Errorf("%w (%w); then syncing it: %w", errJournalBroken, err, serr)
 		}
 		j.alloc = j.size
+		if j.synced < j.size {
+			// Writes acknowledged since the last sync (a sync interval)
+			// may not be on disk: nothing more is written.
+			return fmt.Errorf("%w; %w", err, errUnsynced)
+		}
 		return err
 	}
 	hook.at("append-synced")
 	j.size += int64(len(j.buf))
-	j.crc = crc
+	j.synced, j.crc = j.size, crc
 	if cap(j.buf) > 4<<20 {
 		j.buf = nil // a rare large batch: do not keep its buffer
 	}

@@ -37,6 +37,9 @@ import (
 // yet removed ("snapshot-renamed"). The child snapshots every 16 KiB of
 // journal, so snapshots are frequent.
 //
+// Every other child runs with a sync interval (Options.SyncInterval): its
+// acknowledged writes must survive a kill too.
+//
 // RETRIGGER_TEST_KILLS sets the number of kills (default 200, about 30 s on
 // two cores); RETRIGGER_TEST_KILLS=2000 is the longer run.
 
@@ -45,6 +48,7 @@ const (
 	killPointEnv = "ENGINE_TEST_KILL_POINT"
 	killAtEnv    = "ENGINE_TEST_KILL_AT"
 	killRunEnv   = "ENGINE_TEST_KILL_RUN"
+	killSyncEnv  = "ENGINE_TEST_KILL_SYNC" // the child's Options.SyncInterval
 )
 
 var killPoints = []string{"commit", "append-torn", "append-unsynced", "append-synced", "rotate", "snapshot-partial", "snapshot-synced", "snapshot-renamed"}
@@ -66,6 +70,7 @@ func killChild() {
 	// writes.
 	opts.OplogMinSize, opts.OplogMaxSize, opts.OplogMinAge, opts.OplogMaxAge = 10, 50, 0, 0
 	opts.SnapshotBytes = 16 << 10
+	opts.SyncInterval, _ = time.ParseDuration(os.Getenv(killSyncEnv))
 	opts.hook = func(p string) {
 		if p == point && hits.Add(1) == at {
 			say("paused %s", p)
@@ -296,7 +301,14 @@ func TestKillAtAnyInstant(t *testing.T) {
 				at = 1 + rand.Int64N(40)
 			}
 		}
-		how := killOnce(t, filepath.Join(dir, "db"), k, point, at, model)
+		// Every other child syncs its journal every few milliseconds
+		// instead of on every append: its acknowledged writes must survive
+		// the kill as well (the operating system has them).
+		interval := time.Duration(0)
+		if k%2 == 1 {
+			interval = time.Duration(1+rand.IntN(20)) * time.Millisecond
+		}
+		how := killOnce(t, filepath.Join(dir, "db"), k, point, at, interval, model)
 		landed[how]++
 
 		copied := copyDir(t, dir)
@@ -317,10 +329,10 @@ func TestKillAtAnyInstant(t *testing.T) {
 
 // killOnce runs a child on path until the kill, feeding its lines to the
 // model, and returns where the kill landed.
-func killOnce(t *testing.T, path string, k int, point string, at int64, model killModel) string {
+func killOnce(t *testing.T, path string, k int, point string, at int64, interval time.Duration, model killModel) string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(os.Environ(), killSyncEnv+"="+interval.String(),
 		killChildEnv+"="+path, killPointEnv+"="+point,
 		killAtEnv+"="+strconv.FormatInt(at, 10), killRunEnv+"="+strconv.Itoa(k))
 	var stderr bytes.Buffer

@@ -156,7 +156,9 @@ func (e *Engine) recover() (Recovery, error) {
 		if err != nil {
 			return rec, fmt.Errorf("opening the journal: %w", err)
 		}
-		e.j = &journal{path: jp, gen: g, f: f, size: end, crc: crc, alloc: size}
+		// synced: as far as the header, as far as this process knows: the
+		// next sync covers what the crashed one may not have synced.
+		e.j = &journal{path: jp, gen: g, f: f, size: end, crc: crc, alloc: size, synced: headerSize}
 		if tail != nil {
 			if end < headerSize {
 				err = e.j.reset()
@@ -175,6 +177,7 @@ func (e *Engine) recover() (Recovery, error) {
 			return rec, err
 		}
 	}
+	e.j.interval = e.opts.SyncInterval
 	rec.Took = time.Since(start)
 	return rec, nil
 }
