@@ -3,8 +3,10 @@
 // the invariants (none lost, none double-counted, none left non-terminal).
 // By default it runs the whole pipeline in this process on the embedded
 // engine; with -mongodb-uri and -nats-url it loads an external deployment.
-// It exits 1 when an invariant fails or the run could not be done, 2 on a
-// bad flag. See docs/PERFORMANCE.md.
+// Its flow modes (-outage, -keys, -rate-limit, -breaker) drive flow
+// control and report what the handler saw of it. It exits 1 when an
+// invariant fails, a flow promise was seen broken or the run could not be
+// done, 2 on a bad flag. See docs/PERFORMANCE.md.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -27,6 +30,7 @@ import (
 	"github.com/retrigger/retrigger/scripts/loadtest"
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/logging"
+	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/tracing"
 )
 
@@ -64,8 +68,15 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.Concurrency, "concurrency", 16, "handlers running at once in each replica (at least 1)")
 	fs.DurationVar(&o.RetryInitial, "retry-initial", loadtestDefault.RetryInitial, "delay after the first failure; doubles after each further one (positive)")
 	fs.DurationVar(&o.RetryMax, "retry-max", loadtestDefault.RetryMax, "longest delay between attempts (at least -retry-initial)")
+	fs.StringVar(&o.Policy, "policy", loadtest.PolicyLoad, fmt.Sprintf("retry policy: load (fast, for a flood: -retry-initial, -retry-max, -max-attempts) or stock (the consumer's defaults: %s doubling to %s, %d attempts; not with those three flags)",
+		short(retry.DefaultInitialInterval), short(retry.DefaultMaxInterval), retry.DefaultMaxAttempts))
 	fs.DurationVar(&o.Timeout, "timeout", loadtestDefault.Timeout, "bound on inserting and waiting for every event to be terminal (positive)")
 	fs.StringVar(&o.Type, "type", "loadtest", "event type inserted and handled (an event type: printable ASCII without '.', '*', '>' or spaces)")
+	fs.DurationVar(&o.Outage, "outage", 0, "flow: the handler's partner is down (every call fails with a retryable error, as a 503) for this long from the first insert, then answers; reports the calls it got, the breaker's trip and the time from recovery to drained (not negative; 0: no outage)")
+	fs.IntVar(&o.Keys, "keys", 0, "flow: event i carries payload key i%N (payload.k), which the workers limit per -key-mode; reports the runs per key at once and the successes out of insertion order (0 to 1000000; 0: no keys)")
+	fs.StringVar(&o.KeyMode, "key-mode", "", "flow, with -keys: ordered (the default: one run at a time per key, in insertion order) or concurrency:C (at most C runs of one key at once)")
+	fs.StringVar(&o.RateLimit, "rate-limit", "", "flow: how often runs of the type start, across the replicas, as -rate-limits takes a type's rate: 50/s, 300/m, 5/s,burst=10; reports the rate the handler saw and the most starts in any one second")
+	fs.StringVar(&o.Breaker, "breaker", "on", "flow: every type's circuit breaker in the workers: on (the stock breaker), off, or knobs as the consumer's -breaker takes them, e.g. 'min-runs=10,failure-ratio=90%'")
 	fs.IntVar(&o.BackoffFlood, "backoff-flood", 0, "keep this many events of another type (TYPE-backoff) in a one-hour backoff during the load, and report how soon the others start (not negative)")
 	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (durable: a journal synced before each write returns, as scripts/dev uses)")
 	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (not negative; 0 keeps them)")
@@ -86,6 +97,18 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.heapProfile, "memprofile", "", "write a heap profile taken at the end of the load phase to this file")
 	fs.StringVar(&s.traces, "traces", "off", "embedded: trace the pipeline with OpenTelemetry: off; drop (every span made, sampler 1.0, and batched to an exporter that drops it: what tracing costs without the export); otlp or console (as the OTEL_* variables say, console on stdout)")
 	fs.StringVar(&s.logLevel, "log-level", "warn", "level of the components' logs on stderr: trace, debug, info, warn, error")
+}
+
+// short writes d without its zero units: 10m, not 10m0s.
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // loadtestDefault holds the library defaults the flags show.
@@ -110,6 +133,25 @@ func runIn(ctx context.Context, tmpBase string, args []string, getenv func(strin
 		}
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 2
+	}
+	if s.o.Policy == loadtest.PolicyStock {
+		// The stock policy sets these; a flag given for one is an error.
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for _, k := range []struct {
+			name string
+			zero func()
+		}{
+			{"max-attempts", func() { s.o.MaxAttempts = 0 }},
+			{"retry-initial", func() { s.o.RetryInitial = 0 }},
+			{"retry-max", func() { s.o.RetryMax = 0 }},
+		} {
+			if given[k.name] {
+				fmt.Fprintf(stderr, "loadgen: %v\n", config.Invalid(k.name, "cannot be used with -policy stock, which sets it to the consumer's default"))
+				return 2
+			}
+			k.zero()
+		}
 	}
 	if s.o.Retention < 0 {
 		fmt.Fprintf(stderr, "loadgen: %v\n", config.Invalid("retention", "must not be negative, got %s", s.o.Retention))
@@ -214,7 +256,7 @@ func (s *settings) load(ctx context.Context, stop context.CancelFunc, stdout, st
 		fmt.Fprintf(stderr, "loadgen: %v\n", runErr)
 		return 1
 	}
-	if !res.Invariants.OK {
+	if !res.Invariants.OK || (res.Flow != nil && len(res.Flow.Broken) > 0) {
 		return 1
 	}
 	return 0

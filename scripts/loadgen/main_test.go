@@ -70,11 +70,49 @@ func TestBadFlags(t *testing.T) {
 		{"-retention", "-1s"},
 		{"-subject-prefix", "a..b"},
 		{"extra"},
+		{"-outage", "-1s"},
+		{"-keys", "-3"},
+		{"-key-mode", "ordered"},
+		{"-keys", "3", "-key-mode", "fifo"},
+		{"-rate-limit", "fast"},
+		{"-breaker", "trips=3"},
+		{"-policy", "slow"},
+		{"-policy", "stock", "-max-attempts", "5"},
 	} {
 		var stdout, stderr bytes.Buffer
 		require.Equal(t, 2, run(args, noEnv, &stdout, &stderr), "%v", args)
 		require.Contains(t, stderr.String(), "loadgen: ")
 	}
+}
+
+// A run with flow modes reports what it saw of each, in its JSON and its
+// text.
+func TestFlowModes(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-count", "60", "-keys", "5", "-key-mode", "concurrency:2", "-rate-limit", "200/s,burst=2", "-breaker", "off", "-json", "-quiet"}, noEnv, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr: %s", stderr.String())
+	var res jsonResult
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &res), "one JSON object: %s", stdout.String())
+	require.True(t, res.Invariants.OK)
+	f := res.Flow
+	require.NotNil(t, f)
+	require.Equal(t, "off", f.Breaker)
+	require.NotNil(t, f.Keys)
+	require.Equal(t, 2, f.Keys.Limit)
+	require.NotNil(t, f.Rate)
+	require.Equal(t, 60, f.Rate.Runs)
+	require.Nil(t, f.Outage)
+	require.Equal(t, "concurrency:2", res.Settings.KeyMode)
+
+	stdout.Reset()
+	stderr.Reset()
+	code = run([]string{"-count", "20", "-policy", "stock", "-keys", "4", "-quiet"}, noEnv, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr: %s", stderr.String())
+	out := stdout.String()
+	require.Contains(t, out, "20 attempts at most (the consumer's stock retry policy)")
+	require.Contains(t, out, "flow control: 4 keys, ordered; breaker on")
+	require.Contains(t, out, "keys            4 keys, ordered: runs of one key at once, at most 1 (limit 1,")
 }
 
 // The run's files (the in-process NATS store) are removed however it ends:

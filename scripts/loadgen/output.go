@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,27 +40,31 @@ func isTerminal(w io.Writer) bool {
 }
 
 func printHeader(w io.Writer, o loadtest.Options) {
-	o = withDefaults(o)
+	o = o.WithDefaults()
 	rate := "as fast as possible"
 	if o.Rate > 0 {
 		rate = fmt.Sprintf("at %g events/s", o.Rate)
 	}
-	fmt.Fprintf(w, "retrigger load test: %d events %s, %.0f%% handler failures, %d attempts at most, %d-byte payloads, %d consumer replicas\n",
-		o.Count, rate, o.FailureRate*100, o.MaxAttempts, o.PayloadSize, o.Replicas)
-}
-
-func withDefaults(o loadtest.Options) loadtest.Options {
-	d := loadtest.Defaults()
-	if o.Count == 0 {
-		o.Count = d.Count
+	policy := ""
+	if o.Policy == loadtest.PolicyStock {
+		policy = " (the consumer's stock retry policy)"
 	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = d.MaxAttempts
+	fmt.Fprintf(w, "retrigger load test: %d events %s, %.0f%% handler failures, %d attempts at most%s, %d-byte payloads, %d consumer replicas\n",
+		o.Count, rate, o.FailureRate*100, o.MaxAttempts, policy, o.PayloadSize, o.Replicas)
+	var flow []string
+	if o.Outage > 0 {
+		flow = append(flow, fmt.Sprintf("the partner down for %s from the first insert", o.Outage))
 	}
-	if o.Replicas == 0 {
-		o.Replicas = d.Replicas
+	if o.Keys > 0 {
+		flow = append(flow, fmt.Sprintf("%d keys, %s", o.Keys, o.KeyMode))
 	}
-	return o
+	if o.RateLimit != "" {
+		flow = append(flow, "rate limit "+o.RateLimit)
+	}
+	if len(flow) > 0 || o.Breaker != "on" {
+		flow = append(flow, "breaker "+o.Breaker)
+		fmt.Fprintf(w, "flow control: %s\n", strings.Join(flow, "; "))
+	}
 }
 
 func printResult(w io.Writer, r loadtest.Result) {
@@ -84,8 +90,11 @@ func printResult(w io.Writer, r loadtest.Result) {
 	p("outcomes", "inserted %d · succeeded %d (first time %d, after retries %d) · archived in errors %d · not terminal %d",
 		r.Inserted, o.Succeeded, o.SucceededFirstTime, o.SucceededAfterRetry, o.Archived, o.NotTerminal)
 	ps := r.Pipeline
-	p("pipeline", "handler runs %d, failures %d · stale %d · early %d · storage retries %d · published %d · swept %d · retired %d",
-		r.HandlerRuns, r.HandlerFailures, ps.Stale, ps.Early, ps.Retried, ps.Published, ps.Swept, ps.Retired)
+	p("pipeline", "handler runs %d, failures %d · stale %d · early %d · held %d · storage retries %d · published %d · swept %d · retired %d",
+		r.HandlerRuns, r.HandlerFailures, ps.Stale, ps.Early, ps.Held, ps.Retried, ps.Published, ps.Swept, ps.Retired)
+	if f := r.Flow; f != nil {
+		printFlow(p, f)
+	}
 	p("peak RSS", "%.1f MiB: %s", float64(r.PeakRSS)/(1<<20), r.PeakRSSScope)
 	if c := r.Ceiling; c != nil {
 		p("engine ceiling", "%.1f events/s: the engine alone, same writes (%d events, %d writes, %d updaters) in %.3fs; peak RSS %.1f MiB",
@@ -109,6 +118,42 @@ func printResult(w io.Writer, r loadtest.Result) {
 	}
 	if n := inv.Lost + inv.DoubleCounted + inv.NonTerminal + inv.Unobserved; n > len(inv.Violations) {
 		p("", "… and %d more", n-len(inv.Violations))
+	}
+}
+
+// printFlow prints what a run saw of flow control.
+func printFlow(p func(label, format string, args ...any), f *loadtest.FlowResult) {
+	waits := make([]string, 0, len(f.Waits))
+	for _, why := range slices.Sorted(maps.Keys(f.Waits)) {
+		waits = append(waits, fmt.Sprintf("%s %d", why, f.Waits[why]))
+	}
+	held := "none held back"
+	if len(waits) > 0 {
+		held = "held back: " + strings.Join(waits, ", ")
+	}
+	p("breaker", "%s · trips %d, %s at the end · failed probes %d (no attempt spent) · %s", f.Breaker, f.Trips, f.State, f.FailedProbes, held)
+	if o := f.Outage; o != nil {
+		trip := "the breaker did not trip"
+		if o.Tripped {
+			trip = fmt.Sprintf("the breaker tripped at +%.1fs, and %d calls came after", o.TripSeconds, o.CallsAfterTrip)
+		}
+		drained := fmt.Sprintf("every event terminal %.1fs after the partner recovered", o.RecoveryToDrainedSeconds)
+		if o.DrainedBeforeRecovery {
+			drained = "every event terminal before the partner recovered"
+		}
+		p("outage", "partner down %.0fs from the first insert: %d calls while down; %s · archived %d · attempts spent %d · %s",
+			o.Seconds, o.Calls, trip, o.Archived, o.AttemptsSpent, drained)
+	}
+	if k := f.Keys; k != nil {
+		p("keys", "%d keys, %s: runs of one key at once, at most %d (limit %d, reached by %d keys) · %d successes out of insertion order · %d parked for their key",
+			k.Keys, k.Mode, k.MaxOverlap, k.Limit, k.KeysAtLimit, k.OutOfOrder, k.Parked)
+	}
+	if r := f.Rate; r != nil {
+		p("rate limit", "%s: the handler saw %.2f runs/s over %.1fs (%d runs) · at most %d starts in any one second (limit+burst %d)",
+			r.Limit, r.SeenPerSecond, r.SpanSeconds, r.Runs, r.MaxInOneSecond, r.LimitPlusBurst)
+	}
+	for _, b := range f.Broken {
+		p("flow FAILED", "%s", b)
 	}
 }
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduces every figure of docs/PERFORMANCE.md. Run from the repository
-# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 40
+# root: sh scripts/loadgen/perf.sh [output directory]. It takes about 50
 # minutes on 2 cores and writes the load generator's JSON results (one
 # object a line), the profiles and the benchmark output to the directory
 # (default ./perf-results). Keep the machine otherwise idle: the JSON
@@ -62,6 +62,18 @@ done
 for ff in 0 1 3; do
 	"$LOADGEN" -cost -count 10000 -replicas 1 -fail-first "$ff" -json -quiet >>"$OUT/cost.jsonl" || echo "run failed: cost, fail-first $ff" >&2
 done
+
+# 11: flow control. A partner down for 40 s with the stock policy, the
+# breaker on and off; ordered keys and keys of concurrency 2 with 20%
+# failures; a rate limit across 4 replicas for over 60 s, two ways. A flow
+# promise seen broken makes a run exit 1: it is reported, not fatal here.
+for breaker in on off; do
+	"$LOADGEN" -outage 40s -policy stock -count 400 -rate 20 -breaker "$breaker" -json -quiet >>"$OUT/flow.jsonl" || echo "run failed: outage, breaker $breaker" >&2
+done
+"$LOADGEN" -count 2000 -keys 100 -key-mode ordered -failure-rate 0.2 -replicas 2 -timeout 6m -json -quiet >>"$OUT/flow.jsonl" || echo "run failed: ordered keys" >&2
+"$LOADGEN" -count 10000 -keys 100 -key-mode concurrency:2 -handler-latency 20ms -failure-rate 0.2 -replicas 2 -timeout 6m -json -quiet >>"$OUT/flow.jsonl" || echo "run failed: keys of concurrency 2" >&2
+"$LOADGEN" -count 3300 -rate-limit 50/s -replicas 4 -timeout 4m -json -quiet >>"$OUT/flow.jsonl" || echo "run failed: rate limit 50/s" >&2
+"$LOADGEN" -count 320 -rate-limit 5/s,burst=10 -replicas 4 -timeout 4m -json -quiet >>"$OUT/flow.jsonl" || echo "run failed: rate limit 5/s,burst=10" >&2
 
 # 5: the producer's relay against raw JetStream async publishes, in one
 # run; the consumer's worker and archiver paths; the engine ceiling as a

@@ -38,6 +38,10 @@ type Observation struct {
 	// transition wrote (for a success: the attempts of the version the
 	// conditional update matched, which the update keeps).
 	TerminalAttempts int64
+	// Probes counts the failed runs that spent no attempt: probes of an
+	// open breaker that found the partner still down (their history entry
+	// reads "probe"). They are among Failures.
+	Probes int64
 }
 
 // Stored is where an event is after the run.
@@ -56,8 +60,14 @@ type Stored struct {
 //     1, or deleted by retention; an archived one in errors and not in
 //     events);
 //   - none double-counted: its attempts, in the storage and in the
-//     terminal transition, equal the failures its handler recorded;
+//     terminal transition, equal the failures its handler recorded, but
+//     its failed probes (a probe of an open breaker that found the
+//     partner down spends no attempt), whose total must be the breakers';
 //   - none left non-terminal in events.
+//
+// An event flow control parked (its lease given back while its type was
+// held, or its key busy) is no violation: it ran later, or it is reported
+// non-terminal.
 //
 // With retention on, a succeeded event may be gone from events by design,
 // so its attempts are checked on the success transition instead: the
@@ -79,6 +89,12 @@ type Checker struct {
 	// (embedded mode). Without them (external mode, where the archiver runs
 	// elsewhere) an errors document is the event's archive.
 	ArchivesObserved bool
+	// FailedProbes is how many probes the workers' breakers judged failed
+	// (their metrics), when FailedProbesKnown: the events' failed runs that
+	// spent no attempt must add up to it, so an attempt that went
+	// uncounted cannot pass for a probe.
+	FailedProbes      int64
+	FailedProbesKnown bool
 }
 
 // Violation is one broken invariant.
@@ -115,6 +131,9 @@ type Report struct {
 	// by at-least-once delivery, expected only after a crash or an expired
 	// ack deadline.
 	DuplicateRuns int `json:"duplicate_runs"`
+	// Probes counts the failed runs that spent no attempt (failed probes
+	// of an open breaker), legitimately.
+	Probes int64 `json:"probes,omitempty"`
 	// Violations lists the first few violations; Count* hold the totals.
 	Violations []Violation `json:"violations"`
 }
@@ -157,6 +176,13 @@ func (c Checker) Check(obs []Observation, stored map[string]Stored) Report {
 			archives = 1 // external: the errors document is the archive
 		}
 		expectedRuns := o.Failures
+		// The attempts the event spent: its failures, but the probes.
+		spent := o.Failures - o.Probes
+		r.Probes += o.Probes
+		recorded := fmt.Sprintf("its handler recorded %d failures", o.Failures)
+		if o.Probes > 0 {
+			recorded += fmt.Sprintf(", %d of them failed probes that spend none", o.Probes)
+		}
 		switch terminal := o.Successes + archives; {
 		case terminal == 0:
 			switch {
@@ -183,12 +209,12 @@ func (c Checker) Check(obs []Observation, stored map[string]Stored) Report {
 			switch {
 			case st.InErrors:
 				bad(KindDoubleCounted, "succeeded, yet also in errors")
-			case o.TerminalAttempts != o.Failures:
-				bad(KindDoubleCounted, "succeeded with %d attempts, but its handler recorded %d failures", o.TerminalAttempts, o.Failures)
+			case o.TerminalAttempts != spent:
+				bad(KindDoubleCounted, "succeeded with %d attempts, but %s", o.TerminalAttempts, recorded)
 			case st.InEvents && st.State != event.StateSuccess:
 				bad(KindNonTerminal, "succeeded, then found in state %s", st.State)
-			case st.InEvents && st.Attempts != o.Failures:
-				bad(KindDoubleCounted, "%d attempts in events, but its handler recorded %d failures", st.Attempts, o.Failures)
+			case st.InEvents && st.Attempts != spent:
+				bad(KindDoubleCounted, "%d attempts in events, but %s", st.Attempts, recorded)
 			}
 		default: // archived
 			r.Archived++
@@ -197,10 +223,10 @@ func (c Checker) Check(obs []Observation, stored map[string]Stored) Report {
 				bad(KindDoubleCounted, "archived, yet still in events in state %s", st.State)
 			case !st.InErrors:
 				bad(KindLost, "archived, but not in errors")
-			case st.ErrorsAttempts != o.Failures:
-				bad(KindDoubleCounted, "%d attempts in errors, but its handler recorded %d failures", st.ErrorsAttempts, o.Failures)
-			case attemptsSeen && o.TerminalAttempts != o.Failures:
-				bad(KindDoubleCounted, "archived with %d attempts, but its handler recorded %d failures", o.TerminalAttempts, o.Failures)
+			case st.ErrorsAttempts != spent:
+				bad(KindDoubleCounted, "%d attempts in errors, but %s", st.ErrorsAttempts, recorded)
+			case attemptsSeen && o.TerminalAttempts != spent:
+				bad(KindDoubleCounted, "archived with %d attempts, but %s", o.TerminalAttempts, recorded)
 			}
 		}
 		if int64(o.Runs) > expectedRuns {
@@ -217,6 +243,10 @@ func (c Checker) Check(obs []Observation, stored map[string]Stored) Report {
 		r.add(Violation{Kind: KindLost, Detail: fmt.Sprintf("%d succeeded events are gone from events, but retention deleted only %d", missing, c.Retired)})
 	default:
 		r.add(Violation{Kind: KindDoubleCounted, Detail: fmt.Sprintf("retention deleted %d succeeded events, but only %d of this run's are gone from events", c.Retired, missing)})
+	}
+
+	if c.FailedProbesKnown && r.Probes != c.FailedProbes {
+		r.add(Violation{Kind: KindDoubleCounted, Detail: fmt.Sprintf("%d failed runs spent no attempt, but the breakers judged %d probes failed: an attempt went uncounted, or a probe counted one", r.Probes, c.FailedProbes)})
 	}
 
 	var strays []string

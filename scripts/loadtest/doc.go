@@ -6,7 +6,11 @@
 // event is terminal or the timeout expires, then reports throughput,
 // latency percentiles, retry lateness and outcomes, and checks the
 // invariants of docs/DESIGN.md (none lost, none double-counted, none left
-// non-terminal) with Checker. Ceiling measures the embedded engine alone on
+// non-terminal) with Checker. Its flow modes (Options.Outage, Keys,
+// RateLimit, Breaker) drive flow control and report in Result.Flow what
+// the handler saw of it: the calls to a dead partner and the breaker's
+// trip, the runs of one key at once and their order, the rate of starts.
+// Ceiling measures the embedded engine alone on
 // the same write pattern, so a report can say how much of the gap is
 // retrigger's and how much the engine's.
 package loadtest

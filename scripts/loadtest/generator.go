@@ -96,10 +96,14 @@ func (g *generator) paced(ctx context.Context) error {
 
 func (g *generator) insert(ctx context.Context, i int) error {
 	now := time.Now()
+	payload := bson.D{{Key: "run", Value: g.runID}, {Key: "i", Value: i}, {Key: "data", Value: g.filler}}
+	if g.o.Keys > 0 {
+		payload = append(payload, bson.E{Key: keyField, Value: i % g.o.Keys})
+	}
 	doc := bson.D{
 		{Key: event.FieldID, Value: g.tr.ids[i]},
 		{Key: event.FieldType, Value: g.o.Type},
-		{Key: event.FieldPayload, Value: bson.D{{Key: "run", Value: g.runID}, {Key: "i", Value: i}, {Key: "data", Value: g.filler}}},
+		{Key: event.FieldPayload, Value: payload},
 		{Key: event.FieldCreatedAt, Value: now},
 	}
 	g.tr.beginInsert(i)

@@ -158,6 +158,18 @@ func TestChecker(t *testing.T) {
 			[]Observation{ok("a", 0)}, map[string]Stored{}, nil},
 		{"external: errors attempts checked", Checker{},
 			[]Observation{{ID: "a", Inserted: true, Runs: 2, Failures: 2}}, map[string]Stored{"a": inErrors(3)}, map[string]int{KindDoubleCounted: 1}},
+		{"failed probes spend no attempt", Checker{RetiredKnown: true, ArchivesObserved: true, FailedProbes: 3, FailedProbesKnown: true},
+			[]Observation{
+				{ID: "a", Inserted: true, Runs: 4, Failures: 3, Probes: 2, Successes: 1, TerminalAttempts: 1},
+				{ID: "b", Inserted: true, Runs: 3, Failures: 3, Probes: 1, Archives: 1, TerminalAttempts: 2},
+			},
+			map[string]Stored{"a": inEvents(1, 1), "b": inErrors(2)}, nil},
+		{"a probe's failure counted as an attempt", Checker{RetiredKnown: true, ArchivesObserved: true, FailedProbes: 1, FailedProbesKnown: true},
+			[]Observation{{ID: "a", Inserted: true, Runs: 2, Failures: 1, Probes: 1, Successes: 1, TerminalAttempts: 1}},
+			map[string]Stored{"a": inEvents(1, 1)}, map[string]int{KindDoubleCounted: 1}},
+		{"an attempt uncounted passing for a probe", Checker{RetiredKnown: true, ArchivesObserved: true, FailedProbes: 0, FailedProbesKnown: true},
+			[]Observation{{ID: "a", Inserted: true, Runs: 2, Failures: 1, Probes: 1, Successes: 1, TerminalAttempts: 0}},
+			map[string]Stored{"a": inEvents(1, 0)}, map[string]int{KindDoubleCounted: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

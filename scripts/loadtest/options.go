@@ -11,7 +11,23 @@ import (
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/messaging"
+	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/tracing"
+)
+
+// Retry policies of the load's type.
+const (
+	// PolicyLoad retries fast, for a flood: RetryInitial, doubling up to
+	// RetryMax, MaxAttempts attempts (defaults 100ms, 1s, 3).
+	PolicyLoad = "load"
+	// PolicyStock is the consumer's stock policy (retry.DefaultPolicy):
+	// what a deployment that sets nothing runs, e.g. through an outage.
+	PolicyStock = "stock"
+)
+
+// Key modes of a run with keys (Options.KeyMode).
+const (
+	KeyOrdered = "ordered" // one run at a time per key, in insertion order
 )
 
 // Storage modes of the embedded engine.
@@ -54,6 +70,11 @@ type Options struct {
 	// each further one up to RetryMax [-retry-initial, -retry-max].
 	// Defaults 100ms and 1s.
 	RetryInitial, RetryMax time.Duration
+	// Policy is the retry policy [-policy]: PolicyLoad (the default:
+	// RetryInitial, RetryMax and MaxAttempts) or PolicyStock (the
+	// consumer's defaults; those three then take its values and may not be
+	// set otherwise).
+	Policy string
 	// Timeout bounds inserting and waiting for every event to be terminal
 	// [-timeout]. Default 2m. Verification runs after it.
 	Timeout time.Duration
@@ -65,6 +86,27 @@ type Options struct {
 	// once before it starts. Then the start delay of the load's events,
 	// and of new events of the flood's type, shows what waiting costs.
 	BackoffFlood int
+
+	// Flow control (docs/DESIGN.md, Flow control). Each mode adds what it
+	// measured to Result.Flow.
+
+	// Outage makes the handler's partner fail every call, with a plain
+	// retryable error as a 503 would, for this long from the first insert
+	// [-outage]; then it answers.
+	Outage time.Duration
+	// Keys gives event i the payload key i%Keys (payload.k) [-keys], which
+	// the workers limit as KeyMode says [-key-mode]: KeyOrdered (the
+	// default) or "concurrency:C" (at most C runs of one key at once).
+	Keys    int
+	KeyMode string
+	// RateLimit limits how often runs of the load's type start, across
+	// the replicas [-rate-limit], as flow.ParseRates reads a type's rate:
+	// "50/s", "300/m", "5/s,burst=10".
+	RateLimit string
+	// Breaker is every type's breaker in the workers [-breaker]: "on"
+	// (the default: the stock breaker), "off", or knobs as
+	// flow.ParseBreaker reads them ("min-runs=10,failure-ratio=90%").
+	Breaker string
 
 	// Tracing traces the in-process pipeline's components [-traces]; nil:
 	// off.
@@ -142,6 +184,21 @@ func (o Options) withDefaults() Options {
 	if o.Inserters == 0 {
 		o.Inserters = 1
 	}
+	if o.Policy == "" {
+		o.Policy = PolicyLoad
+	}
+	if o.Policy == PolicyStock {
+		stock := retry.DefaultPolicy()
+		if o.MaxAttempts == 0 {
+			o.MaxAttempts = stock.MaxAttempts
+		}
+		if o.RetryInitial == 0 {
+			o.RetryInitial = stock.InitialInterval
+		}
+		if o.RetryMax == 0 {
+			o.RetryMax = stock.MaxInterval
+		}
+	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 3
 	}
@@ -177,6 +234,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CeilingUpdaters == 0 {
 		o.CeilingUpdaters = 2
+	}
+	if o.Keys > 0 && o.KeyMode == "" {
+		o.KeyMode = KeyOrdered
+	}
+	if o.Breaker == "" {
+		o.Breaker = "on"
 	}
 	if o.Database == "" {
 		o.Database = "retrigger_loadtest"
@@ -240,6 +303,12 @@ func (o Options) validate() error {
 	if err := event.ValidateType(o.Type); err != nil {
 		return config.Invalid("type", "%v", err)
 	}
+	if err := o.validatePolicy(); err != nil {
+		return err
+	}
+	if err := o.validateFlow(); err != nil {
+		return err
+	}
 	if err := o.Names.Validate(); err != nil {
 		return config.ForFlags(err)
 	}
@@ -258,3 +327,32 @@ func (o Options) validate() error {
 
 // Defaults returns the options with every default filled in.
 func Defaults() Options { return Options{}.withDefaults() }
+
+// WithDefaults returns o with its zero fields set to their defaults.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
+
+// validatePolicy checks the retry policy; with PolicyStock, the knobs it
+// sets may only hold its values.
+func (o Options) validatePolicy() error {
+	switch o.Policy {
+	case PolicyLoad:
+		return nil
+	case PolicyStock:
+	default:
+		return config.Invalid("policy", "must be %q or %q, got %q", PolicyLoad, PolicyStock, o.Policy)
+	}
+	stock := retry.DefaultPolicy()
+	for _, k := range []struct {
+		flag      string
+		got, want any
+	}{
+		{"max-attempts", o.MaxAttempts, stock.MaxAttempts},
+		{"retry-initial", o.RetryInitial, stock.InitialInterval},
+		{"retry-max", o.RetryMax, stock.MaxInterval},
+	} {
+		if k.got != k.want {
+			return config.Invalid(k.flag, "cannot be used with -policy %s, which sets it to the consumer's %v (got %v)", PolicyStock, k.want, k.got)
+		}
+	}
+	return nil
+}

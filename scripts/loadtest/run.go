@@ -38,12 +38,19 @@ type Settings struct {
 	Concurrency    int     `json:"concurrency"`
 	RetryInitial   string  `json:"retry_initial"`
 	RetryMax       string  `json:"retry_max"`
+	Policy         string  `json:"policy"`
 	Timeout        string  `json:"timeout"`
 	Type           string  `json:"type"`
 	BackoffFlood   int     `json:"backoff_flood,omitempty"`
 	Storage        string  `json:"storage,omitempty"`
 	Retention      string  `json:"retention,omitempty"`
 	SweepInterval  string  `json:"sweep_interval,omitempty"`
+	// Flow control.
+	Breaker   string `json:"breaker"`
+	Outage    string `json:"outage,omitempty"`
+	Keys      int    `json:"keys,omitempty"`
+	KeyMode   string `json:"key_mode,omitempty"`
+	RateLimit string `json:"rate_limit,omitempty"`
 }
 
 // Outcomes count where the events ended.
@@ -88,6 +95,9 @@ type Result struct {
 	StartDelay Summary `json:"start_delay"`
 	// BackoffFlood: what a run with -backoff-flood saw.
 	BackoffFlood *FloodResult `json:"backoff_flood,omitempty"`
+	// Flow: what a run with a flow mode (-outage, -keys, -rate-limit,
+	// -breaker) saw of flow control.
+	Flow *FlowResult `json:"flow,omitempty"`
 
 	Outcomes        Outcomes      `json:"outcomes"`
 	HandlerRuns     int64         `json:"handler_runs"`
@@ -142,6 +152,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	runID := bson.NewObjectID().Hex()
 	if o.BackoffFlood > 0 {
 		tr.flood = newFlood(o, runID)
+	}
+	if o.flowMode() {
+		tr.fl = newFlowTracker(o, &tr.firstInsert)
 	}
 	rssReset := resetPeakRSS()
 	var (
@@ -232,7 +245,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, errors.Join(loadErr, err)
 	}
-	checker := Checker{Retired: t.stats.Retired, RetiredKnown: !external, ArchivesObserved: !external}
+	checker := Checker{Retired: t.stats.Retired, RetiredKnown: !external, ArchivesObserved: !external,
+		FailedProbes: counter(t.metrics, "retrigger_breaker_probes_total", o.Type, "outcome")["failure"], FailedProbesKnown: t.metrics != nil}
 	res.Invariants = checker.Check(observations(tr), stored)
 	inv := res.Invariants
 	res.Outcomes = Outcomes{
@@ -249,6 +263,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	for i := range tr.recs {
 		res.HandlerRuns += int64(tr.recs[i].runs.Load())
 		res.HandlerFailures += int64(tr.recs[i].failures.Load())
+	}
+	if tr.fl != nil {
+		res.Flow = flowResult(vctx, o, t, tr, &res)
 	}
 	if err := t.close(); err != nil {
 		res.Notes = append(res.Notes, "closing: "+err.Error())
@@ -279,6 +296,14 @@ func load(ctx context.Context, o Options, t *target, tr *tracker, gen *generator
 	labelled("generator", func() {
 		go func() { genDone <- gen.run(lctx) }()
 	})
+	if o.Outage > 0 {
+		// When the breaker trips, as operators see it.
+		watched := make(chan struct{})
+		labelled("generator", func() {
+			go func() { defer close(watched); tr.fl.watchTrip(lctx, t.flowStore(), o.Type, tr.base) }()
+		})
+		defer func() { cancel(); <-watched }()
+	}
 	generating := true
 
 	start := time.Now()
@@ -386,6 +411,7 @@ func observations(tr *tracker) []Observation {
 			Successes:        int(r.successes.Load()),
 			Archives:         int(r.archives.Load()),
 			TerminalAttempts: r.terminalAttempts.Load(),
+			Probes:           r.probes(),
 		}
 	}
 	return obs
@@ -411,6 +437,10 @@ func settings(o Options) Settings {
 		PayloadSize: o.PayloadSize, HandlerLatency: o.HandlerLatency.String(), Replicas: o.Replicas,
 		Concurrency: o.Concurrency, RetryInitial: o.RetryInitial.String(), RetryMax: o.RetryMax.String(),
 		Timeout: o.Timeout.String(), Type: o.Type, BackoffFlood: o.BackoffFlood,
+		Policy: o.Policy, Breaker: o.Breaker, Keys: o.Keys, KeyMode: o.KeyMode, RateLimit: o.RateLimit,
+	}
+	if o.Outage > 0 {
+		s.Outage = o.Outage.String()
 	}
 	if o.Rate == 0 {
 		s.Inserters = o.Inserters

@@ -16,10 +16,13 @@ import (
 	"github.com/retrigger/retrigger/producer"
 	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/event"
+	"github.com/retrigger/retrigger/shared/eventstore"
+	"github.com/retrigger/retrigger/shared/metrics"
 	"github.com/retrigger/retrigger/shared/redact"
 	"github.com/retrigger/retrigger/shared/retry"
 	"github.com/retrigger/retrigger/shared/store"
 	"github.com/retrigger/retrigger/shared/store/mongostore"
+	"github.com/retrigger/retrigger/shared/version"
 )
 
 // drainTimeout bounds the drain of the load test's components: every event
@@ -38,6 +41,7 @@ type PipelineStats struct {
 	Stale   int64 `json:"stale"`
 	Early   int64 `json:"early"`
 	Retried int64 `json:"retried"`
+	Held    int64 `json:"held"`
 	// Archiver (embedded mode only).
 	ArchiverRepeated int64 `json:"archiver_repeated"`
 }
@@ -49,6 +53,8 @@ type target struct {
 	events, errs store.Collection
 	db           store.Database
 	pipe         *pipeline.Pipeline
+	// metrics are the workers' (embedded: the pipeline's).
+	metrics *metrics.Metrics
 
 	// External mode.
 	nc      *nats.Conn
@@ -66,13 +72,19 @@ func workerConfig(o Options, tr *tracker) consumer.Config {
 	if tr.flood != nil {
 		handlers[tr.flood.typ] = tr.flood.handle
 	}
+	policy := retry.Policy{
+		InitialInterval: o.RetryInitial, Multiplier: 2, MaxInterval: o.RetryMax,
+		RandomizationFactor: 0.2, MaxAttempts: o.MaxAttempts,
+	}
+	if o.Policy == PolicyStock {
+		policy = retry.DefaultPolicy()
+	}
+	fc, _ := o.flowConfig() // validated
 	return consumer.Config{
-		Names:    o.Names,
-		Handlers: handlers,
-		Policies: retry.Policies{Default: retry.Policy{
-			InitialInterval: o.RetryInitial, Multiplier: 2, MaxInterval: o.RetryMax,
-			RandomizationFactor: 0.2, MaxAttempts: o.MaxAttempts,
-		}},
+		Names:         o.Names,
+		Handlers:      handlers,
+		Policies:      retry.Policies{Default: policy},
+		Flow:          fc,
 		Concurrency:   o.Concurrency,
 		MaxAckPending: max(1000, o.Replicas*o.Concurrency),
 		DrainTimeout:  drainTimeout,
@@ -148,11 +160,12 @@ func openEmbedded(ctx context.Context, o Options, tr *tracker, trips *tripCount)
 		return nil, fmt.Errorf("starting the in-process pipeline: %w", err)
 	}
 	return &target{
-		events: p.DB.Collection("events"),
-		errs:   p.DB.Collection("errors"),
-		db:     p.DB,
-		pipe:   p,
-		failed: make(chan error),
+		events:  p.DB.Collection("events"),
+		errs:    p.DB.Collection("errors"),
+		db:      p.DB,
+		pipe:    p,
+		metrics: p.Metrics,
+		failed:  make(chan error),
 	}, nil
 }
 
@@ -169,16 +182,19 @@ func openExternal(ctx context.Context, o Options, tr *tracker) (*target, error) 
 		return nil, fmt.Errorf("connecting to NATS %s: %w", redact.URL(o.NATSURL), redact.Error(err, o.NATSURL))
 	}
 	t := &target{
-		events: db.Collection("events"),
-		errs:   db.Collection("errors"),
-		db:     db,
-		nc:     nc,
-		failed: make(chan error, o.Replicas),
+		events:  db.Collection("events"),
+		errs:    db.Collection("errors"),
+		db:      db,
+		nc:      nc,
+		metrics: metrics.New(version.Version),
+		failed:  make(chan error, o.Replicas),
 	}
 	wctx, wcancel := context.WithCancel(context.Background())
 	t.cancel = wcancel
+	cfg := workerConfig(o, tr)
+	cfg.Metrics = t.metrics
 	for range o.Replicas {
-		w, err := consumer.NewWorker(workerConfig(o, tr), db, nc)
+		w, err := consumer.NewWorker(cfg, db, nc)
 		if err != nil {
 			t.close()
 			return nil, err
@@ -232,7 +248,13 @@ func (t *target) addWorkerStats(ws []*consumer.Worker) {
 		t.stats.Stale += s.Stale.Load()
 		t.stats.Early += s.Early.Load()
 		t.stats.Retried += s.Retried.Load()
+		t.stats.Held += s.Held.Load()
 	}
+}
+
+// flowStore reads flow control's documents, where the workers keep them.
+func (t *target) flowStore() *eventstore.Store {
+	return eventstore.New(t.db, eventstore.Options{})
 }
 
 // close stops everything and releases the connections and the engine.

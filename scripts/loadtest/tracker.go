@@ -31,7 +31,17 @@ type record struct {
 	terminalAttempts atomic.Int64
 	// startedAt (ns since base) is the first handler start.
 	startedAt atomic.Int64
+	// failedRuns counts the workers' transitions of failed runs (to new,
+	// failed or error), and topAttempts the most attempts one wrote. A run
+	// that spends its attempt raises them by one; a failed probe spends
+	// none, so failedRuns - topAttempts are the event's failed probes,
+	// whatever order the callbacks came in.
+	failedRuns  atomic.Int64
+	topAttempts atomic.Int64
 }
+
+// probes are the event's failed runs that spent no attempt.
+func (r *record) probes() int64 { return max(r.failedRuns.Load()-r.topAttempts.Load(), 0) }
 
 // tracker holds a record per event of the run, under ids generated before
 // the run, so the handler and the transition callbacks look them up without
@@ -45,16 +55,18 @@ type tracker struct {
 	failFirst   int64 // fail each event's first runs (Options.FailFirst)
 	latency     time.Duration
 
-	inserted   atomic.Int64
-	terminal   atomic.Int64
-	lastDoneAt atomic.Int64 // ns since base of the newest terminal transition
-	foreign    atomic.Int64 // handler runs and transitions of ids this run did not insert
-	archived   atomic.Int64 // archiver transitions (embedded) or errors documents seen (external)
+	inserted    atomic.Int64
+	firstInsert atomic.Int64 // ns since base when the first insert began
+	terminal    atomic.Int64
+	lastDoneAt  atomic.Int64 // ns since base of the newest terminal transition
+	foreign     atomic.Int64 // handler runs and transitions of ids this run did not insert
+	archived    atomic.Int64 // archiver transitions (embedded) or errors documents seen (external)
 
 	mu       sync.Mutex
 	lateness []time.Duration // retry start minus its due time
 
-	flood *flood // a backoff flood (Options.BackoffFlood), or nil
+	flood *flood       // a backoff flood (Options.BackoffFlood), or nil
+	fl    *flowTracker // the flow modes' records, or nil
 }
 
 func newTracker(n int, failureRate float64, latency time.Duration) *tracker {
@@ -86,7 +98,9 @@ func (t *tracker) lookup(id bson.ObjectID) *record {
 // beginInsert marks event i as being inserted, before the insert is sent:
 // its transitions may be observed before InsertOne returns.
 func (t *tracker) beginInsert(i int) {
-	t.recs[i].insertedAt.Store(t.since())
+	at := t.since()
+	t.recs[i].insertedAt.Store(at)
+	t.firstInsert.CompareAndSwap(0, at)
 }
 
 // handle is the consumer handler of the load test: it records the run and
@@ -95,15 +109,22 @@ func (t *tracker) beginInsert(i int) {
 func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 	now := time.Now()
 	id, _ := ev.ID.ObjectIDOK()
-	r := t.lookup(id)
-	if r == nil {
+	i, ok := t.index[id]
+	if !ok {
 		// Left over from an earlier run (external mode): let it succeed,
 		// and count it, rather than fail someone's event.
 		t.foreign.Add(1)
 		return nil
 	}
+	r := &t.recs[i]
 	r.runs.Add(1)
-	r.startedAt.CompareAndSwap(0, t.since())
+	at := t.since()
+	r.startedAt.CompareAndSwap(0, at)
+	down := false
+	if t.fl != nil {
+		down = t.fl.call(int(i), at)
+		defer t.fl.end(int(i))
+	}
 	if ev.Attempts > 0 && !ev.NextAttemptAt.IsZero() {
 		// A retry: how late it started after it was due. nextAttemptAt is
 		// stored with millisecond precision, so a retry up to 1ms early
@@ -121,6 +142,12 @@ func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 		case <-timer.C:
 		}
 	}
+	if down {
+		// The partner is down (Options.Outage): every call fails, for
+		// every event, as a 503 would.
+		r.failures.Add(1)
+		return errPartnerDown
+	}
 	if t.failFirst > 0 && int64(r.runs.Load()) <= t.failFirst {
 		// Each event's own failures, whatever the partner does: they
 		// never trip its type's breaker.
@@ -130,6 +157,9 @@ func (t *tracker) handle(ctx context.Context, ev *consumer.Event) error {
 	if t.failureRate > 0 && rand.Float64() < t.failureRate {
 		r.failures.Add(1)
 		return errInjected
+	}
+	if t.fl != nil {
+		t.fl.succeeded(int(i))
 	}
 	return nil
 }
@@ -154,6 +184,10 @@ func (t *tracker) onTransition(tr consumer.Transition) {
 	case tr.To == event.StateSuccess:
 		r.successes.Add(1)
 	default:
+		// A failed run: it spent its attempt, or it was a probe that
+		// spent none (its state unchanged).
+		r.failedRuns.Add(1)
+		storeMax(&r.topAttempts, tr.Attempts)
 		return
 	}
 	t.terminated(r, tr.Attempts)
