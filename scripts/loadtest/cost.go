@@ -180,15 +180,15 @@ func classify(s *profile.Sample, component string) string {
 		if p := dependency(fn); p != "" {
 			return p
 		}
-		if strings.HasPrefix(fn, trackerPrefix) {
-			// The load generator's handler and transition callback, which
+		if strings.HasPrefix(fn, loadPrefix) {
+			// The load generator's handlers and transition callback, which
 			// the components call: what they call is theirs too.
 			for _, outer := range funcs[i:] {
 				switch {
-				case strings.HasPrefix(outer, trackerPrefix+"handle"):
-					return PartHandler
-				case !strings.HasPrefix(outer, trackerPrefix):
+				case !strings.HasPrefix(outer, loadPrefix):
 					return PartLoad
+				case isHandler(outer):
+					return PartHandler
 				}
 			}
 			return PartLoad
@@ -232,9 +232,16 @@ func classify(s *profile.Sample, component string) string {
 
 const retriggerPrefix = "github.com/retrigger/retrigger/"
 
-// trackerPrefix names the load generator's handler and transition
-// callback (and what they call of the tracker).
-const trackerPrefix = retriggerPrefix + "scripts/loadtest.(*tracker)."
+// loadPrefix names the load generator's code: its handlers and
+// transition callback (the tracker's, the flood's, the flow modes'), which
+// run on the components' goroutines.
+const loadPrefix = retriggerPrefix + "scripts/loadtest."
+
+// isHandler: fn is a handler of the load (its closures included).
+func isHandler(fn string) bool {
+	_, m, _ := strings.Cut(strings.TrimPrefix(fn, loadPrefix), ").")
+	return m == "handle" || strings.HasPrefix(m, "handle.")
+}
 
 // dependency names the part of a function that is not retrigger's own
 // ("": retrigger's, or a library it calls).

@@ -80,7 +80,7 @@ func TestRoundTripsPerEvent(t *testing.T) {
 
 // The engine's own code, in shared/store/embedded/internal/engine, and what
 // it calls (a B-tree) count as the storage engine, not as the component
-// that called it; the load generator's handler and transition callback,
+// that called it; the load generator's handlers and transition callback,
 // which the worker calls, and what they call, count as the handler and the
 // load generator.
 func TestClassifyEngineFrames(t *testing.T) {
@@ -130,6 +130,17 @@ func TestClassifyEngineFrames(t *testing.T) {
 			retriggerPrefix + "scripts/loadtest.(*tracker).onTransition",
 			retriggerPrefix + "consumer.(*Worker).transition",
 		}, PartLoad},
+		{"the flow modes' records under the load's handler", []string{
+			"sync.(*Mutex).Lock",
+			retriggerPrefix + "scripts/loadtest.(*flowTracker).call",
+			retriggerPrefix + "scripts/loadtest.(*tracker).handle",
+			retriggerPrefix + "consumer.(*Worker).call",
+		}, PartHandler},
+		{"the flood's handler", []string{
+			"runtime.mallocgc",
+			retriggerPrefix + "scripts/loadtest.(*flood).handle",
+			retriggerPrefix + "consumer.(*Worker).call",
+		}, PartHandler},
 		{"the worker's own bson", []string{
 			"go.mongodb.org/mongo-driver/v2/bson.Marshal",
 			retriggerPrefix + "shared/eventstore.(*Store).Complete",
