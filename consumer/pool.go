@@ -28,7 +28,29 @@ type pool struct {
 	// gate says what a source's pull loop may do now (flow control);
 	// nil: always pull.
 	gate func(source string) (flow.Mode, time.Time, <-chan struct{})
+
+	// Handlers run on runners, goroutines that take the next message when
+	// they finish one: a message costs neither a goroutine's start nor the
+	// growth of a new goroutine's stack. jobs hands a message to an idle
+	// runner; quit ends the idle runners when the pool stops.
+	jobs    chan job
+	quit    chan struct{}
+	runners sync.WaitGroup
 }
+
+// job is one message to run in a slot it holds.
+type job struct {
+	ctx      context.Context
+	s        *source
+	msg      jetstream.Msg
+	slots    chan struct{}
+	handlers *sync.WaitGroup
+	done     chan struct{} // closed when the handler returns; nil: nobody waits
+}
+
+// runnerIdle is how long a runner waits for another message before it
+// ends.
+const runnerIdle = 10 * time.Second
 
 type source struct {
 	name   string
@@ -55,6 +77,8 @@ func (p *pool) run(ctx context.Context) error {
 	// deadline, so a shutdown lets in-flight work finish.
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
+	p.jobs, p.quit = make(chan job), make(chan struct{})
+	defer func() { close(p.quit); p.runners.Wait() }()
 	slots := make(chan struct{}, p.concurrency)
 	var handlers, pullers sync.WaitGroup
 	for _, s := range p.sources {
@@ -178,11 +202,12 @@ func (p *pool) iterate(ctx, hctx context.Context, s source, cons jetstream.Consu
 			}
 		}()
 	}
+	// hctx ends when the drain deadline passed: a drain that waits for a
+	// server that is gone (Stop cannot end one) ends there.
+	next := jetstream.NextContext(hctx)
 	for {
 		beat.Idle() // waiting for a message is not being stuck
-		// hctx ends when the drain deadline passed: a drain that waits for
-		// a server that is gone (Stop cannot end one) ends there.
-		msg, err := it.Next(jetstream.NextContext(hctx))
+		msg, err := it.Next(next)
 		beat.Beat()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
@@ -191,7 +216,7 @@ func (p *pool) iterate(ctx, hctx context.Context, s source, cons jetstream.Consu
 			it.Stop()
 			return err
 		}
-		p.dispatch(ctx, hctx, s, msg, slots, handlers)
+		p.dispatch(ctx, hctx, &s, msg, slots, handlers, nil)
 	}
 }
 
@@ -207,9 +232,9 @@ func (p *pool) pullOne(ctx, hctx context.Context, s source, cons jetstream.Consu
 	}
 	for msg := range batch.Messages() {
 		beat.Beat()
-		ready := make(chan struct{})
+		ready, done := make(chan struct{}), make(chan struct{})
 		var once sync.Once
-		done := p.dispatch(ctx, context.WithValue(hctx, decidedKey{}, func() { once.Do(func() { close(ready) }) }), s, msg, slots, handlers)
+		p.dispatch(ctx, context.WithValue(hctx, decidedKey{}, func() { once.Do(func() { close(ready) }) }), &s, msg, slots, handlers, done)
 		select {
 		case <-ready:
 		case <-done:
@@ -222,21 +247,55 @@ func (p *pool) pullOne(ctx, hctx context.Context, s source, cons jetstream.Consu
 	return nil
 }
 
-// dispatch runs msg in a free slot, or hands it back when stopping. The
-// channel it returns is closed when the handler returns.
-func (p *pool) dispatch(ctx, hctx context.Context, s source, msg jetstream.Msg, slots chan struct{}, handlers *sync.WaitGroup) <-chan struct{} {
-	done := make(chan struct{})
+// dispatch runs msg in a free slot, on an idle runner or a new one, or
+// hands it back when stopping. done, if not nil, is closed when the
+// handler returns.
+func (p *pool) dispatch(ctx, hctx context.Context, s *source, msg jetstream.Msg, slots chan struct{}, handlers *sync.WaitGroup, done chan struct{}) {
 	if !p.acquire(ctx, msg, slots) {
 		_ = msg.Nak() // stopping, not started: let another replica take it now
-		close(done)
-		return done
+		if done != nil {
+			close(done)
+		}
+		return
 	}
 	handlers.Add(1)
-	go func() {
-		defer func() { <-slots; handlers.Done(); close(done) }()
-		s.handle(hctx, s.name, msg)
+	j := job{ctx: hctx, s: s, msg: msg, slots: slots, handlers: handlers, done: done}
+	select {
+	case p.jobs <- j:
+	default:
+		p.runners.Add(1)
+		go p.runner(j)
+	}
+}
+
+// runner runs j, then the jobs handed to it, until it waited runnerIdle
+// for one or the pool stops.
+func (p *pool) runner(j job) {
+	defer p.runners.Done()
+	idle := time.NewTimer(runnerIdle)
+	defer idle.Stop()
+	for {
+		j.run()
+		idle.Reset(runnerIdle)
+		select {
+		case j = <-p.jobs:
+		case <-idle.C:
+			return
+		case <-p.quit:
+			return
+		}
+	}
+}
+
+func (j *job) run() {
+	defer func() {
+		<-j.slots
+		j.handlers.Done()
+		if j.done != nil {
+			close(j.done)
+		}
 	}()
-	return done
+	j.s.handle(j.ctx, j.s.name, j.msg)
 }
 
 type decidedKey struct{}

@@ -39,12 +39,17 @@ func newToken() int64 {
 }
 
 // retryBackoff paces the tries of one storage write: 50ms, 100ms, ...,
-// at most 1s apart.
-func retryBackoff() *backoff.ExponentialBackOff {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.Multiplier, bo.MaxInterval, bo.MaxElapsedTime = 50*time.Millisecond, 2, time.Second, 0
-	bo.Reset()
-	return bo
+// at most 1s apart. It is made at the first failure: most writes need
+// none.
+type retryBackoff struct{ bo *backoff.ExponentialBackOff }
+
+func (r *retryBackoff) next() time.Duration {
+	if r.bo == nil {
+		r.bo = backoff.NewExponentialBackOff()
+		r.bo.InitialInterval, r.bo.Multiplier, r.bo.MaxInterval, r.bo.MaxElapsedTime = 50*time.Millisecond, 2, time.Second, 0
+		r.bo.Reset()
+	}
+	return r.bo.NextBackOff()
 }
 
 // pause waits d, keeping msg alive; false when ctx ended first.
@@ -70,7 +75,7 @@ func pause(ctx context.Context, msg jetstream.Msg, d time.Duration) bool {
 // try got an answer.
 func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, r eventstore.ClaimRequest) (Claim, error) {
 	deadline := r.Now.Add(r.TTL - 2*w.cfg.StoreTimeout)
-	bo := retryBackoff()
+	var bo retryBackoff
 	for failed := 0; ; failed++ {
 		timeout := w.cfg.StoreTimeout
 		if failed > 0 {
@@ -91,7 +96,7 @@ func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, r eventstore.Clai
 			return c, nil
 		}
 		w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(r.ID)).Int("try", failed+1).Msg("claiming an event failed; trying the same claim again")
-		wait := bo.NextBackOff()
+		wait := bo.next()
 		if ctx.Err() != nil || !w.cfg.Now().Add(wait+w.cfg.StoreTimeout/10).Before(deadline) || !pause(ctx, msg, wait) {
 			return Claim{}, err
 		}
@@ -112,7 +117,7 @@ func (w *Worker) claim(ctx context.Context, msg jetstream.Msg, r eventstore.Clai
 func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, c *Claim, t eventstore.Transition) error {
 	st := w.cfg.StoreTimeout
 	giveUp := w.cfg.Now().Add(w.cfg.AckWait)
-	bo := retryBackoff()
+	var bo retryBackoff
 	for failed := 0; ; failed++ {
 		// The first try is made even when the worker stops hard: the
 		// handler ran, its outcome is worth writing.
@@ -133,7 +138,7 @@ func (w *Worker) complete(ctx context.Context, msg jetstream.Msg, c *Claim, t ev
 			}
 		}
 		w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(c.Event.ID)).Int("try", failed+1).Msg("writing an outcome failed; writing it again")
-		wait := bo.NextBackOff()
+		wait := bo.next()
 		if ctx.Err() != nil || !w.cfg.Now().Add(wait).Before(giveUp) || !pause(ctx, msg, wait) {
 			return err
 		}
@@ -181,7 +186,7 @@ func (w *Worker) settledAfter(ctx context.Context, failed int, id bson.RawValue,
 // the worker stops hard: then it tries once.
 func (w *Worker) giveBack(ctx context.Context, c *Claim) error {
 	end := c.Lease.Until.Add(leaseGrace)
-	bo := retryBackoff()
+	var bo retryBackoff
 	for {
 		sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
 		err := w.store.Abandon(sctx, c)
@@ -189,7 +194,7 @@ func (w *Worker) giveBack(ctx context.Context, c *Claim) error {
 		if err == nil {
 			return nil
 		}
-		wait := bo.NextBackOff()
+		wait := bo.next()
 		if ctx.Err() != nil || !w.cfg.Now().Add(wait).Before(end) {
 			return err
 		}

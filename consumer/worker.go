@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -250,13 +251,13 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 	t.Run.TraceID, t.Run.SpanID = span.IDs()
 	span.Outcome(t.Run.Outcome)
 	err := w.complete(ctx, msg, c, t)
-	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
-	defer cancel()
 	if errors.Is(err, eventstore.ErrStale) {
 		// The application or an operator changed the event while it ran,
 		// or the lease expired and another replica took it over: the
 		// change stands. Releasing the lease lets the producer route the
 		// event as it now is.
+		sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
+		defer cancel()
 		w.stats.Changed.Add(1)
 		if err := w.store.Release(sctx, c); err != nil {
 			w.log.Debug().Ctx(ctx).Err(err).Str("event_id", event.IDString(ev.ID)).Msg("releasing the lease of a changed event")
@@ -279,13 +280,23 @@ func (w *Worker) run(ctx context.Context, msg jetstream.Msg, c *Claim, permit *f
 			w.redeliver(msg)
 			return
 		}
-		cancel()
-		sctx, cancel = w.storeCtx(context.WithoutCancel(ctx))
-		defer cancel()
 	}
 	_ = msg.Ack()
-	permit.Release(sctx, t.To == event.StateSuccess || t.To == event.StateError, herr)
+	w.release(ctx, permit, t.To == event.StateSuccess || t.To == event.StateError, herr)
 	w.report(ctx, ev, &t)
+}
+
+// release ends permit (flow.Permit.Release) under a store timeout, made
+// only when the permit holds something to give back in storage: a type
+// with no limits set needs none.
+func (w *Worker) release(ctx context.Context, permit *flow.Permit, finished bool, herr error) {
+	if !permit.Stores() {
+		permit.Release(ctx, finished, herr)
+		return
+	}
+	sctx, cancel := w.storeCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	permit.Release(sctx, finished, herr)
 }
 
 // outcome is the transition a run ends in: success; failed, to be retried
@@ -335,9 +346,13 @@ func (w *Worker) report(ctx context.Context, ev *event.Event, t *eventstore.Tran
 		w.stats.Errored.Add(1)
 	}
 	w.cfg.Metrics.Transition(ev.Type, ev.State, t.To, ev.Attempts+1, t.Run.Took)
+	debug := w.log.Debug()
+	if !debug.Enabled() && w.cfg.OnTransition == nil {
+		return // nobody reads the transition: build none
+	}
 	tr := Transition{ID: event.IDString(ev.ID), Type: ev.Type, From: ev.State, To: t.To, Attempts: t.Attempts,
 		Error: t.Run.Error, Took: t.Run.Took, At: t.At, Reason: t.Reason}
-	w.log.Debug().Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
+	debug.Ctx(ctx).Str("event_id", tr.ID).Str("type", tr.Type).Stringer("from", tr.From).Stringer("to", tr.To).
 		Int64("attempts", tr.Attempts).Dur("took", tr.Took).Str("error", tr.Error).Msg("transition")
 	if w.cfg.OnTransition != nil {
 		w.cfg.OnTransition(tr)
@@ -360,8 +375,7 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 	h := w.cfg.Handlers[c.Event.Type]
 	hctx, cancel := context.WithTimeoutCause(ctx, w.cfg.HandlerTimeout, errHandlerTimeout)
 	defer cancel()
-	stop := w.keepAlive(hctx, msg, c, cancel)
-	defer stop()
+	defer w.keepAlive(hctx, msg, c, cancel).stop()
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("handler panicked")
@@ -379,35 +393,71 @@ func (w *Worker) call(ctx context.Context, msg jetstream.Msg, c *Claim) (err err
 // keepAlive renews the lease and sends a progress ack every AckWait/2
 // until ctx ends; if the lease was taken over it cancels the run. The
 // first renewal comes sooner when the lease has less than an ack wait
-// left (a claim answered only on a retry): at half of what is left.
-func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) (stop func()) {
-	every := w.cfg.AckWait / 2
-	first := min(every, max(c.Lease.Until.Sub(w.cfg.Now())/2, 0))
-	ctx, stopCtx := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTimer(first)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				t.Reset(every)
-			}
-			_ = msg.InProgress()
-			sctx, scancel := w.storeCtx(ctx)
-			err := w.store.RenewLease(sctx, c, w.cfg.Now().Add(w.cfg.AckWait))
-			scancel()
-			if errors.Is(err, eventstore.ErrLeaseLost) {
-				w.log.Warn().Ctx(ctx).Str("event_id", event.IDString(c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
-				cancel()
-				return
-			}
-		}
-	}()
-	return func() { stopCtx(); <-done }
+// left (a claim answered only on a retry): at half of what is left. Its
+// stop ends it, cutting short a renewal under way, and returns once none
+// runs.
+// A timer's callback makes each renewal: a run that ends before the first
+// (most runs) costs a timer, not a goroutine and a context of its own.
+func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, c *Claim, cancel context.CancelFunc) *keeper {
+	k := &keeper{w: w, ctx: ctx, msg: msg, c: c, cancel: cancel, every: w.cfg.AckWait / 2}
+	first := min(k.every, max(c.Lease.Until.Sub(w.cfg.Now())/2, 0))
+	k.mu.Lock()
+	k.t = time.AfterFunc(first, k.renew)
+	k.mu.Unlock()
+	return k
+}
+
+// keeper is one run's keepAlive.
+type keeper struct {
+	w      *Worker
+	ctx    context.Context
+	msg    jetstream.Msg
+	c      *Claim
+	cancel context.CancelFunc // the run's
+	every  time.Duration
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+	abort   context.CancelFunc // the renewal under way's, or nil
+	running sync.WaitGroup     // the renewal under way
+}
+
+func (k *keeper) renew() {
+	k.mu.Lock()
+	if k.stopped || k.ctx.Err() != nil {
+		k.mu.Unlock()
+		return
+	}
+	k.running.Add(1)
+	defer k.running.Done()
+	sctx, scancel := k.w.storeCtx(k.ctx)
+	defer scancel()
+	k.abort = scancel
+	k.mu.Unlock()
+	_ = k.msg.InProgress()
+	err := k.w.store.RenewLease(sctx, k.c, k.w.cfg.Now().Add(k.w.cfg.AckWait))
+	if errors.Is(err, eventstore.ErrLeaseLost) {
+		k.w.log.Warn().Ctx(k.ctx).Str("event_id", event.IDString(k.c.Event.ID)).Msg("lost the lease of a running event; cancelling its handler")
+		k.cancel()
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.abort = nil
+	if !k.stopped && k.ctx.Err() == nil {
+		k.t.Reset(k.every)
+	}
+}
+
+func (k *keeper) stop() {
+	k.mu.Lock()
+	k.stopped = true
+	k.t.Stop()
+	if k.abort != nil {
+		k.abort()
+	}
+	k.mu.Unlock()
+	k.running.Wait()
 }
 
 // busyDelay is how long a message of an event another replica runs waits

@@ -187,3 +187,37 @@ func TestWorkerBindsItsTypes(t *testing.T) {
 func retryHourly() retry.Policies {
 	return retry.Policies{Default: retry.Policy{InitialInterval: time.Hour, MaxInterval: time.Hour, RandomizationFactor: -1}}
 }
+
+// A running event whose lease another replica took over has its handler
+// cancelled at the next renewal; its outcome is not written over the new
+// holder's. A run that ends first renews nothing.
+func TestWorkerLeaseLostCancelsTheRun(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{}, 1)
+	var cancelled atomic.Bool
+	b := setup(t, Config{AckWait: 2 * time.Second, Handlers: map[string]Handler{
+		"slow": func(ctx context.Context, _ *Event) error {
+			started <- struct{}{}
+			select {
+			case <-ctx.Done():
+				cancelled.Store(true)
+				return ctx.Err()
+			case <-time.After(time.Minute):
+				return nil
+			}
+		},
+		"quick": func(context.Context, *Event) error { return nil },
+	}})
+	quick := b.event(t, bson.E{Key: "type", Value: "quick"})
+	waitFor(t, "the quick run", func() bool { return b.get(t, quick).State == event.StateSuccess })
+	id := b.event(t, bson.E{Key: "type", Value: "slow"})
+	<-started
+	_, err := b.events.UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "retrigger.lease.token", Value: int64(1)}, {Key: "retrigger.lease.owner", Value: "other"}}}}, false)
+	require.NoError(t, err)
+	waitFor(t, "the run cancelled", cancelled.Load)
+	waitFor(t, "the outcome dropped", func() bool { return b.w.Stats().Changed.Load() == 1 })
+	ev := b.get(t, id)
+	require.Equal(t, "other", ev.Lease.Owner, "the new holder's lease stands")
+	require.Zero(t, ev.Attempts)
+}

@@ -190,7 +190,7 @@ func BenchmarkJetStreamPublishAsync(b *testing.B) {
 	for i, ch := range insertChanges(b, b.N) {
 		body, err := messaging.Body(ch.Doc)
 		require.NoError(b, err)
-		msgs[i] = messaging.NewMsg(cfg.Names.EventSubject("bench"), messaging.MsgID(ch.ID, changeStamp(ch.ClusterTime)), ch.ID, 0, body)
+		msgs[i] = messaging.NewMsg(cfg.Names.EventSubject("bench"), messaging.MsgID(ch.ID, messaging.ChangeStamp(ch.ClusterTime)), ch.ID, 0, body)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,33 @@ type publisher struct {
 	// opened a stream with no history: a new event created by then may be
 	// published by both, and both name it by its creation (creationStamp).
 	sweptBefore atomic.Int64
+
+	subjectsMu sync.RWMutex
+	subjects   map[string]string // EVENTS subject by type, for at most maxSubjects types
+}
+
+// maxSubjects bounds the subjects a publisher keeps: an application has a
+// few types, documents with random types must not grow it without end.
+const maxSubjects = 1024
+
+// eventSubject is the EVENTS subject of typ, built once per type.
+func (p *publisher) eventSubject(typ string) string {
+	p.subjectsMu.RLock()
+	s, ok := p.subjects[typ]
+	p.subjectsMu.RUnlock()
+	if ok {
+		return s
+	}
+	s = p.cfg.Names.EventSubject(typ)
+	p.subjectsMu.Lock()
+	if p.subjects == nil {
+		p.subjects = map[string]string{}
+	}
+	if len(p.subjects) < maxSubjects {
+		p.subjects[typ] = s
+	}
+	p.subjectsMu.Unlock()
+	return s
 }
 
 // streamMissing ensures the streams again, at most once a second, when err
@@ -94,21 +122,21 @@ type routed struct {
 // DLQ; malformed ones to the DLQ with the reason. Nothing is published for an event a consumer runs now (its
 // lease holds: the transition that ends the run is routed instead) or one
 // that succeeded. change names the change the document comes from
-// (changeStamp), for the message's Nats-Msg-Id; "" when it does not come
-// from a change (the scheduler, the sweeper): the event's version and state
-// name it then.
-func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
+// (messaging.Stamp{Change: its cluster time}), for the message's
+// Nats-Msg-Id; the zero Stamp when it does not come from a change (the
+// scheduler, the sweeper): the event's version and state name it then.
+func (p *publisher) route(doc bson.Raw, change messaging.Stamp, now time.Time) routed {
 	ev, err := p.store.Parse(doc)
 	r := routed{doc: doc, ev: ev}
 	if ev.ID.Type == 0 {
 		return r // no _id: not a document of ours
 	}
+	fromChange := change != messaging.Stamp{}
 	stamp := change
-	if p.byCreation(&ev, change) {
-		stamp = messaging.CreationStamp(ev.CreatedAt)
-	}
-	if stamp == "" {
-		stamp = stateStamp(&ev)
+	if cs := p.creationStamp(&ev, fromChange); cs != "" {
+		stamp = messaging.Stamp{Text: cs}
+	} else if !fromChange {
+		stamp = messaging.Stamp{Text: stateStamp(&ev)}
 	}
 	if err != nil {
 		r.reject = err.Error()
@@ -116,12 +144,13 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 		if typ == "" {
 			typ = messaging.InvalidType
 		}
-		return p.message(r, p.cfg.Names.DLQSubject(typ), "rejected."+stamp)
+		stamp.Prefix = "rejected."
+		return p.message(r, p.cfg.Names.DLQSubject(typ), stamp)
 	}
 	if ev.Leased(now) {
 		return r
 	}
-	if ev.State.Runnable() && !ev.ParkedAt.IsZero() && change != "" {
+	if ev.State.Runnable() && !ev.ParkedAt.IsZero() && fromChange {
 		// It waits for its key (flow control), out of NATS: the change is
 		// its park. A wake, or the sweeper after the stall, brings it back.
 		return r
@@ -137,30 +166,32 @@ func (p *publisher) route(doc bson.Raw, change string, now time.Time) routed {
 			return r
 		}
 		if ev.State == event.StateFailed {
-			stamp = dueStamp(&ev)
+			stamp = messaging.Stamp{Text: dueStamp(&ev)}
 		}
-		return p.message(r, p.cfg.Names.EventSubject(ev.Type), stamp)
+		return p.message(r, p.eventSubject(ev.Type), stamp)
 	case event.StateError:
 		return p.message(r, p.cfg.Names.DLQSubject(ev.Type), stamp)
 	}
 	return r
 }
 
-// byCreation reports whether a new event's message is named by its
-// creation time rather than by a change: when the sweeper or the scheduler
+// creationStamp names a new event's message by its creation time rather
+// than by a change ("": not so): when the sweeper or the scheduler
 // publishes it (no change), and when the relay does but the sweep that
 // began its stream may have too. The name then carries the event's place
 // among the events of its flow-control key (messaging.CreationStamp), and
 // both publishes of it are one message.
-func (p *publisher) byCreation(ev *event.Event, change string) bool {
+func (p *publisher) creationStamp(ev *event.Event, fromChange bool) string {
 	if ev.State != event.StateNew || ev.Version != 0 || ev.CreatedAt.IsZero() || !ev.WokenAt.IsZero() {
-		return false // woken by its key: a new message, and its place is stamped on it already
+		return "" // woken by its key: a new message, and its place is stamped on it already
 	}
-	if change == "" {
-		return true
+	if fromChange {
+		before := p.sweptBefore.Load()
+		if before == 0 || ev.CreatedAt.UnixNano() > before {
+			return ""
+		}
 	}
-	before := p.sweptBefore.Load()
-	return before != 0 && ev.CreatedAt.UnixNano() <= before
+	return messaging.CreationStamp(ev.CreatedAt)
 }
 
 // dueStamp names a failed event's attempt by its version and due time, so
@@ -182,9 +213,6 @@ func stateStamp(ev *event.Event) string {
 	return "v" + strconv.FormatInt(ev.Version, 10) + ".s" + strconv.Itoa(int(ev.State))
 }
 
-// changeStamp names a change by its cluster time (messaging.ChangeStamp).
-func changeStamp(ts bson.Timestamp) string { return messaging.ChangeStamp(ts) }
-
 // traceRoom is kept free of max_payload for the trace context a traced
 // publish adds to the headers: traceparent, and tracestate (at most 512
 // characters by the W3C's rules).
@@ -197,16 +225,17 @@ var traceHeaders = []string{"traceparent", "tracestate", "Traceparent", "Tracest
 // fits, a stub otherwise. When NATS would refuse the message whatever its
 // body (the event's id too large for the Retrigger-Id header, or for
 // max_payload), r is marked tooLarge: the event goes into errors directly.
-func (p *publisher) message(r routed, subject, stamp string) routed {
-	msg := messaging.NewMsg(subject, messaging.MsgID(r.ev.ID, stamp), r.ev.ID, r.ev.Version, nil)
+func (p *publisher) message(r routed, subject string, stamp messaging.Stamp) routed {
+	msg := messaging.NewStampedMsg(subject, r.ev.ID, stamp, r.ev.Version, nil)
 	if r.reject != "" {
 		msg.Header.Set(messaging.HeaderReason, r.reject)
 	}
-	if err := messaging.CheckSize(msg, p.maxPayload); err != nil {
+	hdr := messaging.HeaderBytes(msg) // the headers stay as they are from here
+	if err := messaging.CheckSizes(hdr, 0, p.maxPayload); err != nil {
 		r.tooLarge = fmt.Sprintf("its _id (%d bytes) cannot travel in a NATS message: %v", len(r.ev.ID.Value), err)
 		return r
 	}
-	room := p.maxPayload - messaging.HeaderBytes(msg)
+	room := p.maxPayload - hdr
 	if p.cfg.Tracing != nil {
 		room -= traceRoom
 	}
@@ -215,7 +244,7 @@ func (p *publisher) message(r routed, subject, stamp string) routed {
 		body = messaging.StubBody(&r.ev, len(r.doc))
 	}
 	msg.Data = body
-	if err := messaging.CheckSize(msg, p.maxPayload); err != nil {
+	if err := messaging.CheckSizes(hdr, len(body), p.maxPayload); err != nil {
 		r.tooLarge = fmt.Sprintf("its _id (%d bytes) leaves no room in a NATS message for even a stub body: %v", len(r.ev.ID.Value), err)
 		return r
 	}
@@ -233,11 +262,13 @@ func (p *publisher) publishAsync(ctx context.Context, r *routed) (jetstream.PubA
 		return nil, nil
 	}
 	r.span = p.cfg.Tracing.Publish(&r.ev, r.msg)
-	if err := messaging.CheckSize(r.msg, p.maxPayload); err != nil {
-		// The trace context took the headers past the limit (an id just
-		// under it): the event travels untraced rather than not at all.
-		for _, k := range traceHeaders {
-			r.msg.Header.Del(k)
+	if p.cfg.Tracing != nil { // untraced, the headers are those message measured
+		if err := messaging.CheckSize(r.msg, p.maxPayload); err != nil {
+			// The trace context took the headers past the limit (an id just
+			// under it): the event travels untraced rather than not at all.
+			for _, k := range traceHeaders {
+				r.msg.Header.Del(k)
+			}
 		}
 	}
 	if r.reject != "" {

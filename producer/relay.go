@@ -15,6 +15,7 @@ import (
 
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/health"
+	"github.com/retrigger/retrigger/shared/messaging"
 	"github.com/retrigger/retrigger/shared/store"
 )
 
@@ -206,7 +207,7 @@ func (r *Relay) read(ctx context.Context, cs store.ChangeStream, queue chan<- pe
 		pd := pending{token: ch.Token}
 		queued = ch.Token
 		if ch.Doc != nil {
-			pd.r = r.pub.route(ch.Doc, changeStamp(ch.ClusterTime), r.now())
+			pd.r = r.pub.route(ch.Doc, messaging.Stamp{Change: ch.ClusterTime}, r.now())
 			pd.fut, err = r.pub.publishAsync(ctx, &pd.r)
 			if err != nil {
 				return err

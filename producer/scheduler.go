@@ -12,6 +12,7 @@ import (
 	"github.com/retrigger/retrigger/shared/event"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/health"
+	"github.com/retrigger/retrigger/shared/messaging"
 )
 
 // maxSchedulerSleep bounds how long the scheduler sleeps without looking:
@@ -146,7 +147,7 @@ func (s *Scheduler) publish(ctx context.Context, docs []bson.Raw, now time.Time)
 	}
 	var out []inFlight
 	for _, doc := range docs {
-		r := s.pub.route(doc, "", now)
+		r := s.pub.route(doc, messaging.Stamp{}, now)
 		fut, err := s.pub.publishAsync(ctx, &r)
 		if err != nil {
 			return err

@@ -152,7 +152,7 @@ func TestRoute(t *testing.T) {
 		raw, err := bson.Marshal(doc)
 		require.NoError(t, err)
 		scheduled = nil
-		r := b.p.pub.route(raw, "c1.1", now)
+		r := b.p.pub.route(raw, messaging.Stamp{Text: "c1.1"}, now)
 		if tt.subject == "" {
 			require.Nil(t, r.msg, tt.name)
 		} else {
@@ -179,7 +179,11 @@ func TestCreationStamps(t *testing.T) {
 	route := func(change string, fields ...bson.E) string {
 		raw, err := bson.Marshal(append(bson.D{{Key: "_id", Value: "e1"}, {Key: "type", Value: "job"}}, fields...))
 		require.NoError(t, err)
-		r := b.p.pub.route(raw, change, now)
+		var st messaging.Stamp
+		if change != "" {
+			st.Change = bson.Timestamp{T: 5, I: 1} // "c5.1"
+		}
+		r := b.p.pub.route(raw, st, now)
 		require.NotNil(t, r.msg)
 		id := r.msg.Header.Get(nats.MsgIdHdr)
 		return id[strings.LastIndexByte(id, '@')+1:]

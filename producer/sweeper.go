@@ -12,6 +12,7 @@ import (
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/flow"
 	"github.com/retrigger/retrigger/shared/health"
+	"github.com/retrigger/retrigger/shared/messaging"
 )
 
 // Sweeper republishes events that should be moving but are not: a
@@ -132,7 +133,7 @@ func (s *Sweeper) sweep(ctx context.Context, o eventstore.SweepOptions) (int, er
 	err = s.store.Sweep(ctx, o,
 		func(doc bson.Raw) error {
 			s.beat.Beat()
-			r := s.pub.route(doc, "", now)
+			r := s.pub.route(doc, messaging.Stamp{}, now)
 			fut, err := s.pub.publishAsync(ctx, &r)
 			if err != nil {
 				s.log.Warn().Err(err).Msg("sweeping an event failed; the next sweep tries again")

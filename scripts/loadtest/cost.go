@@ -55,9 +55,10 @@ type CostPart struct {
 
 // Cost runs the load o three times: with a CPU profile, with every
 // allocation recorded (runtime.MemProfileRate 1), and with its round
-// trips counted (Options.RoundTrips). It splits the first two by part: each sample goes to the engine, the NATS client, the nats-server
-// or the handler when the innermost of those frames comes before any of
-// retrigger's own, and otherwise to the component whose code it is in (the
+// trips counted (Options.RoundTrips). It splits the first two by part:
+// each sample goes to the engine, the NATS client, the nats-server, or
+// the load generator's handler or transition callback when the innermost
+// of those frames comes before any of retrigger's own, and otherwise to the component whose code it is in (the
 // pprof label the load generator sets on each component's goroutines;
 // for allocations, which carry no labels, the component whose code is on
 // the stack). Costs are per terminal event, periodic work (checkpoints,
@@ -175,9 +176,22 @@ func classify(s *profile.Sample, component string) string {
 			}
 		}
 	}
-	for _, fn := range funcs {
+	for i, fn := range funcs {
 		if p := dependency(fn); p != "" {
 			return p
+		}
+		if strings.HasPrefix(fn, loadPrefix) {
+			// The load generator's handlers and transition callback, which
+			// the components call: what they call is theirs too.
+			for _, outer := range funcs[i:] {
+				switch {
+				case !strings.HasPrefix(outer, loadPrefix):
+					return PartLoad
+				case isHandler(outer):
+					return PartHandler
+				}
+			}
+			return PartLoad
 		}
 		if strings.HasPrefix(fn, retriggerPrefix) {
 			break // retrigger's own code, whatever it calls in bson
@@ -218,6 +232,17 @@ func classify(s *profile.Sample, component string) string {
 
 const retriggerPrefix = "github.com/retrigger/retrigger/"
 
+// loadPrefix names the load generator's code: its handlers and
+// transition callback (the tracker's, the flood's, the flow modes'), which
+// run on the components' goroutines.
+const loadPrefix = retriggerPrefix + "scripts/loadtest."
+
+// isHandler: fn is a handler of the load (its closures included).
+func isHandler(fn string) bool {
+	_, m, _ := strings.Cut(strings.TrimPrefix(fn, loadPrefix), ").")
+	return m == "handle" || strings.HasPrefix(m, "handle.")
+}
+
 // dependency names the part of a function that is not retrigger's own
 // ("": retrigger's, or a library it calls).
 func dependency(fn string) string {
@@ -228,8 +253,6 @@ func dependency(fn string) string {
 		return PartServer
 	case strings.HasPrefix(fn, "github.com/nats-io/nats.go"), strings.HasPrefix(fn, "github.com/nats-io/nats%2ego"):
 		return PartClient
-	case strings.HasPrefix(fn, retriggerPrefix+"scripts/loadtest.(*tracker).handle"):
-		return PartHandler
 	}
 	return ""
 }

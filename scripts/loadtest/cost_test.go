@@ -80,7 +80,9 @@ func TestRoundTripsPerEvent(t *testing.T) {
 
 // The engine's own code, in shared/store/embedded/internal/engine, and what
 // it calls (a B-tree) count as the storage engine, not as the component
-// that called it.
+// that called it; the load generator's handlers and transition callback,
+// which the worker calls, and what they call, count as the handler and the
+// load generator.
 func TestClassifyEngineFrames(t *testing.T) {
 	sample := func(funcs ...string) *profile.Sample {
 		s := &profile.Sample{}
@@ -109,6 +111,36 @@ func TestClassifyEngineFrames(t *testing.T) {
 			"github.com/256dpi/lungo/mongokit.Match",
 			retriggerPrefix + "shared/store/embedded/internal/engine.(*coll).find",
 		}, PartEngine},
+		{"the tracker's lookup under the load's handler", []string{
+			"runtime.mapaccess2",
+			retriggerPrefix + "scripts/loadtest.(*tracker).lookup",
+			retriggerPrefix + "scripts/loadtest.(*tracker).handle",
+			retriggerPrefix + "consumer.(*Worker).run",
+		}, PartHandler},
+		{"the load's transition callback", []string{
+			"runtime.mallocgc",
+			"go.mongodb.org/mongo-driver/v2/bson.ObjectIDFromHex",
+			retriggerPrefix + "scripts/loadtest.(*tracker).onTransition",
+			retriggerPrefix + "consumer.(*Worker).transition",
+		}, PartLoad},
+		{"what the transition callback calls of the tracker", []string{
+			"time.Now",
+			retriggerPrefix + "scripts/loadtest.(*tracker).since",
+			retriggerPrefix + "scripts/loadtest.(*tracker).terminated",
+			retriggerPrefix + "scripts/loadtest.(*tracker).onTransition",
+			retriggerPrefix + "consumer.(*Worker).transition",
+		}, PartLoad},
+		{"the flow modes' records under the load's handler", []string{
+			"sync.(*Mutex).Lock",
+			retriggerPrefix + "scripts/loadtest.(*flowTracker).call",
+			retriggerPrefix + "scripts/loadtest.(*tracker).handle",
+			retriggerPrefix + "consumer.(*Worker).call",
+		}, PartHandler},
+		{"the flood's handler", []string{
+			"runtime.mallocgc",
+			retriggerPrefix + "scripts/loadtest.(*flood).handle",
+			retriggerPrefix + "consumer.(*Worker).call",
+		}, PartHandler},
 		{"the worker's own bson", []string{
 			"go.mongodb.org/mongo-driver/v2/bson.Marshal",
 			retriggerPrefix + "shared/eventstore.(*Store).Complete",

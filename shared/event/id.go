@@ -3,6 +3,7 @@ package event
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -84,32 +85,50 @@ func isPlain(s string) bool {
 // "i:<n>" for an int32, "l:<n>" for an int64, and "h:" and a SHA-256 of the
 // BSON type and value for anything else. It is at most 66 bytes of
 // printable ASCII without spaces or '@', so it fits a Nats-Msg-Id.
-func Key(id bson.RawValue) string {
+func Key(id bson.RawValue) string { return string(AppendKey(nil, id)) }
+
+// AppendKey appends Key(id) to dst.
+func AppendKey(dst []byte, id bson.RawValue) []byte {
 	switch id.Type {
 	case bson.TypeObjectID:
-		return "o:" + id.ObjectID().Hex()
+		if oid, ok := id.ObjectIDOK(); ok {
+			dst = append(dst, "o:"...)
+			return hex.AppendEncode(dst, oid[:])
+		}
 	case bson.TypeString:
-		if s := id.StringValue(); isPlain(s) {
-			return "s:" + s
+		if s, ok := id.StringValueOK(); ok && isPlain(s) {
+			return append(append(dst, "s:"...), s...)
 		}
 	case bson.TypeInt32:
-		return "i:" + strconv.FormatInt(int64(id.Int32()), 10)
+		if n, ok := id.Int32OK(); ok {
+			return strconv.AppendInt(append(dst, "i:"...), int64(n), 10)
+		}
 	case bson.TypeInt64:
-		return "l:" + strconv.FormatInt(id.Int64(), 10)
+		if n, ok := id.Int64OK(); ok {
+			return strconv.AppendInt(append(dst, "l:"...), n, 10)
+		}
 	}
 	h := sha256.New()
 	h.Write([]byte{byte(id.Type)})
 	h.Write(id.Value)
-	return "h:" + base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
+	return base64.RawURLEncoding.AppendEncode(append(dst, "h:"...), h.Sum(nil)[:16])
 }
 
 // EncodeID renders an id losslessly for a message header: base64 (URL
 // alphabet, no padding) of its BSON type byte and value bytes.
-func EncodeID(id bson.RawValue) string {
-	b := make([]byte, 1+len(id.Value))
-	b[0] = byte(id.Type)
-	copy(b[1:], id.Value)
-	return base64.RawURLEncoding.EncodeToString(b)
+func EncodeID(id bson.RawValue) string { return string(AppendEncodedID(nil, id)) }
+
+// AppendEncodedID appends EncodeID(id) to dst.
+func AppendEncodedID(dst []byte, id bson.RawValue) []byte {
+	// base64 of the type byte and the value: the type byte with the
+	// value's first two bytes makes the first 4 characters.
+	head := [3]byte{byte(id.Type)}
+	n := copy(head[1:], id.Value)
+	if n < 2 {
+		return base64.RawURLEncoding.AppendEncode(dst, head[:1+n])
+	}
+	dst = base64.RawURLEncoding.AppendEncode(dst, head[:])
+	return base64.RawURLEncoding.AppendEncode(dst, id.Value[2:])
 }
 
 // DecodeID reverses EncodeID, checking that the value is well-formed BSON.

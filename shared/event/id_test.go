@@ -1,6 +1,9 @@
 package event
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +67,43 @@ func TestEncodeIDRoundTrip(t *testing.T) {
 	for _, bad := range []string{"", "!!", "AQ", EncodeID(idValue(t, "abc"))[:4], trailing} {
 		_, err := DecodeID(bad)
 		require.Error(t, err, bad)
+	}
+}
+
+// Keys and encoded ids name messages (their Nats-Msg-Id, their headers)
+// across versions: the appending forms write exactly what the string
+// forms always wrote, here as they were first written.
+func TestAppendKeyAndEncodedIDUnchanged(t *testing.T) {
+	t.Parallel()
+	key := func(id bson.RawValue) string {
+		switch id.Type {
+		case bson.TypeObjectID:
+			return "o:" + id.ObjectID().Hex()
+		case bson.TypeString:
+			if s := id.StringValue(); isPlain(s) {
+				return "s:" + s
+			}
+		case bson.TypeInt32:
+			return "i:" + strconv.FormatInt(int64(id.Int32()), 10)
+		case bson.TypeInt64:
+			return "l:" + strconv.FormatInt(id.Int64(), 10)
+		}
+		h := sha256.New()
+		h.Write([]byte{byte(id.Type)})
+		h.Write(id.Value)
+		return "h:" + base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
+	}
+	encode := func(id bson.RawValue) string {
+		b := make([]byte, 1+len(id.Value))
+		b[0] = byte(id.Type)
+		copy(b[1:], id.Value)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	ids := append(sampleIDs(t), idValue(t, int32(-1)), idValue(t, int64(1)<<40), idValue(t, "ab"),
+		bson.RawValue{Type: bson.TypeBoolean, Value: []byte{1}}, bson.RawValue{Type: bson.TypeNull})
+	for _, id := range ids {
+		require.Equal(t, key(id), string(AppendKey([]byte("x"), id))[1:], "key of %s", IDString(id))
+		require.Equal(t, encode(id), string(AppendEncodedID([]byte("x"), id))[1:], "encoding of %s", IDString(id))
 	}
 }
 

@@ -472,6 +472,13 @@ func (p *Permit) Release(ctx context.Context, finished bool, herr error) {
 	p.release(ctx, finished)
 }
 
+// Stores says whether Release makes storage calls (so needs a bounded
+// context): a probe to judge, a slot to give back, a key to wake. A
+// permit of a type with no limits set, of a closed breaker, makes none.
+func (p *Permit) Stores() bool {
+	return p.g != nil && (p.probe || p.slot != "" || p.key != "")
+}
+
 func (p *Permit) release(ctx context.Context, finished bool) {
 	g, c := p.g, p.c
 	if p.probe { // not run: the probe stays this replica's, free again

@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"encoding/binary"
 	"math"
 	"strconv"
 	"time"
@@ -71,7 +72,7 @@ func appendValue(dst []byte, v bsoncore.Value) ([]byte, bool) {
 		f, ok := v.DoubleOK()
 		return appendDouble(dst, f), ok
 	case bsoncore.TypeString:
-		s, ok := v.StringValueOK()
+		s, ok := stringBytes(v.Data)
 		ok = ok && v.Data[len(v.Data)-1] == 0 // the driver checks the terminator
 		return appendString(dst, s), ok
 	case bsoncore.TypeEmbeddedDocument:
@@ -147,10 +148,24 @@ func appendHex(dst, b []byte) []byte {
 	return dst
 }
 
+// stringBytes are the bytes of a BSON string value, as the driver's
+// StringValueOK reads them but without copying them into a string.
+func stringBytes(data []byte) ([]byte, bool) {
+	if len(data) < 4 {
+		return nil, false
+	}
+	n := int64(int32(binary.LittleEndian.Uint32(data)))
+	src := data[4:]
+	if n < 1 || n > int64(len(src)) || src[n-1] != 0 {
+		return nil, false
+	}
+	return src[:n-1], true
+}
+
 // appendString writes s as a JSON string with the driver's escapes: '"',
 // '\\' and control characters escaped, HTML characters kept, invalid UTF-8
 // replaced by U+FFFD, and U+2028 and U+2029 escaped.
-func appendString(dst []byte, s string) []byte {
+func appendString[S string | []byte](dst []byte, s S) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -180,7 +195,7 @@ func appendString(dst []byte, s string) []byte {
 			start = i
 			continue
 		}
-		c, size := utf8.DecodeRuneInString(s[i:])
+		c, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))])) // no copy: short, and it does not escape
 		switch {
 		case c == utf8.RuneError && size == 1:
 			dst = append(dst, s[start:i]...)

@@ -90,12 +90,19 @@ func HeaderBytes(msg *nats.Msg) int {
 // its size: its headers above MaxHeaderBytes, or headers and body above
 // maxPayload. The error wraps ErrHeadersTooLarge or ErrMessageTooLarge.
 func CheckSize(msg *nats.Msg, maxPayload int) error {
-	hdr := HeaderBytes(msg)
+	return CheckSizes(HeaderBytes(msg), len(msg.Data), maxPayload)
+}
+
+// CheckSizes is CheckSize of a message whose headers take hdr bytes
+// (HeaderBytes) and whose body takes body: a caller that knows its
+// headers did not change since it measured them need not encode them
+// again.
+func CheckSizes(hdr, body, maxPayload int) error {
 	switch {
 	case hdr > MaxHeaderBytes:
 		return fmt.Errorf("%w: they take %d bytes", ErrHeadersTooLarge, hdr)
-	case hdr+len(msg.Data) > maxPayload:
-		return fmt.Errorf("%w: %d bytes of headers and %d of body, max_payload %d", ErrMessageTooLarge, hdr, len(msg.Data), maxPayload)
+	case hdr+body > maxPayload:
+		return fmt.Errorf("%w: %d bytes of headers and %d of body, max_payload %d", ErrMessageTooLarge, hdr, body, maxPayload)
 	}
 	return nil
 }

@@ -60,7 +60,23 @@ func ReadRef(h nats.Header) (Ref, error) {
 // deduplication id, the reference headers, and body, a rendering of the
 // event for people (Body, or StubBody when the document is too large).
 func NewMsg(subject, msgID string, id bson.RawValue, version int64, body []byte) *nats.Msg {
-	v := [...]string{msgID, event.EncodeID(id), strconv.FormatInt(version, 10)} // one allocation for the three values
+	return newMsg(subject, append(make([]byte, 0, len(msgID)+64), msgID...), id, version, body)
+}
+
+// NewStampedMsg is NewMsg(subject, MsgID(id, st.String()), id, version,
+// body), the producer's, with its header values in one allocation.
+func NewStampedMsg(subject string, id bson.RawValue, st Stamp, version int64, body []byte) *nats.Msg {
+	var buf [192]byte // most ids, stamps and versions fit: no allocation but the string's
+	return newMsg(subject, st.append(append(event.AppendKey(buf[:0], id), '@')), id, version, body)
+}
+
+// newMsg completes the message whose Nats-Msg-Id is in b.
+func newMsg(subject string, b []byte, id bson.RawValue, version int64, body []byte) *nats.Msg {
+	i := len(b)
+	b = event.AppendEncodedID(b, id)
+	j := len(b)
+	all := string(strconv.AppendInt(b, version, 10)) // one allocation for the three values
+	v := [...]string{all[:i], all[i:j], all[j:]}     // and one for their slices
 	return &nats.Msg{Subject: subject, Data: body, Header: nats.Header{
 		nats.MsgIdHdr: v[0:1:1],
 		HeaderID:      v[1:2:2],
@@ -73,6 +89,26 @@ func NewMsg(subject, msgID string, id bson.RawValue, version int64, body []byte)
 // derivation gives the same id, so JetStream drops a republish of it inside
 // its duplicate window.
 func MsgID(id bson.RawValue, stamp string) string { return event.Key(id) + "@" + stamp }
+
+// Stamp names what a message was derived from, for its MsgID: Text when
+// set, else the change at cluster time Change (ChangeStamp); Prefix comes
+// first.
+type Stamp struct {
+	Prefix string
+	Text   string
+	Change bson.Timestamp
+}
+
+// String is the stamp as MsgID takes it.
+func (s Stamp) String() string { return string(s.append(nil)) }
+
+func (s Stamp) append(b []byte) []byte {
+	b = append(b, s.Prefix...)
+	if s.Text != "" {
+		return append(b, s.Text...)
+	}
+	return appendChangeStamp(b, s.Change)
+}
 
 func errRender(err error) error { return fmt.Errorf("rendering event as JSON: %w", err) }
 
@@ -91,8 +127,11 @@ func StubBody(ev *event.Event, size int) []byte {
 // ChangeStamp names a change by its cluster time, for MsgID: the same
 // change read again (after a restart) gives the same message id, and every
 // other change, a re-insert of an archived event included, a new one.
-func ChangeStamp(ts bson.Timestamp) string {
-	return "c" + strconv.FormatUint(uint64(ts.T), 10) + "." + strconv.FormatUint(uint64(ts.I), 10)
+func ChangeStamp(ts bson.Timestamp) string { return string(appendChangeStamp(nil, ts)) }
+
+func appendChangeStamp(b []byte, ts bson.Timestamp) []byte {
+	b = strconv.AppendUint(append(b, 'c'), uint64(ts.T), 10)
+	return strconv.AppendUint(append(b, '.'), uint64(ts.I), 10)
 }
 
 // CreationStamp names a new event the sweeper publishes (the relay did not,

@@ -35,6 +35,49 @@ func TestRefRoundTrip(t *testing.T) {
 	require.Error(t, err)
 }
 
+// The producer's message (NewStampedMsg) is the message NewMsg builds
+// with MsgID, whatever the stamp and the id; a change's stamp is
+// ChangeStamp, which ChangeOrder reads back.
+func TestStampedMsgIsNewMsg(t *testing.T) {
+	t.Parallel()
+	ts := bson.Timestamp{T: 1764662400, I: 17}
+	require.Equal(t, "c1764662400.17", ChangeStamp(ts))
+	stamps := []Stamp{{Change: ts}, {Prefix: "rejected.", Change: ts}, {Text: "v3.due1764662400123"}, {Prefix: "rejected.", Text: "v1.s0"},
+		{Text: strings.Repeat("9", 300)}}
+	ids := []any{bson.NewObjectID(), "order-1", "with space", int32(-7), int64(7), bson.Binary{Subtype: 4, Data: make([]byte, 16)},
+		bson.D{{Key: "a", Value: 1}}, strings.Repeat("x", 500)}
+	for _, v := range ids {
+		raw, err := bson.Marshal(bson.D{{Key: "_id", Value: v}})
+		require.NoError(t, err)
+		rid := bson.Raw(raw).Lookup("_id")
+		for _, st := range stamps {
+			for _, version := range []int64{0, 9, -1, 1 << 62} {
+				want := NewMsg("s", MsgID(rid, st.String()), rid, version, []byte("{}"))
+				got := NewStampedMsg("s", rid, st, version, []byte("{}"))
+				require.Equal(t, want, got)
+				require.Equal(t, st.Prefix+st.Text+map[bool]string{true: ChangeStamp(ts)}[st.Text == ""], st.String())
+				if st == (Stamp{Change: ts}) {
+					require.EqualValues(t, int64(ts.T)<<32|int64(ts.I), ChangeOrder(got.Header))
+				}
+			}
+		}
+	}
+}
+
+// The relay's message costs five allocations whatever its id and stamp:
+// the header values' one string and the array of their slices, the
+// message, the header map and its entries. Its body costs one: the
+// document's strings are escaped from its own bytes.
+func TestRelayMessageAllocations(t *testing.T) {
+	raw, err := bson.Marshal(bson.D{{Key: "_id", Value: bson.NewObjectID()}, {Key: "type", Value: "order"},
+		{Key: "payload", Value: bson.D{{Key: "data", Value: strings.Repeat("x", 256)}, {Key: "n", Value: int64(7)}}}})
+	require.NoError(t, err)
+	id := bson.Raw(raw).Lookup("_id")
+	st := Stamp{Change: bson.Timestamp{T: 1764662400, I: 17}}
+	require.LessOrEqual(t, testing.AllocsPerRun(100, func() { _ = NewStampedMsg("retrigger.events.order", id, st, 3, nil) }), 5.0)
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _, _ = Body(raw) }))
+}
+
 func TestNames(t *testing.T) {
 	t.Parallel()
 	n := Names{StreamPrefix: "ACME", SubjectPrefix: "acme"}

@@ -61,6 +61,7 @@ type Metrics struct {
 	inFlight      prometheus.Gauge
 	attempts      *prometheus.HistogramVec
 	transitions   *prometheus.CounterVec
+	runs          runHandles // Transition's series
 	skipped       *prometheus.CounterVec
 	changes       prometheus.Counter
 	published     *prometheus.CounterVec
@@ -234,15 +235,68 @@ func (m *Metrics) Transition(typ string, from, to event.State, attempt int64, to
 	switch to {
 	case event.StateSuccess:
 		outcome = OutcomeSuccess
-		m.attempts.WithLabelValues(typ).Observe(float64(attempt))
+		o, ok := m.runs.attempts.load(typ)
+		if !ok {
+			o = m.attempts.WithLabelValues(typ)
+			m.runs.attempts.store(typ, o)
+		}
+		o.Observe(float64(attempt))
 	case event.StateFailed, event.StateNew: // new: a probe that failed, its attempt not spent
 		outcome = OutcomeRetry
 	}
-	m.handled.WithLabelValues(typ, outcome).Inc()
-	m.transitions.WithLabelValues(from.String(), to.String()).Inc()
-	if took > 0 {
-		m.handlerTime.WithLabelValues(typ).Observe(took.Seconds())
+	c, ok := m.runs.handled.load([2]string{typ, outcome})
+	if !ok {
+		c = m.handled.WithLabelValues(typ, outcome)
+		m.runs.handled.store([2]string{typ, outcome}, c)
 	}
+	c.Inc()
+	c, ok = m.runs.transitions.load([2]event.State{from, to})
+	if !ok {
+		c = m.transitions.WithLabelValues(from.String(), to.String())
+		m.runs.transitions.store([2]event.State{from, to}, c)
+	}
+	c.Inc()
+	if took > 0 {
+		o, ok := m.runs.handlerTime.load(typ)
+		if !ok {
+			o = m.handlerTime.WithLabelValues(typ)
+			m.runs.handlerTime.store(typ, o)
+		}
+		o.Observe(took.Seconds())
+	}
+}
+
+// runHandles are the series Transition writes, looked up once each: a
+// vector's WithLabelValues hashes the labels and takes a lock, four times
+// per run. They are created when first written, as WithLabelValues would,
+// and there are as many as the replica's types times outcomes and
+// transitions.
+type runHandles struct {
+	attempts, handlerTime handles[string, prometheus.Observer]
+	handled               handles[[2]string, prometheus.Counter]
+	transitions           handles[[2]event.State, prometheus.Counter]
+}
+
+// handles caches a vector's children by their labels.
+type handles[K comparable, V any] struct {
+	mu sync.RWMutex
+	m  map[K]V
+}
+
+func (h *handles[K, V]) load(k K) (V, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	v, ok := h.m[k]
+	return v, ok
+}
+
+func (h *handles[K, V]) store(k K, v V) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[K]V{}
+	}
+	h.m[k] = v
 }
 
 // InFlight adds delta to the handlers running now.

@@ -192,3 +192,25 @@ func TestPartsExportTheirMetrics(t *testing.T) {
 		require.True(t, all[name], "a process of every part exports %s", name)
 	}
 }
+
+// Transition's series, looked up once and kept, count every run, and
+// appear as they are first written: no attempts before a success, no
+// handler time for a run that did not run its handler.
+func TestTransitionCountsEveryRun(t *testing.T) {
+	t.Parallel()
+	m := New("v1")
+	m.Transition("mail", event.StateNew, event.StateError, 1, 0) // crashed too often: not run
+	require.Zero(t, testutil.CollectAndCount(m.attempts))
+	require.Zero(t, testutil.CollectAndCount(m.handlerTime))
+	for range 3 {
+		m.Transition("mail", event.StateNew, event.StateSuccess, 1, time.Millisecond)
+		m.Transition("sms", event.StateFailed, event.StateSuccess, 2, time.Millisecond)
+	}
+	require.Equal(t, 3.0, testutil.ToFloat64(m.handled.WithLabelValues("mail", OutcomeSuccess)))
+	require.Equal(t, 3.0, testutil.ToFloat64(m.handled.WithLabelValues("sms", OutcomeSuccess)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.handled.WithLabelValues("mail", OutcomeError)))
+	require.Equal(t, 3.0, testutil.ToFloat64(m.transitions.WithLabelValues("new", "success")))
+	require.Equal(t, 3.0, testutil.ToFloat64(m.transitions.WithLabelValues("failed", "success")))
+	require.Equal(t, 2, testutil.CollectAndCount(m.attempts))
+	require.Equal(t, 2, testutil.CollectAndCount(m.handlerTime))
+}

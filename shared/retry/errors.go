@@ -68,6 +68,9 @@ func Throttle(delay time.Duration, err error) error {
 // Throttled returns the delay of an error made by Throttle: how long its
 // type pauses.
 func Throttled(err error) (time.Duration, bool) {
+	if err == nil {
+		return 0, false // and no allocation for errors.As's target
+	}
 	var a *afterError
 	if errors.As(err, &a) && a.typeWide {
 		return a.delay, true
