@@ -93,6 +93,7 @@ func (o options) pipeline(feed *feed, log zerolog.Logger) pipeline.Options {
 		Replicas: o.replicas,
 	}
 	po.Store.Database = o.database
+	po.Store.SyncInterval = o.syncInterval
 	po.Producer.Store, po.Worker.Store, po.Archiver.Store = o.store, o.store, o.store
 	po.Producer.Logger = log
 	po.Producer.Retention.After = o.retention
@@ -146,8 +147,9 @@ func storage(rec embedded.Recovery) string {
 // memory, as the load generator measured them on 2 shared cores
 // (docs/PERFORMANCE.md, "The embedded engine").
 const (
-	durableRate = "600 to 930 events/s"
-	memoryRate  = "860 to 2,800 events/s"
+	durableRate = "5,600 to 6,800 events/s"
+	syncedRate  = "1,900 to 2,200 events/s" // -sync-interval 0
+	memoryRate  = "6,000 to 8,000 events/s"
 )
 
 // banner is what the local run prints once it runs; httpURL is where its
@@ -165,10 +167,14 @@ func banner(o options, natsURL, httpURL string) string {
 	}
 	if o.memory {
 		b.WriteString("-memory: the events live in this process only; stopping it, or a crash, loses every one of them, retries included. " +
-			"It buys speed (flooded, about " + memoryRate + " against " + durableRate + " durable, on 2 cores: docs/PERFORMANCE.md). Drop -memory to keep them in -data-dir.\n")
+			"It buys little speed: flooded, about " + memoryRate + " against " + durableRate + " durable, on 2 cores (docs/PERFORMANCE.md). Drop -memory to keep them in -data-dir.\n")
+	} else if o.syncInterval > 0 {
+		b.WriteString("durable: every write is in the journal in " + o.dataDir + " before it counts, and a crash of this process loses none; " +
+			"an operating system crash or a power cut may lose the last " + o.syncInterval.String() + " of them (-sync-interval 0: none, at about " + syncedRate + "). " +
+			"Flooded, about " + durableRate + " on 2 cores (-memory: about " + memoryRate + ", and nothing survives a stop; docs/PERFORMANCE.md)\n")
 	} else {
-		b.WriteString("durable: every write is synced to " + o.dataDir + " before it counts, and a crash loses none; flooded, about " + durableRate +
-			" on 2 cores (-memory: about " + memoryRate + ", and nothing survives a stop; docs/PERFORMANCE.md)\n")
+		b.WriteString("durable: every write is synced to " + o.dataDir + " before it counts, and no crash loses one; flooded, about " + syncedRate +
+			" on 2 cores (the default -sync-interval 100ms: about " + durableRate + "; docs/PERFORMANCE.md)\n")
 	}
 	if ip := net.ParseIP(o.natsHost); (ip == nil && o.natsHost != "localhost") || (ip != nil && !ip.IsLoopback()) {
 		fmt.Fprintf(&b, "warning: -nats-host %s: the embedded NATS server has no authentication, and listens beyond this machine.\n", o.natsHost)

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/eventstore"
 	"github.com/retrigger/retrigger/shared/flow"
@@ -76,6 +77,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	o.store.RegisterFlags(fs)
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory of the events (unless -memory) and the NATS store; a restart resumes from it (created if missing; not a file)")
 	fs.BoolVar(&o.memory, "memory", false, "keep the events in memory instead of -data-dir: nothing survives a stop or a crash")
+	fs.DurationVar(&o.syncInterval, "sync-interval", pipeline.LocalSyncInterval, "how long a write to -data-dir may wait to be synced to disk: a crash of this process loses none, an operating system crash or power cut those of the last interval (0: each write synced before it counts; slower: docs/PERFORMANCE.md)")
 	fs.StringVar(&o.natsHost, "nats-host", "127.0.0.1", "address of the embedded nats-server: an address of this machine (it has no authentication: keep it on loopback)")
 	fs.IntVar(&o.natsPort, "nats-port", 4222, "port of the embedded nats-server, 1 to 65535")
 	fs.IntVar(&o.replicas, "replicas", 2, "consumer replicas (at least 1)")
@@ -102,6 +104,7 @@ type options struct {
 	memory, allowWrites                    bool
 	natsPort, replicas, maxAttempts        int
 	interval, latency, retryInitial        time.Duration
+	syncInterval                           time.Duration
 	summaryEvery, retention                time.Duration
 	failureRate                            float64
 	flowFlags                              flow.Flags  // -breaker, -rate-limits, -keys, as the consumer takes them
@@ -175,6 +178,8 @@ func (o *options) validate() error {
 		return config.Invalid("summary-every", "must be positive, got %s", o.summaryEvery)
 	case o.retention < 0:
 		return config.Invalid("retention", "must not be negative, got %s", o.retention)
+	case o.syncInterval < 0:
+		return config.Invalid("sync-interval", "must not be negative, got %s", o.syncInterval)
 	case o.natsHost == "":
 		return config.Invalid("nats-host", "must not be empty")
 	case o.traces != "" && o.traces != "console" && o.traces != "otlp" && o.traces != "none":

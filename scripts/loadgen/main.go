@@ -28,6 +28,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/retrigger/retrigger/scripts/loadtest"
+	"github.com/retrigger/retrigger/scripts/pipeline"
 	"github.com/retrigger/retrigger/shared/config"
 	"github.com/retrigger/retrigger/shared/logging"
 	"github.com/retrigger/retrigger/shared/retry"
@@ -78,7 +79,8 @@ func (s *settings) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.RateLimit, "rate-limit", "", "flow: how often runs of the type start, across the replicas, as -rate-limits takes a type's rate: 50/s, 300/m, 5/s,burst=10; reports the rate the handler saw and the most starts in any one second")
 	fs.StringVar(&o.Breaker, "breaker", "on", "flow: every type's circuit breaker in the workers: on (the stock breaker), off, or knobs as the consumer's -breaker takes them, e.g. 'min-runs=10,failure-ratio=90%'")
 	fs.IntVar(&o.BackoffFlood, "backoff-flood", 0, "keep this many events of another type (TYPE-backoff) in a one-hour backoff during the load, and report how soon the others start (not negative)")
-	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (durable: a journal synced before each write returns, as scripts/dev uses)")
+	fs.StringVar(&o.Storage, "storage", loadtest.StorageMemory, "embedded engine: memory, or file (durable: a journal on disk, as scripts/dev uses)")
+	fs.DurationVar(&o.SyncInterval, "sync-interval", pipeline.LocalSyncInterval, "file storage: how long a write may wait for the journal's sync, as scripts/dev -sync-interval (0: each write synced before it returns)")
 	fs.DurationVar(&o.Retention, "retention", loadtestDefault.Retention, "embedded: delete succeeded events this long after success, keeping the engine's live set small (not negative; 0 keeps them)")
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", loadtestDefault.SweepInterval, "embedded: time between the producer's sweeps, which apply the retention (not negative)")
 	fs.BoolVar(&o.Ceiling, "ceiling", false, "embedded: afterwards, measure the engine alone on the same writes, for the ratio")

@@ -33,7 +33,7 @@ const (
 // Storage modes of the embedded engine.
 const (
 	StorageMemory = "memory" // the events live in memory (the load test's default)
-	StorageFile   = "file"   // durable, a journal synced before each write returns, as `scripts/dev` uses
+	StorageFile   = "file"   // durable, a journal on disk, as `scripts/dev` uses (see SyncInterval)
 )
 
 // Options of a load test. The zero value of each field means its default;
@@ -116,6 +116,11 @@ type Options struct {
 
 	// Storage is StorageMemory or StorageFile [-storage]. Default memory.
 	Storage string
+	// SyncInterval is how long a StorageFile write may wait for its
+	// journal's sync [-sync-interval]: 0 syncs each before it returns (see
+	// embedded.Options.SyncInterval); the local run's is
+	// pipeline.LocalSyncInterval.
+	SyncInterval time.Duration
 	// Retention deletes succeeded events this long after success
 	// [-retention], so the engine's live set stays small; negative keeps
 	// them. Default 1s.
@@ -295,6 +300,8 @@ func (o Options) validate() error {
 		return config.Invalid("storage", "must be %q or %q, got %q", StorageMemory, StorageFile, o.Storage)
 	case o.SweepInterval < 0:
 		return config.Invalid("sweep-interval", "must not be negative, got %s", o.SweepInterval)
+	case o.SyncInterval < 0:
+		return config.Invalid("sync-interval", "must not be negative, got %s", o.SyncInterval)
 	case o.CeilingUpdaters < 1:
 		return config.Invalid("ceiling-updaters", "must be at least 1, got %d", o.CeilingUpdaters)
 	case o.ProgressEvery < 0:

@@ -43,6 +43,7 @@ type Settings struct {
 	Type           string  `json:"type"`
 	BackoffFlood   int     `json:"backoff_flood,omitempty"`
 	Storage        string  `json:"storage,omitempty"`
+	SyncInterval   string  `json:"sync_interval,omitempty"` // file storage: "0s" syncs every write
 	Retention      string  `json:"retention,omitempty"`
 	SweepInterval  string  `json:"sweep_interval,omitempty"`
 	// Flow control.
@@ -141,7 +142,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			fmt.Sprintf("external mode: the deployment's producer and archiver must run on this database and these stream names, and no consumer replica of the deployment may handle type %s; succeeded events its retention deleted cannot be told from lost ones and are counted as unverified", o.Type),
 			"external mode has not been run against a real MongoDB by the retrigger test suite")
 	} else {
-		res.Target = fmt.Sprintf("in-process pipeline: embedded engine (%s), embedded nats-server with JetStream (file store), 1 producer, %d consumer replicas, 1 archiver", o.Storage, o.Replicas)
+		storage := o.Storage
+		if o.Storage == StorageFile {
+			storage = "file, each write synced"
+			if o.SyncInterval > 0 {
+				storage = "file, synced every " + o.SyncInterval.String()
+			}
+		}
+		res.Target = fmt.Sprintf("in-process pipeline: embedded engine (%s), embedded nats-server with JetStream (file store), 1 producer, %d consumer replicas, 1 archiver", storage, o.Replicas)
 		if o.Retention > 0 {
 			res.Notes = append(res.Notes, fmt.Sprintf("retention: the producer deletes succeeded events %s after success (checked every %s), so the embedded engine's live set stays small; deleted events are checked through their observed success transitions and the retention count", o.Retention, o.SweepInterval))
 		}
@@ -447,6 +455,9 @@ func settings(o Options) Settings {
 	}
 	if !o.External() {
 		s.Storage = o.Storage
+		if o.Storage == StorageFile {
+			s.SyncInterval = o.SyncInterval.String()
+		}
 		s.Retention = "off"
 		if o.Retention > 0 {
 			s.Retention = o.Retention.String()

@@ -97,6 +97,7 @@ func workerConfig(o Options, tr *tracker) consumer.Config {
 // engine ceiling also opens its engine with.
 func pipelineOptions(o Options, tr *tracker) pipeline.Options {
 	po := pipeline.Options{Memory: o.Storage == StorageMemory, Replicas: o.Replicas, Tracing: o.Tracing}
+	po.Store.SyncInterval = o.SyncInterval
 	po.Producer.Names = o.Names
 	po.Producer.Retention.After = max(o.Retention, 0)
 	po.Producer.Retention.Interval = o.SweepInterval

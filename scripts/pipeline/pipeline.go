@@ -29,6 +29,12 @@ import (
 )
 
 // Options of a pipeline. Zero fields take their defaults.
+// LocalSyncInterval is how long a write of the local run (scripts/dev
+// -sync-interval) may wait for its journal's sync: a crash of the process
+// loses none of them, an operating system crash those of the last
+// interval, as MongoDB's journal commit interval does (embedded.Options).
+const LocalSyncInterval = 100 * time.Millisecond
+
 type Options struct {
 	// DataDir holds the NATS store and, unless Memory, the storage files.
 	// Empty: a temporary directory, removed by Close. One pipeline at a
