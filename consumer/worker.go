@@ -75,7 +75,7 @@ func NewWorker(cfg Config, db store.Database, nc *nats.Conn) (*Worker, error) {
 		types: types,
 	}
 	w.flow = flow.New(w.store, cfg.Flow, flow.Options{Types: types, Owner: cfg.Replica, RunTTL: cfg.HandlerTimeout + cfg.AckWait,
-		Now: cfg.Now, Log: w.log, Metrics: cfg.Metrics})
+		StoreTimeout: cfg.StoreTimeout, Now: cfg.Now, Log: w.log, Metrics: cfg.Metrics})
 	cfg.Health.Check("consumer "+cfg.Replica, w.checkReady)
 	return w, nil
 }

@@ -41,8 +41,12 @@ type Options struct {
 	// replica that died holding one no longer does (the handler timeout
 	// plus the ack wait).
 	RunTTL time.Duration
-	Now    func() time.Time
-	Log    zerolog.Logger
+	// StoreTimeout bounds each refresh of the shared state (its reads and
+	// writes), so that one storage call that never answers does not stop
+	// the replica learning of pauses and trips; 0: unbounded.
+	StoreTimeout time.Duration
+	Now          func() time.Time
+	Log          zerolog.Logger
 	// Metrics records the breakers, probes and waits; nil: none.
 	Metrics *metrics.Metrics
 }
@@ -570,7 +574,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	tick := time.NewTicker(c.cfg.Refresh)
 	defer tick.Stop()
 	for {
-		c.refresh(ctx)
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if c.opts.StoreTimeout > 0 {
+			rctx, cancel = context.WithTimeout(ctx, c.opts.StoreTimeout)
+		}
+		c.refresh(rctx)
+		cancel()
 		select {
 		case <-ctx.Done():
 			return nil
