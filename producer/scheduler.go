@@ -85,14 +85,19 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-s.wake:
 			// Told of a due time: sleep less if it is earlier, no query.
-			if told := s.takeEarliest(); !told.IsZero() && told.Before(deadline) {
-				deadline = told // Reset discards a pending fire (Go 1.23 timers)
-				timer.Reset(max(told.Sub(s.now()), 0))
+			if told := s.takeEarliest(); !told.IsZero() {
+				cur = rewind(cur, told)
+				if told.Before(deadline) {
+					deadline = told // Reset discards a pending fire (Go 1.23 timers)
+					timer.Reset(max(told.Sub(s.now()), 0))
+				}
 			}
 			continue
 		case <-timer.C:
 		}
-		s.takeEarliest() // the query below sees those events too
+		if told := s.takeEarliest(); !told.IsZero() {
+			cur = rewind(cur, told)
+		}
 		next, err := s.publishDue(ctx, &cur)
 		if ctx.Err() != nil {
 			return nil
@@ -106,6 +111,17 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		timer.Reset(max(deadline.Sub(s.now()), 0))
 	}
+}
+
+// rewind moves the cursor back to due, when due is not after it: an event
+// written after the cursor passed its due time (transitions finish out of
+// their due times' order) would never be found after it. What comes again
+// is published under the same message id, which JetStream drops.
+func rewind(cur eventstore.Cursor, due time.Time) eventstore.Cursor {
+	if due.After(cur.After) {
+		return cur
+	}
+	return eventstore.Cursor{After: due.Truncate(time.Millisecond).Add(-time.Millisecond)}
 }
 
 // publishDue publishes the events due now after the cursor, page by page,
