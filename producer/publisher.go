@@ -182,8 +182,10 @@ func (p *publisher) route(doc bson.Raw, change messaging.Stamp, now time.Time) r
 // among the events of its flow-control key (messaging.CreationStamp), and
 // both publishes of it are one message.
 func (p *publisher) creationStamp(ev *event.Event, fromChange bool) string {
-	if ev.State != event.StateNew || ev.Version != 0 || ev.CreatedAt.IsZero() || !ev.WokenAt.IsZero() {
-		return "" // woken by its key: a new message, and its place is stamped on it already
+	if ev.State != event.StateNew || ev.Version != 0 || ev.CreatedAt.IsZero() || !ev.WokenAt.IsZero() || ev.Redrives != 0 {
+		// Woken by its key (its place is stamped on it already) or
+		// redriven: a new message, which its first one's name would hide.
+		return ""
 	}
 	if fromChange {
 		before := p.sweptBefore.Load()

@@ -197,6 +197,7 @@ func TestCreationStamps(t *testing.T) {
 	require.Equal(t, "c5.1", route("c5.1", bson.E{Key: "createdAt", Value: created.Add(2 * time.Second)}), "relayed, created after it")
 	require.Equal(t, "v0.s0", route("", at, bson.E{Key: "retrigger", Value: bson.D{{Key: "wokenAt", Value: now}}}), "woken by its key")
 	require.Equal(t, "v0.s0", route(""), "no creation time")
+	require.Equal(t, "v0.s0", route("", at, bson.E{Key: "retrigger", Value: bson.D{{Key: "redrives", Value: int64(1)}}}), "redriven")
 	require.Equal(t, "v0.s0", route("", bson.E{Key: "createdAt", Value: time.Date(1969, 7, 20, 0, 0, 0, 0, time.UTC)}), "a creation time no cluster time can stand for")
 	require.Equal(t, int64(created.Unix()-1)<<32|250, messaging.ChangeOrder(nats.Header{nats.MsgIdHdr: []string{"x@" + want}}))
 }
