@@ -410,7 +410,9 @@ func TestRetryAfterPausesTheType(t *testing.T) {
 // A rate limit holds across four replicas: over the run the handler sees
 // the limit within 10%, and never more than limit+burst in any second.
 func TestRateLimitAcrossReplicas(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the rate seen depends on the replicas getting a turn's
+	// work done within it, which the package's other loads (the keys at
+	// scale above all) would take from them on a machine of 2 cores.
 	const (
 		rate   = 10.0
 		burst  = 3
