@@ -45,7 +45,7 @@ func ParseID(text string) ([]bson.RawValue, error) {
 			add(int32(n))
 		}
 		add(n)
-		if float64(n) == math.Trunc(float64(n)) && math.Abs(float64(n)) < 1<<53 {
+		if math.Abs(float64(n)) < 1<<53 { // a double holds it exactly
 			add(float64(n))
 		}
 	}

@@ -362,10 +362,7 @@ func (w *Worker) report(ctx context.Context, ev *event.Event, t *eventstore.Tran
 // Claim is a claimed event.
 type Claim = eventstore.Claim
 
-var (
-	errHandlerTimeout = errors.New("handler timed out")
-	errLeaseLost      = errors.New("the event's lease was taken over by another replica")
-)
+var errHandlerTimeout = errors.New("handler timed out")
 
 // call runs the event's handler under the handler timeout, renews the
 // lease and sends progress acks while it runs (until the timeout: a

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -297,5 +296,3 @@ func (s *supervisor) killedOwner(owner string) (time.Time, bool) {
 	t, ok := s.deadOwners[owner]
 	return t, ok
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -85,12 +85,6 @@ func (d *rawDoc) value(key string, v bson.RawValue) *rawDoc {
 	return d
 }
 
-// raw writes a whole document under key.
-func (d *rawDoc) raw(key string, doc bson.Raw) *rawDoc {
-	d.buf = bsoncore.AppendDocumentElement(d.buf, key, doc)
-	return d
-}
-
 // done closes the document and returns it.
 func (d *rawDoc) done() bson.Raw {
 	for d.depth > 0 {

@@ -18,7 +18,7 @@ func bodyCases(t testing.TB) []bson.Raw {
 		{{Key: "_id", Value: bson.NewObjectID()}, {Key: "type", Value: "email"}, {Key: "payload", Value: bson.D{{Key: "to", Value: "ada@example.com"}}}},
 		{{Key: "empty", Value: bson.D{}}, {Key: "arr", Value: bson.A{}}, {Key: "nested", Value: bson.A{bson.A{1, "x"}, bson.D{{Key: "a", Value: nil}}}}},
 		{{Key: "i32", Value: int32(math.MinInt32)}, {Key: "i64", Value: int64(math.MaxInt64)}, {Key: "t", Value: true}, {Key: "f", Value: false}},
-		{{Key: "d", Value: 1.0}, {Key: "d2", Value: -0.0}, {Key: "d3", Value: 1e21}, {Key: "d4", Value: 5e-324}, {Key: "d5", Value: 0.1},
+		{{Key: "d", Value: 1.0}, {Key: "d2", Value: math.Copysign(0, -1)}, {Key: "d3", Value: 1e21}, {Key: "d4", Value: 5e-324}, {Key: "d5", Value: 0.1},
 			{Key: "d6", Value: 123456789.125}, {Key: "d7", Value: math.MaxFloat64}, {Key: "d8", Value: 1e-7}, {Key: "d9", Value: 100.0}},
 		{{Key: "nan", Value: math.NaN()}, {Key: "inf", Value: math.Inf(1)}, {Key: "-inf", Value: math.Inf(-1)}},
 		{{Key: "s", Value: "quote \" backslash \\ nl \n cr \r tab \t bs \b ff \f nul \x00 us \x1f del \x7f <&> é 😀 \u2028 \u2029"}},

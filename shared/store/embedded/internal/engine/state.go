@@ -67,14 +67,6 @@ func (v *View) namespaces() []NS {
 	return out
 }
 
-func (v *View) docCount() int {
-	n := 0
-	for _, c := range v.colls {
-		n += c.docs.Len()
-	}
-	return n
-}
-
 // EntryTS returns the timestamp of an oplog entry (its _id.ts).
 func EntryTS(entry bsonkit.Doc) primitive.Timestamp {
 	// The engine writes _id first, {ts} alone: read it in place (a
