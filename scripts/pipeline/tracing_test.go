@@ -92,6 +92,22 @@ func byAttempt(runs []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 	return runs
 }
 
+// parented reports whether the parent of every child is among parents: a
+// publish's span ends with JetStream's ack, which may come after the run
+// it led to.
+func parented(children, parents []sdktrace.ReadOnlySpan) bool {
+	for _, c := range children {
+		found := false
+		for _, p := range parents {
+			found = found || p.SpanContext().SpanID() == c.Parent().SpanID()
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
 // spanOf finds the span with the given id among spans.
 func spanOf(t *testing.T, spans []sdktrace.ReadOnlySpan, id trace.SpanID) sdktrace.ReadOnlySpan {
 	t.Helper()
@@ -157,7 +173,7 @@ func TestTraceFailsTwiceThenSucceeds(t *testing.T) {
 	var spans map[string][]sdktrace.ReadOnlySpan
 	waitFor(t, 10*time.Second, "the three runs' spans", func() bool {
 		spans = tb.spans(id)
-		return len(spans["process "+subject]) == 3
+		return len(spans["process "+subject]) == 3 && parented(spans["process "+subject], spans["send "+subject])
 	})
 	runs := byAttempt(spans["process "+subject])
 	sends := spans["send "+subject]
@@ -252,7 +268,8 @@ func TestTraceRedriveLinks(t *testing.T) {
 	var spans map[string][]sdktrace.ReadOnlySpan
 	waitFor(t, 10*time.Second, "the runs', the archive's and the redrive's spans", func() bool {
 		spans = tb.spans(id)
-		return len(spans["process "+names.EventSubject("job")]) == 2 && len(spans["archive "+names.DLQSubject("job")]) == 1 && len(spans["redrive retrigger"]) == 1
+		return len(spans["process "+names.EventSubject("job")]) == 2 && len(spans["archive "+names.DLQSubject("job")]) == 1 && len(spans["redrive retrigger"]) == 1 &&
+			parented(spans["archive "+names.DLQSubject("job")], spans["send "+names.DLQSubject("job")])
 	})
 	runs := byAttempt(spans["process "+names.EventSubject("job")])
 	first, after := runs[0], runs[1]
@@ -308,9 +325,11 @@ func TestTraceMalformedContext(t *testing.T) {
 		id := event.IDString(bson.RawValue{Type: bson.TypeObjectID, Value: oid[:]})
 		ev := tb.waitState(t, oid, event.StateSuccess, 0)
 		var spans map[string][]sdktrace.ReadOnlySpan
-		waitFor(t, 10*time.Second, tc.name+": its run's span", func() bool {
+		waitFor(t, 10*time.Second, tc.name+": its publish's and its run's spans", func() bool {
 			spans = tb.spans(id)
-			return len(spans["process "+subject]) == 1
+			// The publish's span ends with JetStream's ack, which may come
+			// after the run.
+			return len(spans["process "+subject]) == 1 && parented(spans["process "+subject], spans["send "+subject])
 		})
 		run := spans["process "+subject][0]
 		send := spanOf(t, spans["send "+subject], run.Parent().SpanID())
